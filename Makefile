@@ -1,0 +1,47 @@
+# The two commands of the README. Each one sets itself up on a fresh machine:
+#   make report   generate the data set, execute the five notebooks, export reports/*.html
+#   make test     ruff, unit tests, and pytest --nbmake over the notebooks
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gradkit-installed
+
+.PHONY: report test setup lint unit notebooks data sync bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --user --name gradkit --display-name "Python (gradkit)" >/dev/null
+	@touch $@
+
+setup: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m gradkit.data
+
+report: data
+	$(PY) -m gradkit.report
+
+test: lint unit notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gradkit tests benchmarks notebooks/*.py
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+notebooks: $(STAMP)
+	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 notebooks/*.ipynb
+
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	$(PY) benchmarks/per_sample_grads.py
+
+clean:
+	rm -rf reports build test-artifacts
