@@ -1,0 +1,430 @@
+"""Cosine similarity of gradient directions: matrices, their statistics, t-SNE.
+
+Every function takes gradients as rows of a matrix ``G`` of shape ``[N, D]``: exact per-sample or
+per-batch gradients (``D = P`` parameters) or random sketches of them (``D = k``, which keep
+cosines approximately, Johnson-Lindenstrauss). Two levels of analysis use the same code:
+
+- ``sample``: one row per sample (per-sample gradients of a data set or an analysis batch);
+- ``batch``:  one row per mini-batch (the per-batch gradients of one epoch).
+
+Notation: ``u_i = g_i / ||g_i||`` is the direction of row ``i`` (a zero row stays zero, so its
+cosine with everything is 0); ``cos_ij = u_i . u_j``; ``S_c = sum_{i in c} u_i`` is the sum of
+the directions of class ``c`` (``n_c`` rows) and ``S = sum_i u_i``.
+
+Scale: the statistics never build ``N x N``. The means (over pairs, within / between class, per
+sample to its class, the silhouette) have closed forms in the class sums ``S_c`` and cost
+``O(N D)``; the share of negative pairs and the most conflicting pairs are scanned in row blocks
+of ``block_size x N``. Memory is ``O(N D + block_size N)`` - for a sketch, bounded by the sketch
+size, never by ``N x P``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+LEVELS = ("sample", "batch")
+
+
+# -- directions and the matrix ---------------------------------------------------------------
+def _as_rows(grads, name: str = "grads") -> torch.Tensor:
+    g = torch.as_tensor(grads)
+    if g.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D [N, D] matrix of gradients, got shape "
+                         f"{tuple(g.shape)}")
+    if g.shape[0] == 0 or g.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(g.shape)}")
+    if not torch.isfinite(g).all():
+        bad = (~torch.isfinite(g)).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} has non-finite entries (rows {bad}...)")
+    return g.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _as_labels(labels, n: int) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(labels)).long().flatten()
+    if y.numel() != n:
+        raise ValueError(f"labels has {y.numel()} entries but grads has {n} rows")
+    return y
+
+
+def unit_directions(grads) -> torch.Tensor:
+    """Rows scaled to unit length: ``u_i = g_i / ||g_i||_2`` (float64; a zero row stays 0)."""
+    g = _as_rows(grads)
+    norms = g.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, g / norms.clamp_min(torch.finfo(g.dtype).tiny), 0.0)
+
+
+def cosine_matrix(grads) -> torch.Tensor:
+    """``C_ij = cos(g_i, g_j) = u_i . u_j``, the dense ``[N, N]`` matrix (for small ``N``)."""
+    u = unit_directions(grads)
+    return (u @ u.T).clamp_(-1.0, 1.0)
+
+
+def class_order(labels) -> torch.Tensor:
+    """Permutation that sorts rows by class, stable (original order kept inside a class)."""
+    y = torch.as_tensor(np.asarray(labels)).long().flatten()
+    return torch.sort(y, stable=True).indices
+
+
+@dataclass
+class SimilarityMatrix:
+    """A cosine matrix with its rows (and columns) in class order.
+
+    ``matrix[a, b] = cos(g[order[a]], g[order[b]])``; ``labels`` are the labels in that order
+    (``None`` at the batch level, where rows are batches in step order).
+    """
+
+    matrix: torch.Tensor
+    order: torch.Tensor
+    labels: torch.Tensor | None
+    level: str
+
+
+def similarity_matrix(grads, labels=None, level: str = "sample") -> SimilarityMatrix:
+    """Cosine matrix of gradient directions, rows ordered by class so blocks show.
+
+    ``level="sample"``: rows of ``grads`` are per-sample gradients, ``labels`` their classes.
+    ``level="batch"``: rows are per-batch gradients; with ``labels`` (say, a batch's majority
+    class) they are ordered by it, without, kept in step order.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    g = _as_rows(grads)
+    if labels is None:
+        if level == "sample":
+            raise ValueError("level='sample' needs labels to order the rows by class")
+        order, ordered = torch.arange(g.shape[0]), None
+    else:
+        y = _as_labels(labels, g.shape[0])
+        order = class_order(y)
+        ordered = y[order]
+    return SimilarityMatrix(cosine_matrix(g[order]), order, ordered, level)
+
+
+# -- statistics in closed form (O(N D), no N x N) --------------------------------------------
+# Each public function normalises its input once and calls a private twin working on the unit
+# directions ``u``; :func:`similarity_stats` normalises once and calls the twins directly.
+def _class_sums(u: torch.Tensor, y: torch.Tensor):
+    """``S_c`` [C, D], ``n_c`` [C], and each row's class position in ``torch.unique(y)``."""
+    classes, index = torch.unique(y, return_inverse=True)
+    sums = torch.zeros(len(classes), u.shape[1], dtype=u.dtype).index_add_(0, index, u)
+    counts = torch.bincount(index, minlength=len(classes)).to(u.dtype)
+    return sums, counts, index
+
+
+def mean_offdiag_cosine(grads) -> float:
+    """Mean cosine over ordered pairs ``i != j``: ``(||S||^2 - sum_i ||u_i||^2) / (N (N-1))``."""
+    return _mean_offdiag(unit_directions(grads))
+
+
+def _mean_offdiag(u: torch.Tensor) -> float:
+    n = u.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 gradients for a pair, got {n}")
+    s = u.sum(dim=0)
+    return float((s @ s - (u * u).sum()) / (n * (n - 1)))
+
+
+def within_between_cosine(grads, labels) -> tuple[float, float]:
+    """Mean cosine over pairs of the same class and over pairs of different classes.
+
+    within  = sum_c (||S_c||^2 - sum_{i in c} ||u_i||^2) / sum_c n_c (n_c - 1)
+    between = (||S||^2 - sum_c ||S_c||^2) / (N^2 - sum_c n_c^2)
+    Either is NaN when no such pair exists (every class a singleton; a single class).
+    """
+    u = unit_directions(grads)
+    return _within_between(u, _as_labels(labels, u.shape[0]))
+
+
+def _within_between(u: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    sums, counts, _ = _class_sums(u, y)
+    own = (sums * sums).sum(dim=1)  # ||S_c||^2
+    within_pairs = float((counts * (counts - 1)).sum())
+    between_pairs = float(u.shape[0] ** 2 - (counts**2).sum())
+    total = u.sum(dim=0)
+    within = float(own.sum() - (u * u).sum()) / within_pairs if within_pairs else float("nan")
+    between = (float(total @ total - own.sum()) / between_pairs if between_pairs
+               else float("nan"))
+    return within, between
+
+
+def mean_cosine_to_class(grads, labels) -> torch.Tensor:
+    """Per sample, mean cosine to the other members of its class.
+
+    ``m_i = u_i . (S_c - u_i) / (n_c - 1)`` for ``i`` in class ``c`` (NaN for a singleton).
+    The most negative are the samples whose gradient pulls against their own class.
+    """
+    u = unit_directions(grads)
+    return _mean_to_class(u, _as_labels(labels, u.shape[0]))
+
+
+def _mean_to_class(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    sums, counts, index = _class_sums(u, y)
+    dots = (u * sums[index]).sum(dim=1) - (u * u).sum(dim=1)
+    others = counts[index] - 1
+    return torch.where(others > 0, dots / others.clamp_min(1), float("nan"))
+
+
+def class_silhouette_samples(grads, labels) -> torch.Tensor:
+    """Per-sample silhouette of the classes under cosine distance ``d_ij = 1 - cos_ij``.
+
+    ``a_i = 1 - m_i`` (mean distance to its own class, see :func:`mean_cosine_to_class`),
+    ``b_i = min_{d != c} (1 - u_i . S_d / n_d)`` (nearest other class),
+    ``s_i = (b_i - a_i) / max(a_i, b_i)``; 0 for a singleton class (as scikit-learn).
+    """
+    u = unit_directions(grads)
+    return _silhouette_samples(u, _as_labels(labels, u.shape[0]))
+
+
+def _silhouette_samples(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    sums, counts, index = _class_sums(u, y)
+    if not 2 <= len(counts) <= u.shape[0] - 1:
+        raise ValueError(f"silhouette needs 2 <= number of classes <= N - 1, got "
+                         f"{len(counts)} classes for N = {u.shape[0]}")
+    to_class = 1.0 - (u @ sums.T) / counts  # [N, C] mean distance to each class
+    a = 1.0 - _mean_to_class(u, y)
+    to_class[torch.arange(u.shape[0]), index] = float("inf")
+    b = to_class.min(dim=1).values
+    s = (b - a) / torch.maximum(a, b)
+    singleton = counts[index] == 1
+    return torch.nan_to_num(torch.where(singleton, 0.0, s), nan=0.0)
+
+
+def class_silhouette(grads, labels) -> float:
+    """Mean silhouette by class under cosine distance: 1 = tight separate classes, ~0 = mixed,
+    < 0 = samples closer to another class than to their own."""
+    return float(class_silhouette_samples(grads, labels).mean())
+
+
+# -- blockwise pair scan -----------------------------------------------------------------------
+@dataclass
+class PairScan:
+    """Result of :func:`pair_scan` over the ``N (N-1) / 2`` unordered pairs ``i < j``."""
+
+    n_pairs: int
+    n_negative: int
+    pairs: torch.Tensor  # [top_k, 2] (i, j) with the most negative cosines, most negative first
+    cosines: torch.Tensor  # [top_k]
+
+    @property
+    def share_negative(self) -> float:
+        """Share of pairs pointing against each other: ``#{i < j : cos_ij < 0} / #pairs``."""
+        return self.n_negative / self.n_pairs
+
+
+def pair_scan(grads, top_k: int = 10, block_size: int = 1024) -> PairScan:
+    """Count negative pairs and find the ``top_k`` most negative ones, one row block at a time.
+
+    Row block ``[s, e)`` meets columns ``[s, N)`` only (the upper triangle), so peak memory is
+    ``block_size x N`` cosines on top of the ``[N, D]`` directions.
+    """
+    return _pair_scan(unit_directions(grads), top_k, block_size)
+
+
+def _pair_scan(u: torch.Tensor, top_k: int, block_size: int) -> PairScan:
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    n = u.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 gradients for a pair, got {n}")
+    best_v = torch.empty(0, dtype=u.dtype)
+    best_ij = torch.empty(0, 2, dtype=torch.long)
+    negatives = 0
+    for s in range(0, n, block_size):
+        e = min(s + block_size, n)
+        block = u[s:e] @ u[s:].T  # [e-s, n-s]: rows i in [s, e), columns j in [s, n)
+        # only the leading square holds pairs with j <= i; +inf there is neither < 0 nor a top-k
+        square = block[:, : e - s]
+        square.masked_fill_(torch.ones_like(square, dtype=torch.bool).tril(), float("inf"))
+        negatives += int(torch.count_nonzero(block < 0))
+        # the k most negative of the block are among the k most negative of its rows
+        k_row = min(top_k, block.shape[1])
+        v, col = torch.topk(block, k_row, dim=1, largest=False)
+        ij = torch.stack([torch.arange(s, e).unsqueeze(1).expand_as(col), col + s], dim=-1)
+        v, ij = torch.cat([best_v, v.flatten()]), torch.cat([best_ij, ij.reshape(-1, 2)])
+        keep = torch.topk(v, min(top_k, v.numel()), largest=False).indices
+        best_v, best_ij = v[keep], ij[keep]
+    valid = torch.isfinite(best_v)  # fewer than top_k pairs in all: drop the +inf fillers
+    best_v, best_ij = best_v[valid], best_ij[valid]
+    order = torch.argsort(best_v, stable=True)
+    return PairScan(n * (n - 1) // 2, negatives, best_ij[order], best_v[order].clamp(-1.0, 1.0))
+
+
+# -- one epoch's summary -----------------------------------------------------------------------
+@dataclass
+class SimilarityStats:
+    """The summary of one set of gradients (one epoch, one level)."""
+
+    n: int
+    mean_cosine: float  # mean off-diagonal cosine
+    share_negative: float  # share of pairs with cos < 0
+    within_class: float  # mean cosine of same-class pairs (NaN without labels)
+    between_class: float  # mean cosine of different-class pairs (NaN without labels)
+    silhouette: float  # class silhouette under cosine distance (NaN without labels)
+    conflicting_pairs: pd.DataFrame = field(repr=False)
+    conflicting_samples: pd.DataFrame = field(repr=False)
+
+    def row(self) -> dict[str, float]:
+        """The scalar statistics as one table row."""
+        return {"n": self.n, "mean_cosine": self.mean_cosine,
+                "share_negative": self.share_negative, "within_class": self.within_class,
+                "between_class": self.between_class, "silhouette": self.silhouette}
+
+
+def similarity_stats(grads, labels=None, paths=None, class_names=None, top_k: int = 10,
+                     block_size: int = 1024) -> SimilarityStats:
+    """Mean off-diagonal cosine, share of negative pairs, within / between class cosine,
+    silhouette, the ``top_k`` most conflicting pairs and samples - all without ``N x N``.
+
+    ``paths`` (one per row) name the recordings so a user can listen to the conflicts;
+    ``class_names[label]`` names the classes. Without ``labels`` (batch level) the class
+    statistics are NaN and ``conflicting_samples`` is empty.
+    """
+    u = unit_directions(grads)
+    n = u.shape[0]
+    if paths is not None and len(paths) != n:
+        raise ValueError(f"paths has {len(paths)} entries but grads has {n} rows")
+    y = None if labels is None else _as_labels(labels, n)
+
+    def name(i: int) -> dict:
+        out = {}
+        if y is not None:
+            c = int(y[i])
+            out["class"] = class_names[c] if class_names is not None else c
+        if paths is not None:
+            out["path"] = str(paths[i])
+        return out
+
+    scan = _pair_scan(u, top_k, block_size)
+    pairs = pd.DataFrame([
+        {"i": int(i), "j": int(j), "cosine": float(c),
+         **{f"{k}_i": v for k, v in name(int(i)).items()},
+         **{f"{k}_j": v for k, v in name(int(j)).items()}}
+        for (i, j), c in zip(scan.pairs.tolist(), scan.cosines.tolist(), strict=True)
+    ])
+    if y is None:
+        within = between = silhouette = float("nan")
+        samples = pd.DataFrame(columns=["index", "mean_cos_own_class"])
+    else:
+        within, between = _within_between(u, y)
+        n_classes = len(torch.unique(y))
+        silhouette = (float(_silhouette_samples(u, y).mean()) if 2 <= n_classes <= n - 1
+                      else float("nan"))
+        m = _mean_to_class(u, y)
+        ranked = [i for i in torch.argsort(m, stable=True).tolist() if not torch.isnan(m[i])]
+        samples = pd.DataFrame([
+            {"index": i, **name(i), "mean_cos_own_class": float(m[i])} for i in ranked[:top_k]
+        ])
+    return SimilarityStats(n, _mean_offdiag(u), scan.share_negative, within, between,
+                           silhouette, pairs, samples)
+
+
+# -- t-SNE of directions -----------------------------------------------------------------------
+def default_perplexity(n: int) -> float:
+    """scikit-learn's 30, lowered to ``(N - 1) / 3`` for small sets (it must stay below N)."""
+    return float(min(30.0, max(1.0, (n - 1) / 3)))
+
+
+def tsne_directions(grads, init: np.ndarray | None = None, perplexity: float | None = None,
+                    seed: int = 0, max_iter: int = 1000,
+                    early_exaggeration: float | None = None) -> np.ndarray:
+    """2-D t-SNE (scikit-learn) of the unit directions ``u_i``; returns ``[N, 2]``.
+
+    On unit vectors the Euclidean distance is ``||u_i - u_j||^2 = 2 - 2 cos_ij``, so t-SNE sees
+    exactly the cosine geometry. ``init`` (say, the previous epoch's embedding) keeps pictures
+    stable across epochs: it is centred and scaled to std 1e-4 like scikit-learn's own PCA
+    init, and the result is rotated / reflected onto it (:func:`align_embedding`).
+    A warm start also switches early exaggeration off (default 1 instead of scikit-learn's 12):
+    its job, building the global layout from a random start, is done by the init, and at 12 it
+    scatters that layout again (see ``test_tsne_initialised_from_the_previous_epoch_...``).
+    """
+    from sklearn.manifold import TSNE
+
+    u = unit_directions(grads).numpy().astype(np.float32)
+    n = u.shape[0]
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 gradients, got {n}")
+    start: str | np.ndarray = "pca"
+    if init is not None:
+        init = np.asarray(init, dtype=np.float64)
+        if init.shape != (n, 2):
+            raise ValueError(f"init must have shape ({n}, 2), got {init.shape}")
+        centred = init - init.mean(axis=0)
+        start = (centred / max(centred[:, 0].std(), 1e-12) * 1e-4).astype(np.float32)
+    if early_exaggeration is None:
+        early_exaggeration = 12.0 if init is None else 1.0
+    tsne = TSNE(n_components=2, perplexity=perplexity or default_perplexity(n), init=start,
+                early_exaggeration=early_exaggeration, random_state=seed, max_iter=max_iter,
+                method="exact" if n <= 500 else "barnes_hut")
+    emb = tsne.fit_transform(u).astype(np.float64)
+    return emb if init is None else align_embedding(emb, init)
+
+
+def align_embedding(emb: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Rotate / reflect ``emb`` (about its centre) onto ``ref`` by orthogonal Procrustes:
+    ``R = argmin_{R^T R = I} ||(emb - mean) R - (ref - mean)||_F``; distances are unchanged."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a = emb - emb.mean(axis=0)
+    b = ref - ref.mean(axis=0)
+    r, _ = orthogonal_procrustes(a, b)
+    return a @ r + ref.mean(axis=0)
+
+
+def embedding_silhouette(emb: np.ndarray, labels) -> float:
+    """Silhouette by class of the 2-D embedding (Euclidean): how separated the picture looks."""
+    from sklearn.metrics import silhouette_score
+
+    return float(silhouette_score(np.asarray(emb), np.asarray(labels)))
+
+
+# -- pictures ---------------------------------------------------------------------------------
+def plot_similarity_matrix(ax, sim: SimilarityMatrix, class_names=None, title: str = ""):
+    """Draw the class-ordered cosine matrix (blue -1 .. red +1) with class boundaries."""
+    img = ax.imshow(sim.matrix.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    what = "sample" if sim.level == "sample" else "batch"
+    if sim.labels is not None:
+        y = sim.labels.numpy()
+        edges = np.flatnonzero(np.diff(y)) + 0.5
+        for e in edges:
+            ax.axhline(e, color="k", lw=0.6)
+            ax.axvline(e, color="k", lw=0.6)
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(y)) + 1])
+        ends = np.concatenate([starts[1:], [len(y)]])
+        centres = (starts + ends - 1) / 2
+        names = [class_names[c] if class_names is not None else str(c) for c in y[starts]]
+        ax.set_xticks(centres, names, rotation=90, fontsize=7)
+        ax.set_yticks(centres, names, fontsize=7)
+        ax.set_xlabel(f"{what} (ordered by class)")
+        ax.set_ylabel(f"{what} (ordered by class)")
+    else:
+        ax.set_xlabel(f"{what} index (step order)")
+        ax.set_ylabel(f"{what} index (step order)")
+    ax.set_title(title or f"cosine similarity of {what} gradients")
+    return img
+
+
+def plot_tsne(ax, emb: np.ndarray, labels, correct=None, class_names=None, title: str = ""):
+    """Scatter the embedding: colour = class, filled circle = predicted right, cross = wrong."""
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(labels)
+    ok = np.ones(len(y), bool) if correct is None else np.asarray(correct, bool)
+    cmap = plt.get_cmap("tab10")
+    for c in np.unique(y):
+        name = class_names[c] if class_names is not None else str(c)
+        sel = y == c
+        ax.scatter(*emb[sel & ok].T, color=cmap(c % 10), marker="o", s=28, label=name)
+        if (sel & ~ok).any():
+            ax.scatter(*emb[sel & ~ok].T, color=cmap(c % 10), marker="x", s=40, linewidths=1.5)
+    if correct is not None and (~ok).any():
+        ax.scatter([], [], color="gray", marker="x", label="predicted wrong")
+    ax.set_xlabel("t-SNE 1 (a.u.)")
+    ax.set_ylabel("t-SNE 2 (a.u.)")
+    ax.set_title(title or "t-SNE of gradient directions")
+    ax.legend(fontsize=7, loc="best", markerscale=0.8)
