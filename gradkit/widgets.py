@@ -119,11 +119,12 @@ class Scrubber:
         return self._output
 
     def _show(self, value: Any) -> None:
-        from IPython.display import Image, display
+        from IPython.display import Image
 
-        self._output.clear_output(wait=True)
-        with self._output:
-            display(Image(self.render_png(value)))
+        # Replacing the outputs trait (rather than printing into the Output context) works both
+        # in a kernel and in plain Python, where tests drive the slider.
+        self._output.outputs = ()
+        self._output.append_display_data(Image(self.render_png(value)))
         self.shown = value
 
     def widget(self):
