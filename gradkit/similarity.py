@@ -20,6 +20,7 @@ size, never by ``N x P``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,27 @@ def similarity_matrix(grads, labels=None, level: str = "sample") -> SimilarityMa
         order = class_order(y)
         ordered = y[order]
     return SimilarityMatrix(cosine_matrix(g[order]), order, ordered, level)
+
+
+def batch_means(grads, batches) -> torch.Tensor:
+    """Batch gradients from per-sample ones: ``g_B = (1/|B|) sum_{i in B} g_i`` -> ``[B, D]``.
+
+    Exact for a loss that is a mean of per-sample losses and a model without batch coupling
+    (GroupNorm, BatchNorm in eval mode): the same rows as :func:`gradkit.grads.batch_grads`
+    without another backward pass. ``batches`` is a list of index tensors (one per batch).
+    """
+    g = _as_rows(grads)
+    rows = []
+    for b, idx in enumerate(batches):
+        idx = torch.as_tensor(idx, dtype=torch.long).flatten()
+        if idx.numel() == 0:
+            raise ValueError(f"batch {b} is empty")
+        if idx.min() < 0 or idx.max() >= g.shape[0]:
+            raise ValueError(f"batch {b} has indices outside [0, {g.shape[0]})")
+        rows.append(g[idx].mean(dim=0))
+    if not rows:
+        raise ValueError("batches is empty")
+    return torch.stack(rows)
 
 
 # -- statistics in closed form (O(N D), no N x N) --------------------------------------------
@@ -324,6 +346,31 @@ def similarity_stats(grads, labels=None, paths=None, class_names=None, top_k: in
                            silhouette, pairs, samples)
 
 
+# -- over epochs ------------------------------------------------------------------------------
+def change_word(before: float, after: float, tol: float) -> str:
+    """``"rose"`` if ``after - before > tol``, ``"fell"`` if ``< -tol``, else ``"stayed flat"``
+    (``"is undefined"`` when either is NaN)."""
+    if math.isnan(before) or math.isnan(after):
+        return "is undefined"
+    delta = after - before
+    return "rose" if delta > tol else "fell" if delta < -tol else "stayed flat"
+
+
+def phase_table(stats: pd.DataFrame, phases: dict[str, tuple[int, int]],
+                epoch_col: str = "epoch") -> pd.DataFrame:
+    """Per phase (name -> inclusive epoch range): the mean of every numeric column over the
+    phase's epochs, and how many epochs it holds. Raises if a phase holds no epoch."""
+    rows = {}
+    for name, (lo, hi) in phases.items():
+        part = stats[(stats[epoch_col] >= lo) & (stats[epoch_col] <= hi)]
+        if part.empty:
+            raise ValueError(f"phase {name!r} ({lo}-{hi}) holds none of the epochs "
+                             f"{sorted(stats[epoch_col].tolist())}")
+        means = part.drop(columns=[epoch_col]).mean(numeric_only=True)
+        rows[name] = {"epochs": f"{lo}-{hi}", "n_epochs": len(part), **means.to_dict()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 # -- t-SNE of directions -----------------------------------------------------------------------
 def default_perplexity(n: int) -> float:
     """scikit-learn's 30, lowered to ``(N - 1) / 3`` for small sets (it must stay below N)."""
@@ -384,8 +431,10 @@ def embedding_silhouette(emb: np.ndarray, labels) -> float:
 
 
 # -- pictures ---------------------------------------------------------------------------------
-def plot_similarity_matrix(ax, sim: SimilarityMatrix, class_names=None, title: str = ""):
-    """Draw the class-ordered cosine matrix (blue -1 .. red +1) with class boundaries."""
+def plot_similarity_matrix(ax, sim: SimilarityMatrix, class_names=None, title: str = "",
+                           group: str = "class"):
+    """Draw the ordered cosine matrix (blue -1 .. red +1) with lines between the groups
+    (``group`` names what the labels are: ``"class"``, or ``"epoch"`` for batches)."""
     img = ax.imshow(sim.matrix.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     what = "sample" if sim.level == "sample" else "batch"
     if sim.labels is not None:
@@ -400,8 +449,8 @@ def plot_similarity_matrix(ax, sim: SimilarityMatrix, class_names=None, title: s
         names = [class_names[c] if class_names is not None else str(c) for c in y[starts]]
         ax.set_xticks(centres, names, rotation=90, fontsize=7)
         ax.set_yticks(centres, names, fontsize=7)
-        ax.set_xlabel(f"{what} (ordered by class)")
-        ax.set_ylabel(f"{what} (ordered by class)")
+        ax.set_xlabel(f"{what} (grouped by {group})")
+        ax.set_ylabel(f"{what} (grouped by {group})")
     else:
         ax.set_xlabel(f"{what} index (step order)")
         ax.set_ylabel(f"{what} index (step order)")

@@ -228,3 +228,37 @@ def test_zero_gradient_row_has_cosine_zero_not_nan():
     g = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])
     c = sim.cosine_matrix(g)
     assert torch.isfinite(c).all() and c[1].abs().sum() == 0
+
+
+# -- batch level and epochs -------------------------------------------------------------------
+def test_batch_means_equal_the_mean_of_member_rows_and_grads_batch_grads():
+    from gradkit.grads import batch_grads, per_sample_grads
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    x, y = torch.randn(10, 4), torch.randint(0, 2, (10,))
+    loss = torch.nn.functional.cross_entropy
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(1))
+    batches = list(order.split(4))
+    mine = sim.batch_means(per_sample_grads(model, loss, x, y), batches)
+    theirs = batch_grads(model, loss, x, y, batch_size=4, ordering=order)
+    assert mine.shape == (3, sum(p.numel() for p in model.parameters()))
+    assert torch.allclose(mine, theirs.double(), atol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        sim.batch_means(torch.ones(3, 2), [torch.tensor([0, 3])])
+
+
+def test_change_word_and_phase_table():
+    assert sim.change_word(0.2, 0.5, tol=0.1) == "rose"
+    assert sim.change_word(0.5, 0.2, tol=0.1) == "fell"
+    assert sim.change_word(0.5, 0.55, tol=0.1) == "stayed flat"
+    assert sim.change_word(float("nan"), 0.5, tol=0.1) == "is undefined"
+    import pandas as pd
+
+    stats = pd.DataFrame({"epoch": [5, 10, 15, 20], "silhouette": [0.0, 0.2, 0.4, 1.0]})
+    table = sim.phase_table(stats, {"early": (5, 10), "late": (15, 20)})
+    assert table.loc["early", "silhouette"] == pytest.approx(0.1)
+    assert table.loc["late", "silhouette"] == pytest.approx(0.7)
+    assert table.loc["late", "n_epochs"] == 2
+    with pytest.raises(ValueError, match="phase 'middle'"):
+        sim.phase_table(stats, {"middle": (11, 14)})
