@@ -137,8 +137,11 @@ class TrainConfig:
 
     ``epochs=None`` means 60 for ``mode="full"`` and 30 for ``mode="prompt"``.
     ``batch_size=12`` cuts the 36 training clips into three equal batches (no ragged last batch
-    whose GHM histogram would rest on a handful of samples). ``lr=1e-3`` (Adam) for full
+    whose GHM histogram would rest on a handful of samples). ``lr=3e-3`` (Adam) for full
     training; prompt tuning trains only the prompt and the heads and uses ``prompt_lr``.
+    ``rank_weight=0.1`` puts both terms on the same scale at the start: an untrained model has
+    ``CE ~ ln 6 = 1.8`` and ranking loss ``~ softplus(margin) = 10``. (Both tuned on plastic /
+    3000 Hz: with ``rank_weight=1`` the ranking term drowns the classification signal.)
     ``split_seed`` seeds the train/validation split, ``seed`` the initial weights and the data
     order. ``base_epochs``: length of the raw full run whose trunk prompt tuning reuses.
     """
@@ -154,10 +157,10 @@ class TrainConfig:
     bins: int = 10
     momentum: float = 0.75
     margin: float = 10.0
-    lr: float = 1e-3
+    lr: float = 3e-3
     prompt_lr: float = 1e-2
     batch_size: int = 12
-    rank_weight: float = 1.0
+    rank_weight: float = 0.1
     weight_decay: float = 0.0
     widths: tuple[int, ...] = (8, 16, 32)
     base_epochs: int = 60
@@ -377,13 +380,16 @@ def _objective_terms(state: _State, logits: Tensor, scores: Tensor, y: Tensor, a
     ce = F.cross_entropy(logits, y)
     rank = pairwise_ranking_loss(scores, angles, cfg.margin)
     raw = ce + cfg.rank_weight * rank
+    # An explicit all-ones label weight (same result: every sample counts) keeps GHMC's sample
+    # mask on the batch's device; its default mask is created on the CPU.
+    ones = torch.ones_like(y, dtype=torch.float32)
     if cfg.objective == "ghm":
-        ghm = (state.ghmc(logits, y, update_state=update_state)
+        ghm = (state.ghmc(logits, y, ones, update_state=update_state)
                + cfg.rank_weight * state.ghm_rank(scores, angles, update_state=update_state))
         loss = ghm
     else:  # shadow GHM modules: same EMA bookkeeping, outside the graph
         with torch.no_grad():
-            ghm = (state.ghmc(logits.detach(), y, update_state=update_state)
+            ghm = (state.ghmc(logits.detach(), y, ones, update_state=update_state)
                    + cfg.rank_weight * state.ghm_rank(scores.detach(), angles,
                                                       update_state=update_state))
         loss = raw
