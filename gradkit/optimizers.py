@@ -127,12 +127,17 @@ def rmsprop(grad: GradFn, theta0: Tensor, steps: int, lr: LR, alpha: float = 0.9
 
 
 def adam(grad: GradFn, theta0: Tensor, steps: int, lr: LR,
-         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> Tensor:
+         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+         history: dict[str, list] | None = None) -> Tensor:
     """Adam = RMSProp + momentum, both bias-corrected (Kingma & Ba, 2015).
 
     ``m_t = β₁m + (1−β₁)g``, ``v_t = β₂v + (1−β₂)g²``, ``m̂ = m_t/(1−β₁^{t+1})``,
     ``v̂ = v_t/(1−β₂^{t+1})``, ``θ_{t+1} = θ_t − η_t m̂/(√v̂ + ε)``. Equal to
     ``torch.optim.Adam(lr=η, betas=(β₁, β₂), eps=ε)``.
+
+    The step is the notes' product of three factors: global η × schedule s(t) (together
+    ``η_t``) × the per-coordinate adaptive ``1/(√v̂ + ε)``, applied to m̂. Pass a dict as
+    ``history`` to collect ``lr`` (η_t), ``adaptive`` and ``m_hat`` of every step.
     """
     b1, b2 = betas
     theta = _check(theta0, steps)
@@ -145,6 +150,30 @@ def adam(grad: GradFn, theta0: Tensor, steps: int, lr: LR,
         m_hat, v_hat = m / (1 - b1 ** (t + 1)), v / (1 - b2 ** (t + 1))
         theta = theta - _lr(lr, t) * m_hat / (torch.sqrt(v_hat) + eps)
         path.append(theta)
+        if history is not None:
+            for key, value in (("lr", _lr(lr, t)), ("adaptive", 1 / (torch.sqrt(v_hat) + eps)),
+                               ("m_hat", m_hat)):
+                history.setdefault(key, []).append(value)
+    return torch.stack(path)
+
+
+def torch_path(make_optimizer: Callable, grad: GradFn, theta0: Tensor, steps: int,
+               make_scheduler: Callable | None = None) -> Tensor:
+    """The same trajectory taken by a ``torch.optim`` optimizer, for comparison.
+
+    ``make_optimizer([param])`` builds it (e.g. ``lambda ps: torch.optim.Adam(ps, lr=0.1)``),
+    ``make_scheduler(optimizer)`` optionally a learning-rate scheduler stepped after each step.
+    """
+    p = torch.nn.Parameter(_check(theta0, steps))
+    opt = make_optimizer([p])
+    sched = make_scheduler(opt) if make_scheduler is not None else None
+    path = [p.detach().clone()]
+    for _ in range(steps):
+        p.grad = grad(p.detach())
+        opt.step()
+        if sched is not None:
+            sched.step()
+        path.append(p.detach().clone())
     return torch.stack(path)
 
 

@@ -166,3 +166,16 @@ def test_rules_reject_bad_arguments():
         op.rmsprop(op.saddle_valley_grad, START, 3, lr=0.1, start="ones")
     with pytest.raises(ValueError, match="warmup"):
         op.warmup_cosine(0, 0, 10)
+
+
+def test_adam_step_is_global_times_schedule_times_adaptive_factor():
+    f = lambda t: op.warmup_cosine(t, 5, STEPS, 0.1)  # noqa: E731
+    hist: dict = {}
+    ours = op.adam(op.saddle_valley_grad, START, STEPS, lr=lambda t: 0.05 * f(t), history=hist)
+    for t in range(STEPS):
+        expected = -hist["lr"][t] * hist["adaptive"][t] * hist["m_hat"][t]
+        torch.testing.assert_close(ours[t + 1] - ours[t], expected, rtol=1e-9, atol=1e-15)
+    assert hist["lr"][0] == pytest.approx(0.05 / 5)
+    ref = op.torch_path(lambda ps: torch.optim.Adam(ps, lr=0.05), op.saddle_valley_grad, START,
+                        STEPS, lambda o: torch.optim.lr_scheduler.LambdaLR(o, f))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
