@@ -55,11 +55,12 @@ class Scrubber:
     # -- frames -----------------------------------------------------------------------------
     def render_png(self, value: Any) -> bytes:
         """The frame for ``value`` as PNG bytes."""
-        fig = plt.figure(figsize=self.figsize)
+        # A constrained layout instead of bbox_inches="tight": same margins, one draw not two.
+        fig = plt.figure(figsize=self.figsize, layout="constrained")
         try:
             self.draw(fig, value)
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=self.dpi, bbox_inches="tight")
+            fig.savefig(buffer, format="png", dpi=self.dpi)
         finally:
             plt.close(fig)
         return buffer.getvalue()
