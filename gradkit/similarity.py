@@ -230,23 +230,36 @@ class PairScan:
     n_negative: int
     pairs: torch.Tensor  # [top_k, 2] (i, j) with the most negative cosines, most negative first
     cosines: torch.Tensor  # [top_k]
+    n_pairs_within: int = 0  # same-class pairs (0 without labels)
+    n_negative_within: int = 0
 
     @property
     def share_negative(self) -> float:
         """Share of pairs pointing against each other: ``#{i < j : cos_ij < 0} / #pairs``."""
         return self.n_negative / self.n_pairs
 
+    @property
+    def share_negative_within(self) -> float:
+        """The same among same-class pairs (NaN without labels or without such pairs)."""
+        return self.n_negative_within / self.n_pairs_within if self.n_pairs_within else math.nan
 
-def pair_scan(grads, top_k: int = 10, block_size: int = 1024) -> PairScan:
+
+def pair_scan(grads, top_k: int = 10, block_size: int = 1024, labels=None) -> PairScan:
     """Count negative pairs and find the ``top_k`` most negative ones, one row block at a time.
 
-    Row block ``[s, e)`` meets columns ``[s, N)`` only (the upper triangle), so peak memory is
-    ``block_size x N`` cosines on top of the ``[N, D]`` directions.
+    With ``labels`` it also counts the negative same-class pairs, and the ``top_k`` are searched
+    among same-class pairs only: those that should pull together but pull apart (different
+    classes pulling apart is what a classifier's gradients do). Row block ``[s, e)`` meets
+    columns ``[s, N)`` only (the upper triangle), so peak memory is a few ``block_size x N``
+    arrays on top of the ``[N, D]`` directions.
     """
-    return _pair_scan(unit_directions(grads), top_k, block_size)
+    u = unit_directions(grads)
+    y = None if labels is None else _as_labels(labels, u.shape[0])
+    return _pair_scan(u, top_k, block_size, y)
 
 
-def _pair_scan(u: torch.Tensor, top_k: int, block_size: int) -> PairScan:
+def _pair_scan(u: torch.Tensor, top_k: int, block_size: int,
+               y: torch.Tensor | None = None) -> PairScan:
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     if top_k < 1:
@@ -256,14 +269,19 @@ def _pair_scan(u: torch.Tensor, top_k: int, block_size: int) -> PairScan:
         raise ValueError(f"need at least 2 gradients for a pair, got {n}")
     best_v = torch.empty(0, dtype=u.dtype)
     best_ij = torch.empty(0, 2, dtype=torch.long)
-    negatives = 0
+    negatives = negatives_within = 0
     for s in range(0, n, block_size):
         e = min(s + block_size, n)
         block = u[s:e] @ u[s:].T  # [e-s, n-s]: rows i in [s, e), columns j in [s, n)
         # only the leading square holds pairs with j <= i; +inf there is neither < 0 nor a top-k
         square = block[:, : e - s]
         square.masked_fill_(torch.ones_like(square, dtype=torch.bool).tril(), float("inf"))
-        negatives += int(torch.count_nonzero(block < 0))
+        negative = block < 0
+        negatives += int(torch.count_nonzero(negative))
+        if y is not None:
+            other = y[s:e, None] != y[None, s:]
+            negatives_within += int(torch.count_nonzero(negative & ~other))
+            block = block.masked_fill_(other, float("inf"))
         # the k most negative of the block are among the k most negative of its rows
         k_row = min(top_k, block.shape[1])
         v, col = torch.topk(block, k_row, dim=1, largest=False)
@@ -274,7 +292,10 @@ def _pair_scan(u: torch.Tensor, top_k: int, block_size: int) -> PairScan:
     valid = torch.isfinite(best_v)  # fewer than top_k pairs in all: drop the +inf fillers
     best_v, best_ij = best_v[valid], best_ij[valid]
     order = torch.argsort(best_v, stable=True)
-    return PairScan(n * (n - 1) // 2, negatives, best_ij[order], best_v[order].clamp(-1.0, 1.0))
+    within = 0 if y is None else sum(c * (c - 1) // 2
+                                     for c in torch.unique(y, return_counts=True)[1].tolist())
+    return PairScan(n * (n - 1) // 2, negatives, best_ij[order],
+                    best_v[order].clamp(-1.0, 1.0), within, negatives_within)
 
 
 # -- one epoch's summary -----------------------------------------------------------------------
@@ -285,6 +306,7 @@ class SimilarityStats:
     n: int
     mean_cosine: float  # mean off-diagonal cosine
     share_negative: float  # share of pairs with cos < 0
+    share_negative_within: float  # share of same-class pairs with cos < 0 (NaN without labels)
     within_class: float  # mean cosine of same-class pairs (NaN without labels)
     between_class: float  # mean cosine of different-class pairs (NaN without labels)
     silhouette: float  # class silhouette under cosine distance (NaN without labels)
@@ -294,18 +316,23 @@ class SimilarityStats:
     def row(self) -> dict[str, float]:
         """The scalar statistics as one table row."""
         return {"n": self.n, "mean_cosine": self.mean_cosine,
-                "share_negative": self.share_negative, "within_class": self.within_class,
+                "share_negative": self.share_negative,
+                "share_negative_within": self.share_negative_within,
+                "within_class": self.within_class,
                 "between_class": self.between_class, "silhouette": self.silhouette}
 
 
 def similarity_stats(grads, labels=None, paths=None, class_names=None, top_k: int = 10,
                      block_size: int = 1024) -> SimilarityStats:
-    """Mean off-diagonal cosine, share of negative pairs, within / between class cosine,
-    silhouette, the ``top_k`` most conflicting pairs and samples - all without ``N x N``.
+    """Mean off-diagonal cosine, share of negative pairs (all, same-class), within / between
+    class cosine, silhouette, the ``top_k`` most conflicting pairs and samples - without N x N.
 
-    ``paths`` (one per row) name the recordings so a user can listen to the conflicts;
-    ``class_names[label]`` names the classes. Without ``labels`` (batch level) the class
-    statistics are NaN and ``conflicting_samples`` is empty.
+    Conflicting pairs: the most negative same-class pairs when ``labels`` are given (see
+    :func:`pair_scan`), else the most negative pairs. Conflicting samples: the lowest mean
+    cosine to their own class (:func:`mean_cosine_to_class`). ``paths`` (one per row) name the
+    recordings so a user can listen to the conflicts; ``class_names[label]`` names the classes.
+    Without ``labels`` (batch level) the class statistics are NaN and ``conflicting_samples``
+    is empty.
     """
     u = unit_directions(grads)
     n = u.shape[0]
@@ -322,8 +349,8 @@ def similarity_stats(grads, labels=None, paths=None, class_names=None, top_k: in
             out["path"] = str(paths[i])
         return out
 
-    scan = _pair_scan(u, top_k, block_size)
-    pairs = pd.DataFrame([
+    scan = _pair_scan(u, top_k, block_size, y)
+    pairs = pd.DataFrame(columns=["i", "j", "cosine"]) if not len(scan.pairs) else pd.DataFrame([
         {"i": int(i), "j": int(j), "cosine": float(c),
          **{f"{k}_i": v for k, v in name(int(i)).items()},
          **{f"{k}_j": v for k, v in name(int(j)).items()}}
@@ -342,11 +369,22 @@ def similarity_stats(grads, labels=None, paths=None, class_names=None, top_k: in
         samples = pd.DataFrame([
             {"index": i, **name(i), "mean_cos_own_class": float(m[i])} for i in ranked[:top_k]
         ])
-    return SimilarityStats(n, _mean_offdiag(u), scan.share_negative, within, between,
-                           silhouette, pairs, samples)
+    return SimilarityStats(n, _mean_offdiag(u), scan.share_negative, scan.share_negative_within,
+                           within, between, silhouette, pairs, samples)
 
 
 # -- over epochs ------------------------------------------------------------------------------
+def matrix_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """How much a cosine matrix moved between two epochs (same rows in the same order):
+    the mean of ``|C'_ij - C_ij|`` over the off-diagonal entries (0 = unchanged, at most 2)."""
+    a, b = torch.as_tensor(before), torch.as_tensor(after)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
+        raise ValueError(f"need two square matrices of one shape (N >= 2), got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    off = ~torch.eye(a.shape[0], dtype=torch.bool)
+    return float((b.double() - a.double()).abs()[off].mean())
+
+
 def change_word(before: float, after: float, tol: float) -> str:
     """``"rose"`` if ``after - before > tol``, ``"fell"`` if ``< -tol``, else ``"stayed flat"``
     (``"is undefined"`` when either is NaN)."""

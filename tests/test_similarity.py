@@ -73,7 +73,10 @@ def test_two_clean_clusters_within_one_between_minus_one_silhouette_one():
     # 5 + 5 rows: 20 within pairs at +1, 25 between pairs at -1 -> mean -10/90 over ordered pairs
     assert stats.mean_cosine == pytest.approx((2 * 20 - 2 * 25) / 90)
     assert stats.share_negative == pytest.approx(25 / 45)
-    assert stats.conflicting_pairs["cosine"].tolist() == pytest.approx([-1.0] * 10)
+    assert stats.share_negative_within == 0.0
+    # with labels the conflicting pairs are searched among same-class pairs: none conflict here
+    assert stats.conflicting_pairs["cosine"].tolist() == pytest.approx([1.0] * 10)
+    assert sim.pair_scan(g).cosines.tolist() == pytest.approx([-1.0] * 10)
     assert sim.mean_cosine_to_class(g, y).tolist() == pytest.approx([1.0] * 10)
 
 
@@ -86,6 +89,11 @@ def test_a_flipped_sample_is_named_as_the_most_conflicting_with_its_path():
     assert worst["index"] == 2 and worst["path"] == "clip_2.wav" and worst["class"] == "deg000"
     assert worst["mean_cos_own_class"] == pytest.approx(-1.0)
     assert stats.silhouette < 1.0
+    # row 2 against the other three of class 0: the three most conflicting same-class pairs
+    assert sorted(map(tuple, stats.conflicting_pairs[["i", "j"]].to_numpy().tolist())) == [
+        (0, 2), (2, 4), (2, 6)]
+    assert stats.conflicting_pairs["cosine"].tolist() == pytest.approx([-1.0] * 3)
+    assert stats.share_negative_within == pytest.approx(3 / 12)  # 2 classes x 6 pairs
     assert set(stats.conflicting_pairs.columns) >= {"i", "j", "cosine", "path_i", "path_j"}
 
 
@@ -133,10 +141,16 @@ def test_blockwise_statistics_equal_the_dense_computation(block_size):
     assert stats.within_class == pytest.approx(float(c[off & same].mean()), abs=1e-12)
     assert stats.between_class == pytest.approx(float(c[~same].mean()), abs=1e-12)
     assert stats.share_negative == pytest.approx(float((upper < 0).double().mean()), abs=1e-15)
+    upper_same = same[iu[0], iu[1]]
+    assert stats.share_negative_within == pytest.approx(
+        float((upper[upper_same] < 0).double().mean()), abs=1e-15)
     assert stats.conflicting_pairs["cosine"].tolist() == pytest.approx(
-        torch.sort(upper).values[:15].tolist(), abs=1e-12)
+        torch.sort(upper[upper_same]).values[:15].tolist(), abs=1e-12)
     for i, j, cos in stats.conflicting_pairs[["i", "j", "cosine"]].itertuples(index=False):
-        assert i < j and c[int(i), int(j)] == pytest.approx(cos)
+        assert i < j and y[int(i)] == y[int(j)] and c[int(i), int(j)] == pytest.approx(cos)
+    scan = sim.pair_scan(g, top_k=15, block_size=block_size)  # without labels: all pairs
+    assert scan.cosines.tolist() == pytest.approx(torch.sort(upper).values[:15].tolist(),
+                                                  abs=1e-12)
     own = torch.where(off & same, c, 0.0).sum(1) / ((off & same).sum(1))
     assert sim.mean_cosine_to_class(g, y).tolist() == pytest.approx(own.tolist(), abs=1e-12)
     ref = silhouette_score(g.numpy(), y.numpy(), metric="cosine")
@@ -262,3 +276,12 @@ def test_change_word_and_phase_table():
     assert table.loc["late", "n_epochs"] == 2
     with pytest.raises(ValueError, match="phase 'middle'"):
         sim.phase_table(stats, {"middle": (11, 14)})
+
+
+def test_matrix_change_is_zero_for_the_same_matrix_and_two_for_a_flip():
+    g, _ = two_clusters(per_class=3)
+    c = sim.cosine_matrix(g)
+    assert sim.matrix_change(c, c) == 0.0
+    assert sim.matrix_change(c, -c) == pytest.approx(2.0)  # every off-diagonal +-1 flipped
+    with pytest.raises(ValueError, match="square"):
+        sim.matrix_change(c, c[:3])
