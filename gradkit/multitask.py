@@ -3,7 +3,8 @@
 The task (``gradkit.multitask_data``): find the box of a sound event in a 16 x 16 spectrogram
 (detection) and name its class (classification). The network (:class:`SharedNet`): a two-layer
 convolutional backbone shared by a YOLO-style detection head (box regression + objectness on a
-4 x 4 grid) and a classification head, about 1,100 parameters like the study's 1,224.
+4 x 4 grid) and a classification head (global max-pooling + linear): 1,237 parameters, like the
+study's 1,224.
 
 Ways to combine the two task losses ``L_1`` (detection) and ``L_2`` (classification), all with
 the same call ``total = method.backward(losses, shared_params)``, which writes the gradients of the
@@ -45,9 +46,13 @@ TASKS = ("detection", "classification")
 
 # -- models -------------------------------------------------------------------------------------
 class Backbone(nn.Sequential):
-    """conv3x3(1->c1) ReLU maxpool2 conv3x3(c1->c2) ReLU maxpool2: [N,1,16,16] -> [N,c2,4,4]."""
+    """conv3x3(1->c1) ReLU maxpool2 conv3x3(c1->c2) ReLU maxpool2: [N,1,16,16] -> [N,c2,4,4].
 
-    def __init__(self, widths: tuple[int, int] = (8, 12)):
+    Each output cell sees 8 x 8 input bins. (Strided convolutions instead of max-pooling are
+    twice as fast on a CPU but learned the stripe textures markedly worse in our trials.)
+    """
+
+    def __init__(self, widths: tuple[int, int] = (8, 14)):
         c1, c2 = widths
         super().__init__(
             nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -77,7 +82,11 @@ class DetectionHead(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """Global average pooling, then a linear layer to the class logits."""
+    """Global max-pooling, then a linear layer to the class logits.
+
+    Max rather than average: the event covers a few of the 16 cells, and averaging drowned its
+    texture in the background cells (held-out accuracy about 0.45 instead of 0.75 in our trials).
+    """
 
     def __init__(self, in_channels: int, n_classes: int):
         super().__init__()
@@ -90,7 +99,7 @@ class ClassificationHead(nn.Module):
 class SharedNet(nn.Module):
     """One backbone, two heads. ``forward(x) -> (det [N,5,G,G], logits [N,n_classes])``."""
 
-    def __init__(self, n_classes: int = len(CLASSES), widths: tuple[int, int] = (8, 12)):
+    def __init__(self, n_classes: int = len(CLASSES), widths: tuple[int, int] = (8, 14)):
         super().__init__()
         self.backbone = Backbone(widths)
         self.det_head = DetectionHead(self.backbone.out_channels)
@@ -113,7 +122,7 @@ class SharedNet(nn.Module):
 class TwoBackbones(nn.Module):
     """One backbone per task, nothing shared: the no-interference reference (same interface)."""
 
-    def __init__(self, n_classes: int = len(CLASSES), widths: tuple[int, int] = (8, 12)):
+    def __init__(self, n_classes: int = len(CLASSES), widths: tuple[int, int] = (8, 14)):
         super().__init__()
         self.det_backbone, self.cls_backbone = Backbone(widths), Backbone(widths)
         self.det_head = DetectionHead(self.det_backbone.out_channels)
@@ -398,7 +407,8 @@ METHODS = {
 }
 
 
-def make_method(name: str, seed: int = 0, alpha: float = 1.5, gradnorm_lr: float = 0.025):
+def make_method(name: str, seed: int = 0, alpha: float = 1.5, gradnorm_lr: float = 0.025,
+                init_weights: Sequence[float] | None = None):
     """``(model, combiner)`` for a method of :data:`METHODS`; ``seed`` sets the initialisation."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -408,7 +418,7 @@ def make_method(name: str, seed: int = 0, alpha: float = 1.5, gradnorm_lr: float
     combiner = {
         "equal": lambda: FixedWeights([1.0, 1.0]),
         "study": lambda: FixedWeights([1.0, 0.01]),
-        "gradnorm": lambda: GradNorm(T, alpha=alpha, lr=gradnorm_lr),
+        "gradnorm": lambda: GradNorm(T, alpha=alpha, lr=gradnorm_lr, init_weights=init_weights),
         "uncertainty": lambda: UncertaintyWeighting(T),
         "pcgrad": lambda: PCGrad(T, seed=seed),
         "two_backbones": lambda: FixedWeights([1.0, 1.0]),
@@ -424,14 +434,15 @@ class MultitaskConfig:
 
     method: str = "equal"
     seed: int = 0
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 0.01
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.02
     n_train: int = 1024
     n_test: int = 512
     data_seed: int = 0
     alpha: float = 1.5
     gradnorm_lr: float = 0.025
+    init_weights: tuple[float, ...] | None = None   # GradNorm's starting weights (None: 1, 1)
 
 
 @dataclass
@@ -444,7 +455,8 @@ class MultitaskRun:
     ``epoch_times``: training seconds per epoch (forward + combine/backward + optimiser step;
     the measurement probes are excluded). ``metrics``: held-out mean IoU, share IoU >= 0.5,
     accuracy. ``passes``: backward passes per step through the first backbone layer(s) and
-    through the last shared layer.
+    through the last shared layer. ``adapted_scalars``: how many scalars the combiner itself
+    adapts during training (GradNorm's weights, uncertainty weighting's log-variances).
     """
 
     config: MultitaskConfig
@@ -454,6 +466,7 @@ class MultitaskRun:
     metrics: dict[str, float]
     n_params: int
     passes: dict[str, float] = field(default_factory=dict)
+    adapted_scalars: int = 0
 
 
 _data_cache: dict[tuple[int, int, int], EventData] = {}
@@ -490,9 +503,10 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
     """Train ``config.method`` with Adam and measure the two tasks' gradients at every step."""
     train, test = event_data(config.n_train, config.data_seed), event_data(
         config.n_test, config.data_seed + 1)
-    model, combiner = make_method(config.method, config.seed, config.alpha, config.gradnorm_lr)
+    model, combiner = make_method(config.method, config.seed, config.alpha, config.gradnorm_lr,
+                                  config.init_weights)
     extra = list(combiner.parameters()) if isinstance(combiner, nn.Module) else []
-    optimizer = torch.optim.Adam(list(model.parameters()) + extra, lr=config.lr)
+    optimizer = torch.optim.Adam(list(model.parameters()) + extra, lr=config.lr, foreach=True)
     shared = model.shared_parameters()
     names = [n for n, p in model.named_parameters() if any(p is q for q in shared)]
     # What the combiner measures on: GradNorm the last shared layer, PCGrad all shared ones.
@@ -564,7 +578,25 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
         config=config, history=pd.DataFrame(rows), layer_norms=pd.DataFrame(layer_rows),
         epoch_times=epoch_times, metrics=evaluate(model, test), n_params=count_parameters(model),
         passes={k: v / steps for k, v in counts.items()},
+        adapted_scalars=sum(p.numel() for p in extra)
+        + (combiner.num_tasks if isinstance(combiner, GradNorm) else 0),
     )
+
+
+def run_comparison(methods: Sequence[str], seeds: Sequence[int], progress: bool = True,
+                   **config) -> list[MultitaskRun]:
+    """Train every method on every seed (``config`` overrides :class:`MultitaskConfig` fields)."""
+    jobs = [(m, s) for m in methods for s in seeds]
+    if progress:
+        from tqdm.auto import tqdm
+        jobs = tqdm(jobs, desc="runs")
+    return [train_multitask(MultitaskConfig(method=m, seed=s, **config)) for m, s in jobs]
+
+
+def step_table(runs: Sequence[MultitaskRun]) -> pd.DataFrame:
+    """All runs' per-step histories in one long table with ``method`` and ``seed`` columns."""
+    return pd.concat([r.history.assign(method=r.config.method, seed=r.config.seed) for r in runs],
+                     ignore_index=True)
 
 
 # -- summaries ----------------------------------------------------------------------------------
@@ -582,6 +614,7 @@ def run_table(runs: Sequence[MultitaskRun]) -> pd.DataFrame:
             "magsim": float(h["magsim"].mean()) if shared else np.nan,
             "backbone_passes": run.passes.get("backbone", np.nan),
             "last_shared_passes": run.passes.get("last_shared", np.nan),
+            "adapted_scalars": run.adapted_scalars,
             "final_w_det": float(h["w_det"].iloc[-1]), "final_w_cls": float(h["w_cls"].iloc[-1]),
             "min_w": float(h[["w_det", "w_cls"]].min().min()),
         })

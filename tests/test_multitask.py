@@ -24,6 +24,8 @@ from gradkit.multitask import (
     encode_boxes,
     magnitude_similarity,
     pcgrad_project,
+    run_table,
+    summarise,
     train_multitask,
 )
 from gradkit.multitask_data import CLASSES, make_event_data
@@ -239,6 +241,20 @@ def test_train_multitask_records_every_step(method, backbone, last):
         assert h["cosine"].between(-1, 1).all() and h["magsim"].between(0, 1).all()
         assert torch.allclose(torch.tensor(h["wgnorm_det"].values),
                               torch.tensor((h["w_det"] * h["gnorm_det"]).values))
+
+
+def test_run_table_and_summarise():
+    runs = [train_multitask(MultitaskConfig(method=m, seed=s, epochs=1, n_train=64, n_test=32))
+            for m in ("gradnorm", "uncertainty") for s in (0, 1)]
+    table = run_table(runs)
+    assert table.method.tolist() == ["gradnorm", "gradnorm", "uncertainty", "uncertainty"]
+    assert table.adapted_scalars.tolist() == [2, 2, 2, 2]
+    summary = summarise(table)
+    assert summary.index.tolist() == ["gradnorm", "uncertainty"]
+    assert summary[("seeds", "n")].tolist() == [2, 2]
+    gn = table[table.method == "gradnorm"].accuracy
+    assert summary.loc["gradnorm", ("accuracy", "mean")] == pytest.approx(gn.mean())
+    assert summary.loc["gradnorm", ("accuracy", "std")] == pytest.approx(gn.std())
 
 
 def test_compare_says_within_noise():
