@@ -514,4 +514,4 @@ def plot_tsne(ax, emb: np.ndarray, labels, correct=None, class_names=None, title
     ax.set_xlabel("t-SNE 1 (a.u.)")
     ax.set_ylabel("t-SNE 2 (a.u.)")
     ax.set_title(title or "t-SNE of gradient directions")
-    ax.legend(fontsize=7, loc="best", markerscale=0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=0.8)
