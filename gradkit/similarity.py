@@ -89,7 +89,9 @@ def similarity_matrix(grads, labels=None, level: str = "sample") -> SimilarityMa
 
     ``level="sample"``: rows of ``grads`` are per-sample gradients, ``labels`` their classes.
     ``level="batch"``: rows are per-batch gradients; with ``labels`` (say, a batch's majority
-    class) they are ordered by it, without, kept in step order.
+    class, or its epoch) they are ordered by it, without, kept in step order.
+    The matrix is dense ``N x N``: for pictures. Statistics of large ``N`` come from
+    :func:`similarity_stats`, which never forms it.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
