@@ -136,3 +136,22 @@ def test_hessian_operator_rejects_nonscalar_loss(problem):
     model, x, y, _ = problem
     with pytest.raises(ValueError, match="scalar"):
         hs.HessianOperator(model, lambda o, t: o[0], x, y)
+
+
+def test_lanczos_bottom_of_a_crowded_spectrum_is_not_declared_early():
+    # like a network Hessian: one large eigenvalue, a crowd near zero, one negative eigenvalue
+    lam = torch.cat([torch.tensor([100.0, -0.5]), torch.linspace(0.0, 0.1, 1998)]).double()
+
+    class Quadratic(nn.Module):  # L(θ) = ½ Σ λ_i θ_i², Hessian diag(λ)
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.ones(lam.numel(), dtype=torch.float64))
+
+        def forward(self, x):
+            return self.theta
+
+    res = hs.min_eigenvalue(Quadratic(), lambda out, t: 0.5 * (lam * out**2).sum(), None, None)
+    assert res.converged
+    assert abs(float(res.eigenvalues[0]) + 0.5) <= 1e-4 * 0.5
+    # the first Ritz values sat in the crowd: stopping on them would have been wrong
+    assert float(res.history[1, 0]) > -0.25
