@@ -138,7 +138,7 @@ def diagnose(names: Sequence[str], depths: Sequence[int], train_loss: Sequence[f
         if best is not None and train_loss[i] > train_loss[best]:
             verdicts.append(
                 f"{names[i]}: optimisation — training loss {train_loss[i]:.3f} is higher than "
-                f"the shallower {names[best]}'s {train_loss[best]:.3f}")
+                f"{train_loss[best]:.3f} of the shallower '{names[best]}'")
         elif train_loss[i] > bias_level:
             verdicts.append(f"{names[i]}: model bias (or too little training) — training loss "
                             f"{train_loss[i]:.3f} > {bias_level:.3f}")
