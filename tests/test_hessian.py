@@ -155,3 +155,26 @@ def test_lanczos_bottom_of_a_crowded_spectrum_is_not_declared_early():
     assert abs(float(res.eigenvalues[0]) + 0.5) <= 1e-4 * 0.5
     # the first Ritz values sat in the crowd: stopping on them would have been wrong
     assert float(res.history[1, 0]) > -0.25
+
+
+def test_top_eigenvalue_of_the_resnet_within_1e_4_in_at_most_12_products():
+    from gradkit.models import ResNetAudioRanker
+
+    torch.manual_seed(0)
+    model = ResNetAudioRanker().eval()
+    model.score_head.requires_grad_(False)  # unused by the loss below
+    x, y = torch.randn(8, 1, 20, 16), torch.arange(8) % 6
+
+    def ce(outputs, targets):
+        return nn.functional.cross_entropy(outputs[0], targets)
+
+    ref_model = ResNetAudioRanker().double().eval()
+    ref_model.load_state_dict(model.state_dict())
+    ref_model.score_head.requires_grad_(False)
+    ref = hs.top_eigenvalues(ref_model, ce, x.double(), y, tol=1e-10)
+    assert ref.converged
+    for seed in (0, 1):
+        res = hs.top_eigenvalues(model, ce, x, y, seed=seed)  # float32, default tol 1e-4
+        err = abs(float(res.eigenvalues[0]) - float(ref.eigenvalues[0]))
+        assert res.converged and res.n_hvp <= 12
+        assert err <= 1e-4 * abs(float(ref.eigenvalues[0]))
