@@ -39,9 +39,17 @@ notebooks: $(STAMP)
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
-	$(PY) benchmarks/per_sample_grads.py
+# The peers (BackPACK, Opacus, PyHessian's algorithm) live in their own venv: never in the workbook's.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements.txt benchmarks/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements.txt -r benchmarks/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/per_sample_grads.py
+	$(BENCH_VENV)/bin/python benchmarks/hessian_eigs.py
 
 clean:
 	rm -rf reports build test-artifacts

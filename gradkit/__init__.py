@@ -12,7 +12,14 @@ One module per job:
 - ``gns``        gradient noise scale and the critical batch size
 - ``similarity`` cosine-similarity matrices, their statistics, t-SNE of gradient directions
 - ``multitask``  GradNorm, uncertainty weighting, PCGrad on a detection + classification task
+- ``multitask_data`` the synthetic detection + classification task
+- ``features``   log-mel features and the train/validation split
+- ``ghm_analysis`` GHM statistics and figures of notebook 01
 - ``hessian``    Hessian-vector products, Lanczos eigenvalues, trace and spectral density
+- ``optimizers`` the lecture notes' update rules (momentum, AdaGrad, RMSProp, Adam), schedules
+- ``notes``      the other checks of notebook 05 (critical points, Hoeffding, BatchNorm, …)
+- ``checkpoint`` atomic, checked checkpoint files
+- ``headlines``  a notebook's headline numbers, collected for the report index
 - ``widgets``    epoch scrubbers: ipywidgets live, a JavaScript player in the HTML report
 - ``report``     executes the notebooks and exports the HTML reports
 """
