@@ -276,3 +276,13 @@ for name, c in changes.items():
 lines.append(f"- Getting both runs (training them, or finding them again) took "
              f"{train_seconds:.1f} s in this session.")
 display(Markdown("\n".join(lines)))
+
+# %%
+from gradkit.headlines import show_headlines
+
+show_headlines(**{
+    "best val accuracy, raw": f"{best.loc['raw', 'best_val_acc']:.1%} (epoch {best.loc['raw', 'epoch']:.0f})",
+    "best val accuracy, GHM": f"{best.loc['ghm', 'best_val_acc']:.1%} (epoch {best.loc['ghm', 'epoch']:.0f})",
+    "last-10-epoch val accuracy, raw / GHM": f"{verdict['raw_tail_acc']:.1%} / {verdict['ghm_tail_acc']:.1%}",
+    "GHM verdict": "helped" if verdict["helped"] else "did not help",
+})

@@ -483,3 +483,15 @@ display(Markdown(
     + ("the sketch reproduces the picture." if err.iloc[1] < 0.05 else
        "even k = 512 deviates noticeably; use a larger sketch.")))
 print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
+
+# %%
+from gradkit.headlines import show_headlines
+
+first_row, last_row = stats.iloc[0], stats.iloc[-1]
+show_headlines(**{
+    "class silhouette (gradients)": f"{first_row.silhouette:.2f} at epoch {int(first_row.epoch)} -> "
+                                    f"{last_row.silhouette:.2f} at epoch {int(last_row.epoch)}",
+    "share of opposed sample pairs": f"{first_row.share_negative:.0%} -> {last_row.share_negative:.0%}",
+    "most conflicting clip": Path(str(per_sample.min(axis=1).idxmin())).name
+    + f" (mean cosine to its class {per_sample.min(axis=1).min():.2f})",
+})

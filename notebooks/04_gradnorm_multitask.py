@@ -397,3 +397,14 @@ display(scrubber)
 elapsed = time.perf_counter() - NOTEBOOK_START
 print(f"notebook body ran in {elapsed:.1f} s "
       f"({len(runs) + 1} training runs, {per_run.epoch_s.sum() * CONFIG.epochs:.1f} s of it timed training)")
+
+# %%
+from gradkit.headlines import show_headlines
+
+gn_words = {n: mt.compare(gnr[c], eq[c])[2] for c, n in metrics}
+show_headlines(**{
+    "GradNorm vs equal weighting": "; ".join(f"{n}: {w}" for n, w in gn_words.items()),
+    "smallest GradNorm weight (any step, any seed)": f"{weights_every_step.min().min():.3f}",
+    "accuracy, GradNorm / equal": f"{gnr.accuracy.mean():.3f} / {eq.accuracy.mean():.3f}",
+    "mean IoU, GradNorm / equal": f"{gnr.mean_iou.mean():.3f} / {eq.mean_iou.mean():.3f}",
+})

@@ -826,3 +826,13 @@ say(f"Our recursion equals `nn.BatchNorm1d(momentum = 1 − p)` at all {len(batc
 
 # %%
 say(f"Notebook 05 ran in {time.perf_counter() - T0:.0f} s (after the imports).")
+
+# %%
+from gradkit.headlines import show_headlines
+
+show_headlines(**{
+    "ResNet Hessian λ_max / λ_min": f"{lam_top:.3f} / {lam_low:.3f} ({res_top.n_hvp} + {res_low.n_hvp} HVPs)",
+    "saddle found (small net)": f"λ_min = {lam_min:.4f}",
+    "batch size, small vs full": f"val acc {small['val acc']:.2f} vs {large['val acc']:.2f}",
+    "diagnosis": ", ".join(opt_failures) + " → optimisation" if opt_failures else "no optimisation failure",
+})
