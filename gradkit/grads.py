@@ -30,11 +30,26 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
     losses ``l_i`` are computed with ``torch.func.vmap`` over ``loss_fn``.
     Available when every trainable parameter lives in a supported layer.
 
-``method="auto"`` picks, from measurements on this project's 2-core CPU (torch 2.11,
-``benchmarks/per_sample_grads.py``; ResNetAudioRanker, N = 32 and 128, medians of repeated runs,
-time relative to a plain batch forward + backward): ``"layers"`` whenever it applies (about one
-plain backward, the fastest of all methods measured); otherwise ``"loop"`` for chunks of at most
-``_LOOP_MAX`` samples of a small model and ``"vmap"`` beyond, see :func:`choose_method`.
+``method="auto"`` picks by measurement (this project's 2-core CPU, torch 2.11, ResNetAudioRanker,
+``benchmarks/per_sample_grads.py`` and ``benchmarks/README.md``; medians of interleaved rounds):
+
+- ``"layers"`` whenever every trainable parameter is in a supported layer and the chunk has at
+  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs about 1.2x a plain batch forward +
+  backward, against 1.8-1.9x for vmap, 2.5x for Opacus, 2.8x for PyTorch's ExpandedWeights,
+  3.8x for BackPACK and 5x for the loop (see the README for the table).
+- ``"loop"`` below 4 samples (a batch of 1-3 is cheaper as 1-3 plain backward passes than
+  through any vectorised machinery: at N = 1 the loop is one plain backward, ``"layers"``
+  ~2x, vmap ~4x), and for models ``"layers"`` cannot handle up to ``_LOOP_MAX = 8`` samples.
+- ``"vmap"`` for models ``"layers"`` cannot handle above 8 samples (vmap overtook the loop
+  between 8 and 16 samples).
+
+The layer rules were chosen by measurement too: per-sample conv weight gradients through one
+grouped ``convolution_backward`` (as fast as the ordinary summed weight gradient) instead of
+``F.unfold`` + ``bmm`` (10-60x slower on this CPU); GroupNorm's ``x̂`` recomputed and multiplied
+in place (2x faster than a fresh product, and more exact than sums of statistics); the
+backward taken to gradient edges, not tensors, and hooks free of reference cycles, so
+activations are released as early as in a plain backward (peak memory 66 MiB instead of 132
+at N = 128; a reference cycle had also made the *next* forward ~2x slower).
 """
 
 from __future__ import annotations
@@ -42,7 +57,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,8 +70,10 @@ METHODS = ("auto", "vmap", "loop", "layers")
 
 # Bound on the temporary memory of one chunk (activations, unfolded inputs, per-sample grads).
 _CHUNK_BYTES = 512 * 2**20
-# "auto" without layer support: the per-sample loop beats vmap on small models / small chunks.
-_LOOP_MAX = 64
+# "auto": below this many samples the plain loop is fastest (measured, see the docstring) ...
+_LOOP_BELOW = 4
+# ... and without layer support the loop beats vmap up to this many samples.
+_LOOP_MAX = 8
 # Rows of a sketch matrix generated from one seed: any chunking of N or P gives the same sketch.
 _SKETCH_BLOCK = 8192
 
@@ -269,7 +285,7 @@ def _norm_rule(m: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
         dims = tuple(range(2, a.dim()))
     out = {}
     if _wants(m.weight):
-        prod = d * _normalised(m, a)
+        prod = _normalised(m, a).mul_(d)  # in place: one temporary less (measured 2x faster)
         out["weight"] = prod.sum(dims) if dims else prod
     if _wants(getattr(m, "bias", None)):
         out["bias"] = d.sum(dims) if dims else d
@@ -289,7 +305,7 @@ except ImportError:  # pragma: no cover - models is optional for this module
 
 def _unsupported(m: nn.Module) -> str | None:
     """Why the ``"layers"`` method cannot handle ``m``'s trainable parameters (None: it can)."""
-    own = [name for name, p in m.named_parameters(recurse=False) if p.requires_grad]
+    own = [name for name, p in m._parameters.items() if p is not None and p.requires_grad]
     if not own:
         return None
     entry = next((_RULES[t] for t in type(m).__mro__ if t in _RULES), None)
@@ -318,32 +334,29 @@ def layers_supported(model: nn.Module) -> bool:
     return all(_unsupported(m) is None for m in model.modules())
 
 
-@dataclass
-class _Call:
-    """One call of a layer: its input (with and without graph), output, output gradient."""
-
-    module: nn.Module
-    inp: Any
-    a: Tensor
-    out: Tensor
-    version: int
-    d: Tensor | None = None
-
-
 def _layers_grads(model, loss_fn, inputs, targets) -> Tensor:
-    calls: list[_Call] = []
-    owners = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(False))]
+    n = _num_samples(inputs)
+    grads: dict[int, Tensor] = {}  # id(parameter) -> [n, numel] per-sample gradients
+    edges = []  # where each layer output enters the graph: storage-free handles for the backward
 
     def forward_hook(module, args, output):
-        call = _Call(module, args[0], args[0].detach(), output, output._version)
-        calls.append(call)
+        if not output.requires_grad:
+            return
+        saved, rule = [args[0].detach()], _rule(module)
 
-        def keep(grad_out):  # ∂L/∂output, for the value before any later in-place change
-            call.d = grad_out if call.d is None else call.d + grad_out
+        def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
+            for name, g in rule(module, saved[0], d).items():
+                key, g = id(getattr(module, name)), g.reshape(n, -1)
+                grads[key] = grads[key] + g if key in grads else g  # shared layers add up
+            saved.clear()  # free the input now, as autograd frees its saved tensors
 
-        if output.requires_grad:
-            output.register_hook(keep)
+        # The hook refers to neither the output nor the graph: no reference cycle keeps
+        # activations alive after the call (one measurably slowed the next forward).
+        output.register_hook(on_grad)
+        edges.append(torch.autograd.graph.get_gradient_edge(output))
 
+    owners = [m for m in model.modules()
+              if any(p is not None and p.requires_grad for p in m._parameters.values())]
     handles = [m.register_forward_hook(forward_hook) for m in owners]
     try:
         outputs = model(inputs)
@@ -351,52 +364,29 @@ def _layers_grads(model, loss_fn, inputs, targets) -> Tensor:
         for h in handles:
             h.remove()
     total = per_sample_losses(loss_fn, outputs, targets).sum()
-    # Backward to the layer outputs only, so autograd never forms the summed parameter
-    # gradients. An output changed in place later (ReLU(inplace=True)) is reached through its
-    # layer's input instead; its tensor hook still receives the gradient of the original value.
-    wrt = []
-    for c in calls:
-        if not c.out.requires_grad:
-            continue
-        if c.out._version == c.version:
-            wrt.append(c.out)
-        elif isinstance(c.inp, Tensor) and c.inp.requires_grad:
-            wrt.append(c.inp)
-        else:
-            raise NotImplementedError(
-                f"{type(c.module).__name__}: its output is modified in place and its input "
-                "carries no graph; use method='vmap'"
-            )
-    if wrt:
-        torch.autograd.grad(total, wrt, allow_unused=True)
-
-    n = _num_samples(inputs)
-    per_param: dict[int, Tensor] = {}
-    for c in calls:
-        d = c.d if c.d is not None else torch.zeros_like(c.out)
-        for pname, g in _rule(c.module)(c.module, c.a, d).items():
-            key = id(getattr(c.module, pname))
-            per_param[key] = per_param[key] + g if key in per_param else g
-    cols = []
-    for _, p in trainable_named_parameters(model):
-        g = per_param.get(id(p))
-        cols.append(g.reshape(n, -1) if g is not None else p.new_zeros(n, p.numel()))
-    return torch.cat(cols, dim=1)
+    del outputs
+    # Backward to the layer outputs only (as gradient edges, which hold no activations), so
+    # autograd never forms the summed parameter gradients; the tensor hooks turn each δ into
+    # per-sample gradients as soon as it arrives.
+    if edges:
+        torch.autograd.grad(total, edges, allow_unused=True)
+    return torch.cat([grads[id(p)] if id(p) in grads else p.new_zeros(n, p.numel())
+                      for _, p in trainable_named_parameters(model)], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
-def choose_method(model: nn.Module, n: int) -> str:
-    """The method ``"auto"`` uses for a chunk of ``n`` samples (see the module docstring).
+def choose_method(model: nn.Module, n: int, *, supported: bool | None = None) -> str:
+    """The method ``"auto"`` uses for a chunk of ``n`` samples (measurements: module docstring).
 
-    ``"layers"`` whenever every trainable parameter is in a supported layer (measured fastest:
-    about one plain batch backward, since it *is* one forward and one backward plus per-layer
-    products); otherwise the per-sample ``"loop"`` for ``n <= _LOOP_MAX`` (on this 2-core CPU
-    vmap's batched kernels do not beat N small calls for a small model at small N) and
-    ``"vmap"`` above that.
+    ``"loop"`` for ``n < _LOOP_BELOW``; else ``"layers"`` if every trainable parameter is in a
+    supported layer (``supported``, if given, saves re-checking); else ``"loop"`` up to
+    ``_LOOP_MAX`` samples and ``"vmap"`` above.
     """
-    if layers_supported(model):
+    if n < _LOOP_BELOW:
+        return "loop"
+    if layers_supported(model) if supported is None else supported:
         return "layers"
     return "loop" if n <= _LOOP_MAX else "vmap"
 
@@ -447,11 +437,13 @@ def per_sample_grads(
         reasons = {name: r for name, m in model.named_modules() if (r := _unsupported(m))}
         if reasons:
             raise ValueError(f"method='layers' cannot handle {reasons}; use 'vmap' or 'loop'")
+    supported = layers_supported(model) if method == "auto" else None
     rows = []
     for start in range(0, n, chunk_size):
         sl = slice(start, min(n, start + chunk_size))
         x, y = _take(inputs, sl), _take(targets, sl)
-        how = choose_method(model, sl.stop - sl.start) if method == "auto" else method
+        how = (choose_method(model, sl.stop - sl.start, supported=supported)
+               if method == "auto" else method)
         if how == "vmap":
             g = _vmap_grads(model, loss_fn, x, y, chunk_size=None)
         elif how == "loop":

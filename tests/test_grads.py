@@ -288,3 +288,11 @@ def test_per_sample_grads_can_sketch_chunk_by_chunk():
     G = per_sample_grads(model, loss_fn, x, y)
     S = per_sample_grads(model, loss_fn, x, y, chunk_size=2, sketch_dim=32, sketch_seed=9)
     torch.testing.assert_close(S, sketch(G, 32, seed=9), atol=1e-5, rtol=1e-4)
+
+
+def test_auto_rule_follows_the_measured_thresholds():
+    model = CASES["cnn"][0]
+    assert choose_method(model, 1) == "loop"  # a few samples: plain backward passes win
+    assert choose_method(model, 32) == "layers"
+    odd = nn.Sequential(nn.Linear(3, 3), Scale())
+    assert choose_method(odd, 8) == "loop" and choose_method(odd, 64) == "vmap"

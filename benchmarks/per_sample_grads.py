@@ -1,0 +1,331 @@
+"""Per-sample gradients on the default model: gradkit against its peers, in one command.
+
+    python benchmarks/per_sample_grads.py            # N = 32 and 128, writes benchmarks/README.md
+    python benchmarks/per_sample_grads.py --quick    # fewer repetitions, no README update
+
+Model: ``ResNetAudioRanker()`` (eval mode) on inputs of the default feature size
+(``gradkit.features``: one 0.5 s clip -> ``[1, 40 mels, 32 frames]``), random normal inputs and
+labels (timing does not depend on the values). Loss: cross-entropy of the class logits plus
+``0.1 (score - angle/180)^2`` for the score head, so that every parameter of both heads gets a
+gradient (hook-based peers stumble over a head whose output is unused). Every method must give the
+same ``[N, P]`` per-sample gradients as the per-sample autograd loop (checked; max abs difference
+in the table).
+
+Methods: the plain batch backward (the unit: one forward + backward of the mean loss, what a
+training step costs), gradkit (``method="auto"``, and the plain ``torch.func`` vmap recipe), a
+per-sample autograd loop, BackPACK (``BatchGrad``), Opacus (``GradSampleModule``) and PyTorch's
+own ExpandedWeights (``call_for_per_sample_grads``). Peers that are not installed (see
+``benchmarks/requirements.txt``) or that cannot handle the model are reported as skipped.
+
+Timing: ``rounds`` rounds, each running every method once in turn (so a slow spell of this
+shared machine hits all methods alike); reported are the median wall time and the median over
+rounds of the time relative to that round's plain backward. Peak memory: the peak of tensor
+memory allocated during one call (``torch.profiler`` with ``profile_memory=True``), including
+the ``[N, P]`` result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from gradkit.grads import choose_method, per_sample_grads  # noqa: E402
+from gradkit.models import ResNetAudioRanker  # noqa: E402
+
+README = ROOT / "benchmarks" / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+AGREE_TOL = 1e-5
+METHODS = ("plain", "gradkit", "gradkit-vmap", "loop", "backpack", "opacus", "expanded-weights")
+LABELS = {
+    "plain": "plain batch backward (unit)",
+    "gradkit": "gradkit `per_sample_grads` (auto)",
+    "gradkit-vmap": "gradkit, `torch.func` vmap recipe",
+    "loop": "per-sample autograd loop",
+    "backpack": "BackPACK `BatchGrad`",
+    "opacus": "Opacus `GradSampleModule`",
+    "expanded-weights": "PyTorch ExpandedWeights",
+}
+
+
+class Skip(Exception):
+    """A peer that is not installed or cannot handle the model."""
+
+
+def input_shape() -> tuple[int, int, int]:
+    """One sample's feature shape, from the feature pipeline itself."""
+    from gradkit.data import CLIP_SECONDS, SAMPLE_RATE
+    from gradkit.features import log_mel
+
+    return tuple(log_mel(torch.zeros(1, int(SAMPLE_RATE * CLIP_SECONDS))).shape[1:])
+
+
+def loss_sum(outputs, targets):
+    """``Σ_n CE(logits_n, label_n) + 0.1 (score_n - angle_n / 180)^2``."""
+    (logits, score), (labels, angles) = outputs, targets
+    return (F.cross_entropy(logits, labels, reduction="sum")
+            + 0.1 * (score - angles / 180).pow(2).sum())
+
+
+def loss_mean(outputs, targets):
+    """The same, averaged over the batch (what a training step minimises)."""
+    return loss_sum(outputs, targets) / targets[0].shape[0]
+
+
+def setup(n: int, seed: int = 0):
+    torch.manual_seed(seed)
+    model = ResNetAudioRanker().eval()
+    x = torch.randn(n, *input_shape())
+    y = (torch.randint(0, model.n_classes, (n,)), torch.rand(n) * 180)
+    return model, x, y
+
+
+def _flat(params, attr: str, n: int) -> torch.Tensor:
+    """Per-sample gradients stored by a peer as ``p.<attr>``; NaN columns where it has none
+    (BackPACK has no GroupNorm extension), so that the check can say what is missing."""
+    return torch.cat([getattr(p, attr).reshape(n, -1) if getattr(p, attr, None) is not None
+                      else p.new_full((n, p.numel()), float("nan")) for p in params], dim=1)
+
+
+def make(method: str, model, x, y) -> Callable[[], torch.Tensor | None]:
+    """A zero-argument function computing ``[N, P]`` per-sample gradients by ``method``."""
+    n = x.shape[0]
+    if method == "plain":
+        def run():
+            model.zero_grad(set_to_none=True)
+            loss_mean(model(x), y).backward()
+        return run
+    if method == "gradkit":
+        return lambda: per_sample_grads(model, loss_mean, x, y)
+    if method == "gradkit-vmap":
+        return lambda: per_sample_grads(model, loss_mean, x, y, method="vmap")
+    if method == "loop":
+        return lambda: per_sample_grads(model, loss_mean, x, y, method="loop")
+    if method == "backpack":
+        try:
+            from backpack import backpack, extend
+            from backpack.extensions import BatchGrad
+        except ImportError as err:
+            raise Skip(f"not installed ({err.name})") from err
+        bmodel = extend(copy.deepcopy(model))
+        params = [p for p in bmodel.parameters() if p.requires_grad]
+
+        def run():
+            bmodel.zero_grad(set_to_none=True)
+            loss = loss_sum(bmodel(x), y)
+            with backpack(BatchGrad()):
+                loss.backward()
+            return _flat(params, "grad_batch", n)
+        return run
+    if method == "opacus":
+        try:
+            from opacus import GradSampleModule
+        except ImportError as err:
+            raise Skip(f"not installed ({err.name})") from err
+        # Opacus records activations only in training mode; with GroupNorm and no dropout the
+        # ranker computes the same function in both modes.
+        omodel = GradSampleModule(copy.deepcopy(model).train(), loss_reduction="sum")
+        params = [p for p in omodel.parameters() if p.requires_grad]
+
+        def run():
+            omodel.zero_grad(set_to_none=True)
+            loss_sum(omodel(x), y).backward()
+            return _flat(params, "grad_sample", n)
+        return run
+    if method == "expanded-weights":
+        from torch.nn.utils._per_sample_grad import call_for_per_sample_grads
+
+        emodel = copy.deepcopy(model)
+        params = [p for p in emodel.parameters() if p.requires_grad]
+
+        def run():
+            for p in params:
+                p.grad_sample = None
+            loss_sum(call_for_per_sample_grads(emodel, loss_reduction="sum")(x), y).backward()
+            return _flat(params, "grad_sample", n)
+        return run
+    raise ValueError(f"unknown method {method!r}")
+
+
+def peak_memory_mib(fn: Callable[[], object]) -> float:
+    """Peak of tensor memory allocated by one call above what was allocated before it.
+
+    From ``torch.profiler`` (``profile_memory=True``): every allocation and free, netted per
+    operator, summed in time order; the result (the call's return value) is kept until the end.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    steps = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                   if e.self_cpu_memory_usage)
+    level = peak = 0
+    for _, delta in steps:
+        level += delta
+        peak = max(peak, level)
+    del out
+    return peak / 2**20
+
+
+def bench(n: int, rounds: int, memory: bool) -> list[dict]:
+    model, x, y = setup(n)
+    fns, rows = {}, {}
+    ref = per_sample_grads(model, loss_mean, x, y, method="loop")
+    for method in METHODS:
+        row = rows[method] = {"N": n, "method": method, "label": LABELS[method]}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn = make(method, model, x, y)
+                out = fn()  # warm-up, and the agreement check
+        except Skip as why:
+            row["skipped"] = str(why)
+            continue
+        except Exception as err:  # noqa: BLE001 - a peer that cannot handle the model
+            row["skipped"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:90]}"
+            continue
+        if out is not None:
+            out = out.detach()
+            covered = ~out.isnan().any(0)
+            row["max_abs_diff"] = float((out - ref)[:, covered].abs().max())
+            row["agrees"] = row["max_abs_diff"] <= AGREE_TOL
+            if not covered.all():
+                row["partial"] = (f"only {int(covered.sum())} of {covered.numel()} parameters "
+                                  "(no GroupNorm)")
+        fns[method] = fn
+    times = {m: [] for m in fns}
+    for _ in range(rounds):
+        for method, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[method].append(time.perf_counter() - t0)
+    for method, ts in times.items():
+        row = rows[method]
+        row["median_ms"] = 1e3 * statistics.median(ts)
+        row["ratio"] = statistics.median(t / b for t, b in zip(ts, times["plain"], strict=True))
+        row["ratio_min"] = min(ts) / min(times["plain"])
+        if memory:
+            row["peak_mib"] = peak_memory_mib(fns[method])
+    return list(rows.values())
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| N | method | median time (ms) | x plain backward (median) | x plain (best of runs)"
+             " | peak memory (MiB) | max abs diff vs loop |",
+             "|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['N']} | {r['label']} | — | — | — | — | skipped: {r['skipped']} |")
+            continue
+        mem = r.get("peak_mib")
+        mem = "—" if mem is None else f"{mem:.0f}"
+        diff = ("(reference)" if r["method"] == "loop" else
+                "—" if "max_abs_diff" not in r else
+                f"{r['max_abs_diff']:.1e}" + ("" if r["agrees"] else " **DISAGREES**"))
+        if "partial" in r:
+            diff += f"; {r['partial']}"
+        lines.append(f"| {r['N']} | {r['label']} | {r['median_ms']:.1f} | {r['ratio']:.2f} | "
+                     f"{r['ratio_min']:.2f} | {mem} | {diff} |")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict]) -> str:
+    """One generated sentence per N: gradkit against the target and the fastest peer."""
+    out = []
+    for n in sorted({r["N"] for r in rows}):
+        timed = {r["method"]: r for r in rows if r["N"] == n and "ratio" in r}
+        if "gradkit" not in timed:
+            continue
+        ours = timed["gradkit"]["ratio"]
+        others = {m: r["ratio"] for m, r in timed.items() if m not in ("plain", "gradkit")}
+        best = min(others, key=others.get) if others else None
+        s = f"N = {n}: gradkit takes {ours:.2f}x a plain batch backward"
+        if best is not None:
+            rel = "faster than" if ours < others[best] else "not faster than"
+            s += (f", {rel} the fastest alternative ({LABELS[best]}, {others[best]:.2f}x)")
+        if n == 128:
+            s += "; target <= 1.2x " + ("met" if ours <= 1.2 else "NOT met")
+        out.append(s + ".")
+    return "\n".join(f"- {s}" for s in out)
+
+
+def write_readme(text: str) -> None:
+    old = README.read_text() if README.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + text + "\n"
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, README)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--quick", action="store_true", help="3 rounds, no memory, no README")
+    ap.add_argument("--no-readme", action="store_true")
+    args = ap.parse_args(argv)
+    rounds = 3 if args.quick else args.rounds
+    rows = []
+    for n in args.sizes:
+        model = setup(1)[0]
+        print(f"N = {n}: timing {rounds} rounds (gradkit auto -> {choose_method(model, n)!r})",
+              flush=True)
+        rows += bench(n, rounds, memory=not args.quick)
+    text = "\n".join([
+        BEGIN,
+        f"Measured by `python benchmarks/per_sample_grads.py` on {machine()}; model "
+        f"ResNetAudioRanker, input {list(input_shape())}, {rounds} interleaved rounds. "
+        "Ratios are relative to the plain batch backward of the same round.",
+        "",
+        table(rows),
+        "",
+        verdict(rows),
+        END,
+    ])
+    print(text)
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "per_sample_grads.json").write_text(json.dumps(rows, indent=1))
+    if not (args.quick or args.no_readme):
+        write_readme(text)
+        print(f"wrote {README}")
+    disagree = [r for r in rows if r.get("agrees") is False]
+    if disagree:
+        print("methods disagree with the per-sample loop:",
+              [(r["N"], r["method"], r["max_abs_diff"]) for r in disagree])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
