@@ -33,6 +33,7 @@ from torch import Tensor
 
 __all__ = [
     "NoiseScale",
+    "checkpoint_noise_scales",
     "StreamingNoiseScale",
     "b_simple",
     "gns_closed_form",
@@ -103,15 +104,19 @@ def gns_monte_carlo(G: Tensor, batch_size: int, draws: int = 2000, seed: int = 0
     """``mean_k ||g_{B_k} - g_D||² / ||g_D||²`` over ``draws`` batches drawn without replacement.
 
     The study's definition computed by sampling; :func:`gns_closed_form` is its exact value.
+    With ``v = 1_B / B - 1 / N``, ``g_B - g_D = Gᵀv`` and ``||g_B - g_D||² = vᵀ(G Gᵀ)v``: the
+    draws cost ``N x N``, not ``P``, per batch.
     """
     G = _check_G(G)
     n = G.shape[0]
     b = _check_batch(batch_size, n)
     gen = torch.Generator().manual_seed(int(seed))
-    g = G.mean(0)
+    K = G @ G.T
     idx = torch.stack([torch.randperm(n, generator=gen)[:b] for _ in range(int(draws))])
-    gb = G[idx].mean(1)
-    return _ratio(float((gb - g).square().sum(1).mean()), float(g.square().sum()))
+    v = torch.full((int(draws), n), -1.0 / n, dtype=torch.float64)
+    v.scatter_add_(1, idx, torch.full(idx.shape, 1.0 / b, dtype=torch.float64))
+    dev = torch.einsum("ki,ij,kj->k", v, K, v)
+    return _ratio(float(dev.mean()), float(G.mean(0).square().sum()))
 
 
 @dataclass(frozen=True)
@@ -138,12 +143,22 @@ def noise_scale(G: Tensor, batch_size: int, n_boot: int = 1000, seed: int = 0,
                 confidence: float = 0.95) -> NoiseScale:
     """``grad_sq``, ``trace_sigma``, ``gns`` (batches of ``batch_size``), ``b_simple`` and CIs.
 
-    Bootstrap: ``n_boot`` resamples of the ``N`` rows with replacement (seeded), each giving
-    ``grad_sq*``, ``trace_sigma*`` and so ``gns*``, ``b_simple*`` by the same formulas (with
-    ``N`` and ``B`` unchanged); the interval is their ``(1 ± confidence)/2`` percentiles. All
-    resamples come from the ``N x N`` Gram matrix ``K = G Gᵀ``: with resample counts ``c``,
-    ``||g*||² = cᵀKc / N²`` and ``trace_sigma* = (1/N) Σ_i c_i K_ii - ||g*||²``, so the cost does
-    not grow with ``P``.
+    Bootstrap: ``n_boot`` resamples of the ``N`` rows with replacement (seeded). A resample's
+    plug-in values are biased: its mean gradient is the mean of ``N`` i.i.d. draws from ``D``,
+    so ``E ||g*||² = grad_sq + trace_sigma / N`` and ``E trace_sigma* = trace_sigma (N-1)/N``.
+    Plain plug-in replicates ``trace_sigma* / ||g*||²`` therefore sit far below the estimate
+    whenever ``B_simple`` is not small against ``N`` (measured: at ``B_simple ≈ N`` the whole
+    percentile interval lay below the estimate). Each replicate uses the corrected parts instead,
+
+        ``S* = trace_sigma* · N/(N-1)``,  ``|G|²* = ||g*||² - trace_sigma*/(N-1)``,
+        ``b_simple* = S* / |G|²*``,  ``gns* = b_simple* / B · (N-B)/(N-1)``,
+
+    whose numerator and denominator are unbiased for the estimate's; a replicate with
+    ``|G|²* <= 0`` (no signal left above the noise) counts as ``b_simple* = ∞``. The interval is
+    the ``(1 ± confidence)/2`` quantiles of the replicates; an upper bound of ``inf`` says that
+    the data cannot tell the mean gradient from zero. All resamples come from the ``N x N``
+    Gram matrix ``K = G Gᵀ``: with resample counts ``c``, ``||g*||² = cᵀKc / N²`` and
+    ``trace_sigma* = (1/N) Σ_i c_i K_ii - ||g*||²``, so the cost does not grow with ``P``.
     """
     G = _check_G(G)
     n = G.shape[0]
@@ -157,11 +172,13 @@ def noise_scale(G: Tensor, batch_size: int, n_boot: int = 1000, seed: int = 0,
     gns_ci = bs_ci = (math.nan, math.nan)
     if n_boot > 0:
         gsq_b, tr_b = _bootstrap(G, int(n_boot), seed)
+        signal, noise = gsq_b - tr_b / (n - 1), tr_b * n / (n - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            bs_b = tr_b / gsq_b
-        lo, hi = 50 * (1 - confidence), 50 * (1 + confidence)
-        bs_ci = tuple(float(v) for v in np.percentile(bs_b, [lo, hi]))
-        gns_ci = tuple(float(v) for v in np.percentile(bs_b / b * fpc, [lo, hi]))
+            bs_b = np.where(signal > 0, noise / np.where(signal > 0, signal, 1.0), np.inf)
+        q = [(1 - confidence) / 2, (1 + confidence) / 2]
+        # "inverted_cdf": no interpolation, so an infinite replicate never turns into nan
+        bs_ci = tuple(float(v) for v in np.quantile(bs_b, q, method="inverted_cdf"))
+        gns_ci = tuple(float(v) * fpc / b for v in bs_ci)
     return NoiseScale(grad_sq=gsq, trace_sigma=tr, gns=gns_closed_form(tr, gsq, n, b),
                       b_simple=b_simple(tr, gsq), gns_ci=gns_ci, b_simple_ci=bs_ci, n=n,
                       batch_size=b, confidence=float(confidence), n_boot=int(n_boot))
@@ -258,3 +275,38 @@ class StreamingNoiseScale:
         if self.n_data is None:
             return _ratio(self.trace_sigma / batch_size, self.grad_sq)
         return gns_closed_form(self.trace_sigma, self.grad_sq, self.n_data, batch_size)
+
+
+def checkpoint_noise_scales(run, loss_fn=None, batch_size: int | None = None, n_boot: int = 1000,
+                            seed: int = 0, epochs=None):
+    """:func:`noise_scale` at every checkpoint of a training run, on its training split.
+
+    ``run`` is a :class:`gradkit.train.Run` (anything with ``checkpoint_epochs``,
+    ``load_model(epoch)``, ``split.x_train``/``y_train`` and ``config.batch_size``). ``D`` is the
+    training split, the gradients those of ``loss_fn`` (default
+    :func:`gradkit.train.sample_loss`, cross-entropy of the class logits: a loss of one sample,
+    unlike GHM-C whose weights depend on the batch), over the parameters the run trains;
+    ``batch_size`` defaults to the run's. Returns ``(table, norms)``: one row per epoch with
+    ``gns``, ``b_simple``, their interval bounds (``*_lo``, ``*_hi``), ``grad_sq``,
+    ``trace_sigma``, ``n``, ``batch_size``; and ``{epoch: ||G_i|| per sample}``.
+    """
+    import pandas as pd
+
+    from gradkit.grads import per_sample_grads
+
+    if loss_fn is None:
+        from gradkit.train import sample_loss as loss_fn
+    split = run.split
+    x, y = split.x_train, split.y_train
+    b = int(batch_size if batch_size is not None else run.config.batch_size)
+    rows, norms = [], {}
+    for epoch in (run.checkpoint_epochs if epochs is None else epochs):
+        G = per_sample_grads(run.load_model(epoch), loss_fn, x, y)
+        ns = noise_scale(G, b, n_boot=n_boot, seed=seed)
+        norms[int(epoch)] = G.norm(dim=1)
+        rows.append({"epoch": int(epoch), "gns": ns.gns, "gns_lo": ns.gns_ci[0],
+                     "gns_hi": ns.gns_ci[1], "b_simple": ns.b_simple,
+                     "b_simple_lo": ns.b_simple_ci[0], "b_simple_hi": ns.b_simple_ci[1],
+                     "grad_sq": ns.grad_sq, "trace_sigma": ns.trace_sigma, "n": ns.n,
+                     "batch_size": ns.batch_size})
+    return pd.DataFrame(rows), norms

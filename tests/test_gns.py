@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from gradkit.gns import StreamingNoiseScale, _bootstrap, gns_monte_carlo, noise_scale
+from gradkit.gns import (
+    StreamingNoiseScale,
+    _bootstrap,
+    checkpoint_noise_scales,
+    gns_monte_carlo,
+    noise_scale,
+)
 from gradkit.grads import per_sample_grads
 
 
@@ -84,6 +90,20 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
         again = noise_scale(rows, 6, n_boot=0)
         assert gsq_b[k] == pytest.approx(again.grad_sq, rel=1e-9)
         assert tr_b[k] == pytest.approx(again.trace_sigma, rel=1e-9)
+    # replicates are bias-corrected: even where B_simple is of the order of N (the plain
+    # plug-in replicates then sit almost all below the estimate) the interval brackets it
+    gen = torch.Generator().manual_seed(2)
+    noise = torch.randn(60, 200, generator=gen, dtype=torch.float64)
+    noise -= noise.mean(0)
+    tr = float(noise.square().sum(1).mean())
+    signal = torch.full((200,), math.sqrt(1.5 * tr / 60 / 200), dtype=torch.float64)
+    hard = noise_scale(noise + signal, 6, n_boot=1000, seed=1)
+    assert hard.b_simple == pytest.approx(60 / 1.5)  # ||g_D||² = 1.5 tr Σ / N by construction
+    assert hard.b_simple_ci[0] < hard.b_simple < hard.b_simple_ci[1]
+    gsq_b, tr_b = _bootstrap(noise + signal, 1000, seed=1)
+    assert np.quantile(tr_b / gsq_b, 0.95) < hard.b_simple  # what plain replicates would do
+    # pure noise around a zero mean: the upper bound is unbounded
+    assert noise_scale(noise + 1e-6, 6, n_boot=500).b_simple_ci[1] == math.inf
     wide = noise_scale(G[:12], 6, n_boot=500, seed=1)
     assert (wide.b_simple_ci[1] - wide.b_simple_ci[0]) > (a.b_simple_ci[1] - a.b_simple_ci[0])
 
@@ -133,3 +153,31 @@ def test_bad_arguments_are_named():
         noise_scale(G * float("nan"), 2)
     with pytest.raises(ValueError, match="b_small must be < b_big"):
         StreamingNoiseScale(8, 2)
+
+
+class FakeRun:
+    """The part of gradkit.train.Run that checkpoint_noise_scales uses: two 'checkpoints'."""
+
+    def __init__(self):
+        self.model, self.x, self.y, self.G = linear_regression(n=30)
+        self.split = type("Split", (), {"x_train": self.x, "y_train": self.y})()
+        self.config = type("Config", (), {"batch_size": 5})()
+        self.checkpoint_epochs = [1, 2]
+
+    def load_model(self, epoch):
+        model = nn.Linear(3, 1).double()
+        model.load_state_dict(self.model.state_dict())
+        with torch.no_grad():
+            model.bias.add_(epoch - 1)  # epoch 2 differs: every residual grows by 1
+        return model
+
+
+def test_checkpoint_noise_scales_walks_the_checkpoints():
+    run = FakeRun()
+    table, norms = checkpoint_noise_scales(run, half_squared_error, n_boot=200)
+    assert list(table.epoch) == [1, 2] and list(norms) == [1, 2]
+    first = noise_scale(run.G, 5, n_boot=200)
+    assert table.gns[0] == pytest.approx(first.gns) and table.batch_size[0] == 5
+    assert table.gns_lo[0] == pytest.approx(first.gns_ci[0])
+    torch.testing.assert_close(norms[1], run.G.norm(dim=1))
+    assert table.gns[1] != pytest.approx(table.gns[0])
