@@ -34,9 +34,12 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 ``benchmarks/per_sample_grads.py`` and ``benchmarks/README.md``; medians of interleaved rounds):
 
 - ``"layers"`` whenever every trainable parameter is in a supported layer and the chunk has at
-  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs about 1.2x a plain batch forward +
-  backward, against 1.8-1.9x for vmap, 2.5x for Opacus, 2.8x for PyTorch's ExpandedWeights,
-  3.8x for BackPACK and 5x for the loop (see the README for the table).
+  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs 1.2-1.3x a plain batch forward +
+  backward (N = 32: 1.3x), against 1.6-2.0x for vmap, 2.5-2.6x for Opacus, 2.7-3.1x for
+  PyTorch's ExpandedWeights, 3.5-3.8x for BackPACK and ~5x for the loop (benchmark README).
+  What is left over the plain backward is measured too: without any per-sample rule the pass
+  costs 0.9x; the per-sample conv weight gradients add ~0.27x (the grouped weight gradient is
+  1-3x slower per layer than the summed one on these small channel counts), GroupNorm ~0.07x.
 - ``"loop"`` below 4 samples (a batch of 1-3 is cheaper as 1-3 plain backward passes than
   through any vectorised machinery: at N = 1 the loop is one plain backward, ``"layers"``
   ~2x, vmap ~4x), and for models ``"layers"`` cannot handle up to ``_LOOP_MAX = 8`` samples.
@@ -68,8 +71,13 @@ from torch.utils._pytree import tree_map
 LossFn = Callable[[Any, Any], Tensor]
 METHODS = ("auto", "vmap", "loop", "layers")
 
-# Bound on the temporary memory of one chunk (activations, unfolded inputs, per-sample grads).
-_CHUNK_BYTES = 512 * 2**20
+# Target temporary memory of one chunk (activations, per-sample grads), as estimated by
+# default_chunk_size; 32 MiB gives chunks of 68 for the ranker. Measured at N = 128: peak memory
+# 35 MiB instead of 65 for one chunk; time within noise of one chunk in the full benchmark
+# (1.23-1.29x vs 1.22-1.30x a plain backward; alone against the plain backward, chunks of
+# 64-96 even measured 0.92-1.03x against 1.23x for one chunk of 128).
+_CHUNK_BYTES = 32 * 2**20
+_CHUNK_MIN = 8
 # "auto": below this many samples the plain loop is fastest (measured, see the docstring) ...
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
@@ -392,15 +400,17 @@ def choose_method(model: nn.Module, n: int, *, supported: bool | None = None) ->
 
 
 def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
-    """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES``.
+    """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES`` (32 MiB).
 
-    Estimate per sample: its gradient row (``4 P`` bytes) plus ten times its input, a rough
-    stand-in for the saved activations and unfolded patches of a small conv net.
+    Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
+    stand-in for the activations a small conv net keeps for its backward. Never fewer than
+    ``_CHUNK_MIN`` samples (vectorisation would be lost); smaller chunks were measured faster
+    than one big one on this CPU (cache and allocator effects; see ``_CHUNK_BYTES``).
     """
     leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
     per_input = sum(t[0].numel() * t.element_size() for t in leaves)
-    per_sample = 4 * num_trainable(model) + 10 * per_input * 8
-    return max(1, min(n, _CHUNK_BYTES // max(per_sample, 1)))
+    per_sample = 4 * num_trainable(model) + 80 * per_input
+    return max(min(n, _CHUNK_MIN), min(n, _CHUNK_BYTES // max(per_sample, 1)))
 
 
 def per_sample_grads(
