@@ -14,6 +14,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	@# The kernel inside the venv is the one make, nbmake and nbclient use (a venv's own kernels
+	@# come first); the user-level copy lets a Jupyter installed elsewhere open the notebooks.
+	$(PY) -m ipykernel install --sys-prefix --name gradkit --display-name "Python (gradkit)" >/dev/null
 	$(PY) -m ipykernel install --user --name gradkit --display-name "Python (gradkit)" >/dev/null
 	@touch $@
 
