@@ -36,6 +36,8 @@ __all__ = [
     "checkpoint_noise_scales",
     "StreamingNoiseScale",
     "b_simple",
+    "batch_deviations",
+    "batch_noise",
     "gns_closed_form",
     "gns_monte_carlo",
     "grad_sq",
@@ -84,15 +86,22 @@ def trace_sigma(G: Tensor) -> float:
     return float((G - G.mean(0)).square().sum(1).mean())
 
 
-def gns_closed_form(trace: float, gsq: float, n: int, batch_size: int) -> float:
-    """``E_B ||g_B - g_D||² / ||g_D||² = tr Σ / B · (N - B)/(N - 1) / ||g_D||²``.
+def batch_noise(trace: float, n: int, batch_size: int) -> float:
+    """``E_B ||g_B - g_D||² = tr Σ / B · (N - B)/(N - 1)``, batches of ``B`` drawn without
+    replacement from ``N`` samples (0 for ``N = 1``).
 
     The variance of the mean of ``B`` draws without replacement from ``N`` values is the
     population variance over ``B`` times the finite-population correction ``(N-B)/(N-1)``;
     summing over the ``P`` coordinates gives ``tr Σ``.
     """
     b = _check_batch(batch_size, n)
-    return _ratio(trace / b * (n - b) / (n - 1), gsq)
+    return trace / b * (n - b) / (n - 1) if n > 1 else 0.0
+
+
+def gns_closed_form(trace: float, gsq: float, n: int, batch_size: int) -> float:
+    """``E_B ||g_B - g_D||² / ||g_D||² = tr Σ / B · (N - B)/(N - 1) / ||g_D||²``
+    (:func:`batch_noise` over the signal)."""
+    return _ratio(batch_noise(trace, n, batch_size), gsq)
 
 
 def b_simple(trace: float, gsq: float) -> float:
@@ -100,23 +109,34 @@ def b_simple(trace: float, gsq: float) -> float:
     return _ratio(trace, gsq)
 
 
-def gns_monte_carlo(G: Tensor, batch_size: int, draws: int = 2000, seed: int = 0) -> float:
-    """``mean_k ||g_{B_k} - g_D||² / ||g_D||²`` over ``draws`` batches drawn without replacement.
+def batch_deviations(G: Tensor, batch_size: int, draws: int = 2000, seed: int = 0) -> Tensor:
+    """``||g_{B_k} - g_D||²`` for ``draws`` batches ``B_k`` of ``batch_size`` rows drawn without
+    replacement (seeded; one ``randperm`` per draw), float64 ``[draws]``.
 
-    The study's definition computed by sampling; :func:`gns_closed_form` is its exact value.
     With ``v = 1_B / B - 1 / N``, ``g_B - g_D = Gᵀv`` and ``||g_B - g_D||² = vᵀ(G Gᵀ)v``: the
-    draws cost ``N x N``, not ``P``, per batch.
+    draws cost ``N x N``, not ``P``, per batch. Their mean estimates :func:`batch_noise`.
     """
     G = _check_G(G)
     n = G.shape[0]
     b = _check_batch(batch_size, n)
+    if isinstance(draws, bool) or int(draws) != draws or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws!r}")
     gen = torch.Generator().manual_seed(int(seed))
     K = G @ G.T
     idx = torch.stack([torch.randperm(n, generator=gen)[:b] for _ in range(int(draws))])
     v = torch.full((int(draws), n), -1.0 / n, dtype=torch.float64)
     v.scatter_add_(1, idx, torch.full(idx.shape, 1.0 / b, dtype=torch.float64))
-    dev = torch.einsum("ki,ij,kj->k", v, K, v)
-    return _ratio(float(dev.mean()), float(G.mean(0).square().sum()))
+    return torch.einsum("ki,ij,kj->k", v, K, v)
+
+
+def gns_monte_carlo(G: Tensor, batch_size: int, draws: int = 2000, seed: int = 0) -> float:
+    """``mean_k ||g_{B_k} - g_D||² / ||g_D||²`` over ``draws`` batches drawn without replacement.
+
+    The study's definition computed by sampling (:func:`batch_deviations`);
+    :func:`gns_closed_form` is its exact value.
+    """
+    dev = batch_deviations(G, batch_size, draws, seed)
+    return _ratio(float(dev.mean()), grad_sq(G))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradkit.gns import batch_deviations, batch_noise, trace_sigma
+
 # ---------------------------------------------------------------------------------------------
 # Short trainings on the audio task
 # ---------------------------------------------------------------------------------------------
@@ -231,31 +233,21 @@ def minibatch_gradient_noise(G: Tensor, batch_size: int, n_draws: int, seed: int
     """Measured ``E‖g_B − g‖²`` over ``n_draws`` batches drawn without replacement, and its
     Monte-Carlo standard error.
 
-    ``G [N, P]`` per-sample gradients, ``g = mean_i G_i``, ``g_B = mean_{i∈B} G_i``. Since
-    ``g_B − g = (1/B) Σ_{i∈B} (G_i − g)``, ``‖g_B − g‖² = 1_Bᵀ K 1_B / B²`` with the N×N Gram
-    matrix ``K = (G − g)(G − g)ᵀ``: no P-sized tensor per draw.
+    ``G [N, P]`` per-sample gradients, ``g = mean_i G_i``, ``g_B = mean_{i∈B} G_i``; the draws
+    are :func:`gradkit.gns.batch_deviations` (from the N×N Gram matrix: no P-sized tensor per
+    draw), the same sampler that checks the gradient noise scale of notebook 02.
     """
-    n = G.shape[0]
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
     if n_draws < 2:
         raise ValueError(f"n_draws must be ≥ 2, got {n_draws}")
-    C = (G - G.mean(0)).to(torch.float64)
-    K = C @ C.T
-    gen = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(n_draws, n, dtype=torch.float64)
-    for d in range(n_draws):
-        masks[d, torch.randperm(n, generator=gen)[:batch_size]] = 1.0
-    noise = ((masks @ K) * masks).sum(1) / batch_size**2
+    noise = batch_deviations(G, batch_size, n_draws, seed)
     return float(noise.mean()), float(noise.std() / n_draws**0.5)
 
 
 def expected_minibatch_noise(G: Tensor, batch_size: int) -> float:
     """``E‖g_B − g‖² = (tr Σ / B) · (N − B)/(N − 1)`` for B samples drawn without replacement,
-    with ``tr Σ = (1/N) Σ_i ‖G_i − g‖²``: the 1/B law times the finite-population correction."""
-    n = G.shape[0]
-    tr_sigma = float(((G - G.mean(0)) ** 2).sum(1).mean())
-    return tr_sigma / batch_size * (n - batch_size) / (n - 1) if n > 1 else 0.0
+    with ``tr Σ = (1/N) Σ_i ‖G_i − g‖²``: the 1/B law times the finite-population correction
+    (:func:`gradkit.gns.batch_noise` of :func:`gradkit.gns.trace_sigma`)."""
+    return batch_noise(trace_sigma(G), G.shape[0], batch_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from torch import nn
 from gradkit.gns import (
     StreamingNoiseScale,
     _bootstrap,
+    batch_deviations,
+    batch_noise,
     checkpoint_noise_scales,
     gns_monte_carlo,
     noise_scale,
@@ -74,6 +76,28 @@ def test_closed_form_agrees_with_sampling_batches_without_replacement():
     ns = noise_scale(G, 20, n_boot=0)
     sampled = gns_monte_carlo(G, 20, draws=4000, seed=1)
     assert abs(sampled - ns.gns) < 0.3 * abs(sampled - ns.b_simple / 20)
+
+
+def test_batch_noise_is_exact_over_all_batches_and_the_sampler_draws_them():
+    """``E_B ||g_B - g_D||²`` enumerated over every batch of a small set equals the closed form;
+    each sampled deviation is the norm of a real batch mean's deviation."""
+    import itertools
+
+    _, _, _, G = linear_regression(n=8)
+    g = G.mean(0)
+    tr = noise_scale(G, 1, n_boot=0).trace_sigma
+    for b in (1, 3, 8):
+        every = [float((G[list(c)].mean(0) - g).square().sum())
+                 for c in itertools.combinations(range(8), b)]
+        assert batch_noise(tr, 8, b) == pytest.approx(np.mean(every), rel=1e-10, abs=1e-14)
+    dev = batch_deviations(G, 3, draws=50, seed=4)
+    gen = torch.Generator().manual_seed(4)  # the sampler's own draws, replayed
+    for k in range(50):
+        rows = torch.randperm(8, generator=gen)[:3]
+        assert float(dev[k]) == pytest.approx(float((G[rows].mean(0) - g).square().sum()),
+                                              rel=1e-9)
+    assert gns_monte_carlo(G, 3, draws=50, seed=4) == pytest.approx(
+        float(dev.mean()) / noise_scale(G, 3, n_boot=0).grad_sq)
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():

@@ -80,6 +80,14 @@ def test_minibatch_noise_formula_is_exact_over_all_subsets():
         measured, se = notes.minibatch_gradient_noise(G, B, n_draws=4000, seed=1)
         assert abs(measured - exact) <= 5 * se + 1e-12
     assert notes.expected_minibatch_noise(G, 7) == pytest.approx(0.0, abs=1e-12)
+    # one sampler and one formula for the whole package: notebook 02's noise scale uses them too
+    from gradkit import gns
+
+    ns = gns.noise_scale(G, 3, n_boot=0)
+    assert notes.expected_minibatch_noise(G, 3) == pytest.approx(ns.gns * ns.grad_sq, rel=1e-12)
+    measured, _ = notes.minibatch_gradient_noise(G, 3, n_draws=100, seed=2)
+    assert measured == pytest.approx(gns.gns_monte_carlo(G, 3, draws=100, seed=2) * ns.grad_sq,
+                                     rel=1e-12)
 
 
 def test_hoeffding_simulation_matches_exact_binomial_for_one_hypothesis():
