@@ -343,8 +343,11 @@ def plot_density_epoch(fig: plt.Figure, histories: Mapping[str, Sequence[Mapping
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle(f"gradient-norm density, epoch {epoch}")
-    # fixed spacing instead of tight_layout: a scrubber draws this once per epoch
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.25)
+    # Fixed spacing instead of tight_layout (a scrubber draws this once per epoch), unless the
+    # figure already has a layout engine (a Scrubber's constrained layout): matplotlib ignores
+    # subplots_adjust there and warns.
+    if fig.get_layout_engine() is None:
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.25)
 
 
 def plot_ghm_weights_comparison(fig: plt.Figure, history: Sequence[Mapping[str, Any]],

@@ -183,3 +183,17 @@ def test_figures_have_labelled_axes(draw):
         assert any(_titles(fig))
     finally:
         plt.close(fig)
+
+
+def test_density_scrubber_frames_draw_without_layout_warnings():
+    """The notebook's epoch scrubber draws on a constrained-layout figure: no warning per frame,
+    and every epoch gives a different picture."""
+    import warnings
+
+    from gradkit.widgets import Scrubber
+
+    scrubber = Scrubber(lambda fig, e: ga.plot_density_epoch(fig, {"ghm": HISTORY}, e), [1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = [scrubber.render_png(e) for e in (1, 2)]
+    assert frames[0] != frames[1]
