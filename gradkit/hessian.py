@@ -11,6 +11,7 @@ reports how many it used.
 - :func:`min_eigenvalue`    the algebraically smallest eigenvalue of H (negative ⇒ not a minimum)
 - :func:`hutchinson_trace`  ``tr H ≈ mean_z zᵀ H z`` with Rademacher z
 - :func:`spectral_density`  stochastic Lanczos quadrature (SLQ) of the eigenvalue density
+- :func:`flat_loss`         the loss as a function of one flat parameter vector θ
 - :func:`dense_hessian`     the full P×P matrix by ``torch.func.hessian`` (tiny models, tests)
 
 The loss is evaluated in the model's current mode: call ``model.eval()`` first if it has dropout
@@ -373,21 +374,31 @@ def _lanczos_tridiagonal(matvec: MatVec, q: Tensor, m: int) -> Tensor:
     return T
 
 
-def dense_hessian(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> Tensor:
-    """The full P×P Hessian by ``torch.func.hessian`` over the flattened parameters.
+def flat_loss(model: nn.Module, loss_fn: LossFn, inputs: Tensor,
+              targets: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """``(L, θ0)``: ``L(θ) = loss_fn(model_θ(inputs), targets)`` of a flat parameter vector θ
+    (trainable parameters in ``named_parameters()`` order, through ``functional_call``: the
+    module itself is not modified) and the model's current θ0."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(f"model {type(model).__name__} has no parameters with requires_grad=True")
+    names, shapes = [n for n, _ in named], [p.shape for _, p in named]
+    sizes = [p.numel() for _, p in named]
 
-    Independent of :class:`HessianOperator` (forward-over-reverse through ``functional_call``),
-    so the two check each other. Memory is P², so only for tiny models.
-    """
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = _trainable(model)
-    sizes = [p.numel() for p in params]
-    theta = _flat([p.detach() for p in params])
-
-    def loss_of(flat: Tensor) -> Tensor:
-        chunks = [c.view_as(p) for c, p in zip(flat.split(sizes), params, strict=True)]
+    def loss(theta: Tensor) -> Tensor:
+        chunks = [c.view(s) for c, s in zip(theta.split(sizes), shapes, strict=True)]
         outputs = torch.func.functional_call(model, dict(zip(names, chunks, strict=True)),
                                              (inputs,))
         return loss_fn(outputs, targets)
 
-    return torch.func.hessian(loss_of)(theta)
+    return loss, _flat([p.detach() for _, p in named])
+
+
+def dense_hessian(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> Tensor:
+    """The full P×P Hessian by ``torch.func.hessian`` of :func:`flat_loss`.
+
+    Independent of :class:`HessianOperator` (forward-over-reverse through ``functional_call``),
+    so the two check each other. Memory is P², so only for tiny models.
+    """
+    loss, theta = flat_loss(model, loss_fn, inputs, targets)
+    return torch.func.hessian(loss)(theta)

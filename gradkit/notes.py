@@ -3,8 +3,8 @@
 - :func:`train_short`        a short, timed, seeded training of a model on an audio split
 - :func:`plain_cnn`          a CNN without skip connections (deeper = harder to optimise)
 - :func:`diagnose`           the notes' recipe: model bias, optimisation or overfitting?
-- :func:`flat_loss`          a model's loss as a function of one flat parameter vector
 - :func:`find_critical_point` Levenberg–Marquardt on the gradient: reaches ∇L = 0 of any kind
+                              (of a flat loss such as :func:`gradkit.hessian.flat_loss`)
 - :func:`classify_critical_point` minimum / maximum / saddle / degenerate from the eigenvalues
 - :func:`minibatch_gradient_noise`, :func:`expected_minibatch_noise`  variance of g_B vs B
 - :func:`softmax`, :func:`ce_grad_logits`, :func:`mse_grad_logits`  gradients w.r.t. logits
@@ -156,23 +156,6 @@ def diagnose(names: Sequence[str], depths: Sequence[int], train_loss: Sequence[f
 # ---------------------------------------------------------------------------------------------
 # Critical points
 # ---------------------------------------------------------------------------------------------
-def flat_loss(model: nn.Module, loss_fn: Callable[[Any, Tensor], Tensor], inputs: Tensor,
-              targets: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:
-    """``(L, θ0)``: ``L(θ) = loss_fn(model_θ(inputs), targets)`` of a flat parameter vector θ
-    (trainable parameters in ``named_parameters()`` order) and the model's current θ0."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    names, shapes = [n for n, _ in named], [p.shape for _, p in named]
-    sizes = [p.numel() for _, p in named]
-
-    def loss(theta: Tensor) -> Tensor:
-        chunks = [c.view(s) for c, s in zip(theta.split(sizes), shapes, strict=True)]
-        outputs = torch.func.functional_call(model, dict(zip(names, chunks, strict=True)),
-                                             (inputs,))
-        return loss_fn(outputs, targets)
-
-    return loss, torch.cat([p.detach().reshape(-1) for _, p in named])
-
-
 def find_critical_point(loss: Callable[[Tensor], Tensor], theta0: Tensor, tol: float = 1e-9,
                         max_iter: int = 200, damping: float = 1e-3) -> tuple[Tensor, list[float]]:
     """A point with ``‖∇L(θ)‖ ≤ tol`` near ``theta0``, whatever its kind (minimum or saddle).

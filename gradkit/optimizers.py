@@ -158,11 +158,14 @@ def adam(grad: GradFn, theta0: Tensor, steps: int, lr: LR,
 
 
 def torch_path(make_optimizer: Callable, grad: GradFn, theta0: Tensor, steps: int,
-               make_scheduler: Callable | None = None) -> Tensor:
+               make_scheduler: Callable | None = None,
+               init_state: Callable[[Tensor], dict] | None = None) -> Tensor:
     """The same trajectory taken by a ``torch.optim`` optimizer, for comparison.
 
     ``make_optimizer([param])`` builds it (e.g. ``lambda ps: torch.optim.Adam(ps, lr=0.1)``),
     ``make_scheduler(optimizer)`` optionally a learning-rate scheduler stepped after each step.
+    ``init_state(g_0)`` optionally seeds the optimizer's per-parameter state before its first
+    step (e.g. RMSProp's ``square_avg = g_0²``, the notes' start; see :func:`rmsprop`).
     """
     p = torch.nn.Parameter(_check(theta0, steps))
     opt = make_optimizer([p])
@@ -170,6 +173,8 @@ def torch_path(make_optimizer: Callable, grad: GradFn, theta0: Tensor, steps: in
     path = [p.detach().clone()]
     for _ in range(steps):
         p.grad = grad(p.detach())
+        if init_state is not None and not opt.state[p]:
+            opt.state[p].update(init_state(p.grad))
         opt.step()
         if sched is not None:
             sched.step()

@@ -45,6 +45,17 @@ def test_dense_hessian_is_symmetric_and_full_size(problem):
     torch.testing.assert_close(H, H.T, atol=1e-12, rtol=0)
 
 
+def test_flat_loss_matches_the_module_and_leaves_it_alone(problem):
+    model, x, y, H = problem
+    loss, theta0 = hs.flat_loss(model, loss_fn, x, y)
+    assert theta0.numel() == H.shape[0]
+    torch.testing.assert_close(loss(theta0), loss_fn(model(x), y))
+    moved = loss(theta0 + 0.1)
+    assert float(moved) != pytest.approx(float(loss(theta0)))
+    torch.testing.assert_close(loss(theta0), loss_fn(model(x), y))  # the module is unchanged
+    torch.testing.assert_close(torch.func.hessian(loss)(theta0), H)
+
+
 def test_hvp_matches_dense_hessian_times_vector(problem):
     model, x, y, H = problem
     op = hs.HessianOperator(model, loss_fn, x, y)

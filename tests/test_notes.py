@@ -132,15 +132,6 @@ def test_classify_critical_point():
     assert notes.classify_critical_point(t(0.0, 2.0)).startswith("degenerate")
 
 
-def test_flat_loss_matches_the_module():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 2)).double()
-    x, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
-    loss, theta0 = notes.flat_loss(model, nn.functional.cross_entropy, x, y)
-    assert theta0.numel() == sum(p.numel() for p in model.parameters())
-    torch.testing.assert_close(loss(theta0), nn.functional.cross_entropy(model(x), y))
-
-
 def test_diagnose_recipe():
     v = notes.diagnose(["shallow", "deep"], [2, 8], [0.5, 0.9], [0.6, 1.0], 1.0, 0.5)
     assert v[0].startswith("shallow: fine") and v[1].startswith("deep: optimisation")

@@ -9,25 +9,9 @@ import torch
 from torch import nn
 
 from gradkit import optimizers as op
+from gradkit.hessian import flat_loss
 
 STEPS = 25
-
-
-def torch_path(opt_factory, theta0, grad, steps, scheduler_factory=None, seed_state=None):
-    """Trajectory of a torch.optim optimizer on a single tensor parameter."""
-    p = nn.Parameter(theta0.clone())
-    opt = opt_factory([p])
-    sched = scheduler_factory(opt) if scheduler_factory else None
-    path = [p.detach().clone()]
-    for _ in range(steps):
-        p.grad = grad(p.detach())
-        if seed_state is not None and not opt.state[p]:
-            opt.state[p].update(seed_state(p.grad))
-        opt.step()
-        if sched is not None:
-            sched.step()
-        path.append(p.detach().clone())
-    return torch.stack(path)
 
 
 START = torch.tensor([0.3, 0.8], dtype=torch.float64)
@@ -48,7 +32,7 @@ CASES = [
 @pytest.mark.parametrize("name,mine,theirs", CASES, ids=[c[0] for c in CASES])
 def test_rule_equals_torch_optim_on_the_saddle_valley(name, mine, theirs):
     ours = mine(op.saddle_valley_grad, START)
-    ref = torch_path(theirs, START, op.saddle_valley_grad, STEPS)
+    ref = op.torch_path(theirs, op.saddle_valley_grad, START, STEPS)
     assert ours.shape == (STEPS + 1, 2)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     assert not torch.equal(ours[-1], ours[0])  # it moved: the comparison means something
@@ -68,17 +52,8 @@ def test_rule_equals_torch_optim_on_a_network(name, mine, theirs):
     torch.manual_seed(0)
     model = Tiny().double()
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,))
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    sizes = [p.numel() for p in model.parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def grad(theta):
-        chunks = [c.view(s) for c, s in zip(theta.split(sizes), shapes, strict=True)]
-        theta_p = [c.requires_grad_() for c in chunks]
-        out = torch.func.functional_call(model, dict(zip(names, theta_p, strict=True)), (x,))
-        loss = nn.functional.cross_entropy(out, y)
-        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, theta_p)])
+    loss, theta0 = flat_loss(model, nn.functional.cross_entropy, x, y)
+    grad = torch.func.grad(loss)
 
     ours = mine(grad, theta0, 10)
     # torch.optim on the module's own parameters (10 steps: each is a full network step)
@@ -94,10 +69,9 @@ def test_rule_equals_torch_optim_on_a_network(name, mine, theirs):
 
 def test_rmsprop_notes_start_is_torch_seeded_with_first_squared_gradient():
     ours = op.rmsprop(op.saddle_valley_grad, START, STEPS, lr=0.01, alpha=0.9, start="notes")
-    ref = torch_path(
-        lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9), START, op.saddle_valley_grad,
-        STEPS,
-        seed_state=lambda g: {"step": torch.tensor(0.0), "square_avg": g.clone() ** 2},
+    ref = op.torch_path(
+        lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9), op.saddle_valley_grad, START,
+        STEPS, init_state=lambda g: {"step": torch.tensor(0.0), "square_avg": g.clone() ** 2},
     )
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     # and it differs from torch's default zero start by 1/sqrt(1 - alpha) on the first step
@@ -141,8 +115,8 @@ def test_warmup_cosine_equals_torch_sequential_lr():
 def test_scheduled_adam_equals_torch_adam_with_lambda_lr():
     f = lambda t: op.warmup_cosine(t, 4, STEPS, 0.0)  # noqa: E731
     ours = op.adam(op.saddle_valley_grad, START, STEPS, lr=lambda t: 0.05 * f(t))
-    ref = torch_path(lambda ps: torch.optim.Adam(ps, lr=0.05), START, op.saddle_valley_grad,
-                     STEPS, scheduler_factory=lambda o: torch.optim.lr_scheduler.LambdaLR(o, f))
+    ref = op.torch_path(lambda ps: torch.optim.Adam(ps, lr=0.05), op.saddle_valley_grad, START,
+                        STEPS, lambda o: torch.optim.lr_scheduler.LambdaLR(o, f))
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
 
