@@ -596,6 +596,14 @@ class Run:
             model = ResNetAudioRanker(**payload["arch"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"checkpoint {path} has an unusable 'arch': {err}") from err
+        # The payload's own 'arch' only rebuilds what the file holds; the run's config says what
+        # it must hold, so a file of another architecture is refused rather than loaded.
+        expected = {"widths": list(self.config.widths),
+                    "prompt": self.config.mode == "prompt"}
+        found = {"widths": list(model.widths), "prompt": model.prompt is not None}
+        if found != expected:
+            raise CheckpointError(f"checkpoint {path} is of another architecture: {found} != "
+                                  f"{expected} of run {self.run_id} ({self.config.folder_name})")
         load_checkpoint(path, expected_arch=model.arch_config(), model=model)
         if self.config.mode == "prompt":
             model.freeze_trunk()

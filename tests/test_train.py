@@ -287,3 +287,37 @@ def test_prompt_mode_freezes_the_trunk_of_the_raw_run(root):
                          "score_head.weight", "score_head.bias"}
     # Asking again reuses both runs.
     assert get_run(cfg, progress=False).run_id == run.run_id
+
+
+def test_checkpoint_holds_model_optimiser_ghm_state_epoch_config_and_metrics(root):
+    cfg = small(objective="ghm")
+    run = get_run(cfg, progress=False)
+    payload = torch.load(run.checkpoint_path(3), weights_only=True)
+    assert {"model", "optimizer", "ghm", "epoch", "config", "metrics"} <= set(payload)
+    assert payload["epoch"] == 3 and TrainConfig.from_dict(payload["config"]) == cfg
+    assert [r["epoch"] for r in payload["metrics"]] == [1, 2, 3]
+    assert set(payload["ghm"]) == {"ghmc", "ghm_ranking"}
+    assert payload["ghm"]["ghmc"]["acc_sum"].sum() > 0
+    assert payload["optimizer"]["state"], "Adam moments are saved"
+    assert set(payload["model"]) == set(build_model(cfg, run.split).state_dict())
+
+
+def test_consistent_checkpoint_of_another_architecture_is_refused(root):
+    """A file whose arch and weights agree with each other but not with the run's config."""
+    run = get_run(small(), progress=False)
+    other = build_model(small(widths=(4, 8, 16)), run.split)
+    payload = torch.load(run.checkpoint_path(6), weights_only=True)
+    payload["arch"], payload["model"] = other.arch_config(), other.state_dict()
+    torch.save(payload, run.checkpoint_path(6))
+    with pytest.raises(CheckpointError,
+                       match=f"{run.checkpoint_path(6).name}.*another architecture"):
+        run.load_model(6)
+
+
+def test_corrupt_latest_checkpoint_stops_the_resume_naming_the_file(root):
+    cfg = small(epochs=6, save_every=3)
+    first = get_run(cfg, progress=False, stop_after=3)
+    path = first.checkpoint_path(3)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=path.name):
+        get_run(cfg, progress=False)
