@@ -51,6 +51,7 @@ class Scrubber:
         self.draw, self.values, self.label = draw, list(values), label
         self.figsize, self.dpi = figsize, dpi
         self._slider = self._output = None
+        self.shown: Any = None  # the value of the frame on display (None before the first)
 
     # -- frames -----------------------------------------------------------------------------
     def render_png(self, value: Any) -> bytes:

@@ -15,6 +15,7 @@ def _draw(fig, value):
 
 def test_slider_callback_redraws_for_the_chosen_value():
     scrubber = Scrubber(_draw, [5, 10, 15])
+    assert scrubber.shown is None, "nothing is drawn before the slider is shown"
     slider = scrubber.slider
     assert scrubber.shown == 5
     first = scrubber.output.outputs[-1]["data"]["image/png"]
@@ -43,3 +44,18 @@ def test_display_mode_follows_the_report_flag(monkeypatch):
 def test_empty_values_are_refused():
     with pytest.raises(ValueError, match="at least one value"):
         Scrubber(_draw, [])
+
+
+def test_display_is_the_player_in_report_mode_and_the_live_slider_otherwise(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    scrubber = Scrubber(_draw, [1, 2])
+    monkeypatch.setenv("GRADKIT_REPORT", "1")
+    scrubber._ipython_display_()
+    monkeypatch.setenv("GRADKIT_REPORT", "0")
+    scrubber._ipython_display_()
+    player, live = shown
+    assert "gradkit-scrubber" in player.data and player.data.count("data:image/png") == 2
+    assert live.children[0] is scrubber.slider and live.children[1] is scrubber.output
