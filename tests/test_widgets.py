@@ -57,5 +57,6 @@ def test_display_is_the_player_in_report_mode_and_the_live_slider_otherwise(monk
     monkeypatch.setenv("GRADKIT_REPORT", "0")
     scrubber._ipython_display_()
     player, live = shown
-    assert "gradkit-scrubber" in player.data and player.data.count("data:image/png") == 2
+    assert "gradkit-scrubber" in player.data
+    assert len(set(re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", player.data))) == 2
     assert live.children[0] is scrubber.slider and live.children[1] is scrubber.output
