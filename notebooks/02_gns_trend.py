@@ -36,14 +36,14 @@ print(f"figures go to {figures_dir()}")
 # %% [markdown]
 # ## What is measured
 #
-# At a checkpoint, take the training split `D` (`N` = 36 clips) and the **exact per-sample gradients** `G_i` of the per-sample loss `gradkit.train.sample_loss` (cross-entropy of the class logits) with respect to every parameter the run trains (`gradkit.grads.per_sample_grads`; the GHM-C loss itself is not a sum of per-sample terms: its weights depend on the whole batch). With `g_D` the mean of the `G_i` (`gradkit.gns`):
+# At a checkpoint, take the training split `D` (`N` clips) and the **exact per-sample gradients** `G_i` of the per-sample loss `gradkit.train.sample_loss` (cross-entropy of the class logits) with respect to every parameter the run trains (`gradkit.grads.per_sample_grads`; the GHM-C loss itself is not a sum of per-sample terms: its weights depend on the whole batch). With `g_D` the mean of the `G_i` (`gradkit.gns`):
 #
 # - `grad_sq = ||g_D||²` — the signal;
 # - `trace_sigma = (1/N) Σ ||G_i − g_D||²` — the total per-sample noise;
-# - **GNS** `= E_B ||g_B − g_D||² / ||g_D||²`, the study's definition, for the run's batches of `B` = 12 drawn without replacement, in closed form `trace_sigma / B · (N − B)/(N − 1) / grad_sq`: the relative noise of one batch gradient (1 = as much noise as signal);
+# - **GNS** `= E_B ||g_B − g_D||² / ||g_D||²`, the study's definition, for the run's batches of `B` clips drawn without replacement, in closed form `trace_sigma / B · (N − B)/(N − 1) / grad_sq`: the relative noise of one batch gradient (1 = as much noise as signal);
 # - **B_simple** `= trace_sigma / grad_sq` (McCandlish et al., 2018): the batch size at which that noise equals the signal. Batches much smaller are noise-dominated; much larger ones spend samples without speeding training up.
 #
-# 95 % confidence intervals come from 1000 bootstrap resamples of the clips. Runs are the GHM run of notebook 01 (plastic, 3000 Hz, 60 epochs) and the study's 30-epoch prompt-tuning run (trunk of the raw run frozen; prompt and heads trained); then the same GHM training on all nine material × frequency conditions.
+# 95 % confidence intervals come from bootstrap resamples of the clips. Runs are the GHM run of notebook 01 (plastic, 3000 Hz, 60 epochs) and the study's 30-epoch prompt-tuning run (trunk of the raw run frozen; prompt and heads trained); then the same GHM training on all nine material × frequency conditions.
 
 # %%
 import time
@@ -118,7 +118,8 @@ cfg = runs["GHM, full training"].config
 N, B = int(ghm.n[0]), int(ghm.batch_size[0])
 P = {name: num_trainable(run.load_model(run.checkpoint_epochs[0])) for name, run in runs.items()}
 print(f"runs obtained in {train_seconds:.1f} s; N = {N} training clips, batch size B = {B}; "
-      f"trainable parameters: " + ", ".join(f"{k}: {v}" for k, v in P.items()))
+      f"{N_BOOT} bootstrap resamples; trainable parameters: "
+      + ", ".join(f"{k}: {v}" for k, v in P.items()))
 
 
 def table(trend):
@@ -141,14 +142,15 @@ for name, trend in trends.items():
 # %% [markdown]
 # ### Is the closed form right here, and how do these numbers compare with the study's?
 #
-# On the real gradients of the last GHM checkpoint, the closed form is checked against sampling 4000 batches of 12 without replacement — the study's definition taken literally.
+# On the real gradients of the last GHM checkpoint, the closed form is checked against sampling thousands of batches of the run's size without replacement — the study's definition taken literally.
 
 # %%
 last = runs["GHM, full training"]
 G_last = per_sample_grads(last.load_model(last.checkpoint_epochs[-1]), sample_loss,
                           last.split.x_train, last.split.y_train)
 exact = noise_scale(G_last, B, n_boot=0).gns
-sampled = gns_monte_carlo(G_last, B, draws=4000, seed=SEED)
+N_DRAWS = 4000
+sampled = gns_monte_carlo(G_last, B, draws=N_DRAWS, seed=SEED)
 study_lo, study_hi = min(STUDY_GNS.values()), max(STUDY_GNS.values())
 ours = prompt[prompt.epoch.isin(list(STUDY_GNS))]
 factor = float(np.median(ours.gns.to_numpy() / ours.epoch.map(STUDY_GNS).to_numpy()))
@@ -159,7 +161,7 @@ display(compare.set_index("epoch"))
 inside = sum(lo <= STUDY_GNS[e] <= hi for e, lo, hi in zip(ours.epoch, ours.gns_lo, ours.gns_hi,
                                                             strict=True))
 display(Markdown("\n".join([
-    f"- Closed form {exact:.4g} vs. {sampled:.4g} from 4000 sampled batches "
+    f"- Closed form {exact:.4g} vs. {sampled:.4g} from {N_DRAWS} sampled batches of {B} "
     f"({abs(sampled / exact - 1):.1%} apart) at epoch {last.checkpoint_epochs[-1]} of the GHM run.",
     f"- The study reported GNS {study_lo:.1e}–{study_hi:.1e} for its prompt-tuning run. The exact "
     f"values of the same kind of run here are {ours.gns.min():.3g}–{ours.gns.max():.3g}, a median "
@@ -202,7 +204,7 @@ publish(fig, f"gns_vs_epoch_{cfg.material}_{cfg.freq_hz}hz.png")
 # %% [markdown]
 # ## Conditions: three materials × three probe frequencies
 #
-# The same GHM training (same configuration as the run above, 60 epochs, seeds and split seeds unchanged) on every condition; runs that exist are reused. Every checkpoint gets the same analysis.
+# The same GHM training (same configuration and epochs as the run above, seeds and split seeds unchanged) on every condition; runs that exist are reused. Every checkpoint gets the same analysis.
 
 # %%
 t0 = time.perf_counter()
@@ -217,22 +219,25 @@ for material in MATERIALS:
 cond_seconds = time.perf_counter() - t0
 
 
-def late(trend, k=4):
-    """The last ``k`` checkpoints (epochs 45-60): where training has settled."""
+LATE = 4  # checkpoints counted as "late" (where training has settled)
+
+
+def late(trend, k=LATE):
+    """The last ``k`` checkpoints: where training has settled."""
     return trend.tail(k)
 
 
 summary = pd.DataFrame([{
     "material": m, "freq_hz": f,
-    "GNS (last 4 ckpts, median)": late(t).gns.median(),
-    "B_simple (last 4, median)": late(t).b_simple.median(),
+    f"GNS (last {LATE} ckpts, median)": late(t).gns.median(),
+    f"B_simple (last {LATE}, median)": late(t).b_simple.median(),
     "B_simple at last epoch": t.b_simple.iloc[-1],
     "B_simple CI at last epoch": ci(t.b_simple_lo.iloc[-1], t.b_simple_hi.iloc[-1]),
     "GNS range over training": f"{t.gns.min():.3g}–{t.gns.max():.3g}",
     "final val acc": t.val_acc.iloc[-1],
 } for (m, f), t in cond_trends.items()]).set_index(["material", "freq_hz"])
 display(summary)
-print(f"nine conditions trained or found and analysed in {cond_seconds:.1f} s")
+print(f"{len(cond_trends)} conditions trained or found and analysed in {cond_seconds:.1f} s")
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
@@ -256,6 +261,7 @@ for ax in axes[:3]:
 ax = axes[3]
 width = 0.25
 ends = pd.DataFrame([t.iloc[-1] for t in cond_trends.values()])
+last_epoch = "/".join(str(e) for e in sorted(set(ends.epoch.astype(int))))
 cap_b = cap_for(ends, cols=("b_simple", "b_simple_hi"))
 for k, freq in enumerate(FREQS_HZ):
     vals = np.array([cond_trends[m, freq].b_simple.iloc[-1] for m in MATERIALS])
@@ -270,7 +276,7 @@ ax.axhline(B, color="k", lw=0.8, ls="--", label=f"batch size B = {B}")
 ax.axhline(N, color="k", lw=0.8, ls=":", label=f"training set N = {N}")
 ax.set(xticks=range(len(MATERIALS)), xticklabels=MATERIALS, yscale="log",
        ylabel="B_simple at the last epoch (samples)",
-       title="Critical batch size at epoch 60 (95 % CI)")
+       title=f"Critical batch size at the last epoch, {last_epoch} (95 % CI)")
 ax.legend(fontsize=8)
 ax.grid(alpha=0.3, axis="y", which="both")
 fig.tight_layout()
@@ -337,7 +343,7 @@ for name, trend in trends.items():
     lines.append(f"- **{name}**, epoch {int(end.epoch)}: "
                  + batch_advice(end.b_simple, end.b_simple_lo, end.b_simple_hi) + " "
                  + stability(trend))
-med = summary["GNS (last 4 ckpts, median)"]
+med = summary[f"GNS (last {LATE} ckpts, median)"]
 by_material = med.groupby(level="material").median()
 by_freq = med.groupby(level="freq_hz").median()
 spread_m = by_material.max() / by_material.min()
@@ -356,7 +362,7 @@ else:
     resolved = ("The material matters more than the probe frequency." if spread_m > spread_f
                 else "The probe frequency matters more than the material.")
 lines.append(
-    f"- **Conditions** (median GNS of the last four checkpoints): highest for "
+    f"- **Conditions** (median GNS of the last {LATE} checkpoints): highest for "
     f"{med.idxmax()[0]} / {med.idxmax()[1]} Hz ({med.max():.3g}), lowest for "
     f"{med.idxmin()[0]} / {med.idxmin()[1]} Hz ({med.min():.3g}). Across materials the medians "
     f"differ {spread_m:.2g}x ({', '.join(f'{k} {v:.3g}' for k, v in by_material.items())}), "
@@ -370,7 +376,7 @@ for (m, f), t in cond_trends.items():
                     else "smaller" if end.b_simple_hi < B else "keep")
 counts = pd.Series(advice).value_counts()
 lines.append(
-    "- **Batch size per condition** at epoch 60: "
+    f"- **Batch size per condition** at the last epoch ({last_epoch}): "
     + "; ".join(f"{k}{' batch' if k in ('larger', 'smaller', 'keep') else ''} for {v} "
                 f"condition{'s' if v > 1 else ''} "
                 f"({', '.join(f'{m}/{f}' for (m, f), a in advice.items() if a == k)})"
@@ -380,7 +386,7 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## Scrub the epochs: how the per-sample gradient norms are distributed
 #
-# Each frame: the norms `||G_i||` of the 36 training clips' gradients at one checkpoint of the GHM run, and the norm of their mean `||g_D||` (the signal). When most clips' gradients are far longer than their mean, they point in different directions: a large noise scale.
+# Each frame: the norms `||G_i||` of the training clips' gradients at one checkpoint of the GHM run, and the norm of their mean `||g_D||` (the signal). When most clips' gradients are far longer than their mean, they point in different directions: a large noise scale.
 
 # %%
 ghm_norms = norms["GHM, full training"]
@@ -408,10 +414,14 @@ display(scrubber)
 
 # %%
 g_end, p_end = ghm.iloc[-1], prompt.iloc[-1]
+g_ep, p_ep = int(g_end.epoch), int(p_end.epoch)
 show_headlines(**{
-    "GNS, GHM run, epoch 60": f"{g_end.gns:.3g} {ci(g_end.gns_lo, g_end.gns_hi)}",
-    "B_simple, GHM run, epoch 60": f"{g_end.b_simple:.3g} {ci(g_end.b_simple_lo, g_end.b_simple_hi)} (B = {B})",
-    "GNS, prompt run, epoch 30": f"{p_end.gns:.3g} (study reported {STUDY_GNS[30]:.1e})",
-    "batch-size advice (9 conditions)": ", ".join(f"{k}: {v}" for k, v in counts.items()),
+    f"GNS, GHM run, epoch {g_ep}": f"{g_end.gns:.3g} {ci(g_end.gns_lo, g_end.gns_hi)}",
+    f"B_simple, GHM run, epoch {g_ep}":
+        f"{g_end.b_simple:.3g} {ci(g_end.b_simple_lo, g_end.b_simple_hi)} (B = {B})",
+    f"GNS, prompt run, epoch {p_ep}": f"{p_end.gns:.3g}"
+    + (f" (study reported {STUDY_GNS[p_ep]:.1e})" if p_ep in STUDY_GNS else ""),
+    f"batch-size advice ({len(advice)} conditions)":
+        ", ".join(f"{k}: {v}" for k, v in counts.items()),
 })
 print(f"notebook ran in {time.perf_counter() - t_start:.1f} s")
