@@ -36,10 +36,10 @@ print(f"figures go to {figures_dir()}")
 # %% [markdown]
 # ## What is measured
 #
-# For every checkpoint of the GHM run (plastic, 3000 Hz; every 5 epochs) we take the model of that checkpoint and compute **exact per-sample gradients** of the per-sample loss `gradkit.train.sample_loss` (cross-entropy of the class logits) for all 54 clips — the 36 training clips and the 18 held-out ones — with respect to all trainable parameters. The GHM weights shape training, but the direction in which one clip pulls the weights is this gradient.
+# For every checkpoint of the GHM run (plastic, 3000 Hz; one every few epochs, listed below) we take the model of that checkpoint and compute **exact per-sample gradients** of the per-sample loss `gradkit.train.sample_loss` (cross-entropy of the class logits) for every clip — the training clips and the held-out ones (counts in the table below) — with respect to all trainable parameters. The GHM weights shape training, but the direction in which one clip pulls the weights is this gradient.
 #
-# - **Sample level**: the 54 gradient directions `u_i = g_i / ||g_i||`, cosine `cos_ij = u_i · u_j`, rows ordered by class.
-# - **Batch level**: the gradients of the mini-batches the run trained on in the five epochs up to the checkpoint (the same shuffles, `gradkit.train.epoch_order`; 3 batches of 12 per epoch), each the mean of its members' per-sample gradients — exact, because the model has no batch coupling (GroupNorm).
+# - **Sample level**: the clips' gradient directions `u_i = g_i / ||g_i||`, cosine `cos_ij = u_i · u_j`, rows ordered by class.
+# - **Batch level**: the gradients of the mini-batches the run trained on in the epochs since the previous checkpoint (the same shuffles, `gradkit.train.epoch_order`; batches per epoch in the table below), each the mean of its members' per-sample gradients — exact, because the model has no batch coupling (GroupNorm).
 #
 # Statistics per checkpoint (definitions in `gradkit.similarity`): mean cosine over all pairs, the share of pairs pointing against each other (`cos < 0`), the mean cosine of same-class and of different-class pairs, the **class silhouette** under cosine distance `1 − cos` (1: tight, separate clusters per class; 0: mixed; < 0: a sample is closer to another class than to its own), and per sample its mean cosine to the rest of its class — the most negative are the *conflicting* samples. The t-SNE maps are warm-started from the previous checkpoint's map, so scrubbing does not jump.
 
@@ -112,6 +112,7 @@ display(pd.DataFrame({
     "trainable parameters P": [n_params],
     "of which classifier layer / trunk": [f"{int(is_head.sum())} / {int(is_trunk.sum())}"],
     "checkpoints": [", ".join(map(str, epochs))],
+    "batch-level window": [f"the {save_every} epochs up to each checkpoint"],
     "batches per epoch": [f"{-(-n_train // batch_size)} of {batch_size}"],
 }).T.rename(columns={0: run.config.folder_name}))
 
@@ -125,7 +126,7 @@ for epoch in tqdm(epochs, desc="checkpoints"):
     model = run.load_model(epoch)
     with torch.no_grad():
         predicted = model(x)[0].argmax(dim=1)
-    G = per_sample_grads(model, sample_loss, x, y)  # [54, P], exact
+    G = per_sample_grads(model, sample_loss, x, y)  # [N, P], exact
     # the batches of the epochs since the previous checkpoint, in the order training used them
     window = list(range(max(1, epoch - save_every + 1), epoch + 1))
     batches = [(e, idx) for e in window for idx in epoch_order(n_train, run.config.seed, e)
@@ -181,7 +182,7 @@ display(stats)
 # %% [markdown]
 # ## The pictures, epoch by epoch
 #
-# Left: cosine matrices (red = same direction, blue = opposite); right: t-SNE of the directions. Top: the 54 clips, coloured by class, a cross where the checkpoint's prediction is wrong. Bottom: the mini-batches of the five epochs up to the checkpoint (grouped by epoch).
+# Left: cosine matrices (red = same direction, blue = opposite); right: t-SNE of the directions. Top: all clips, coloured by class, a cross where the checkpoint's prediction is wrong. Bottom: the mini-batches of the epochs since the previous checkpoint (grouped by epoch).
 
 
 # %%
@@ -289,7 +290,7 @@ ax.plot(e, stats.silhouette, "o-", label="class silhouette, gradients (cosine)")
 ax.plot(e, stats.silhouette_classifier, "<-", label="... classifier-layer part only")
 ax.plot(e, stats.silhouette_trunk, ">-", label="... trunk part only")
 ax.plot(e, stats.tsne_silhouette, "s-", label="class silhouette, t-SNE map")
-ax.plot(e, stats.accuracy, "^--", label="accuracy on the 54 clips")
+ax.plot(e, stats.accuracy, "^--", label=f"accuracy on all {len(y)} clips")
 ax.plot(e, stats.matrix_change, "x:", label="mean |change| of sample cosines since previous")
 ax.set(xlabel="epoch", ylabel="score (1 = best) / change",
        title="cluster separation, accuracy, stability")
@@ -338,7 +339,7 @@ for name, (lo, hi) in PHASES.items():
         f"{int(last.epoch)}). {p.share_negative:.0%} of sample pairs point against each other. "
         f"Mini-batch gradients {agreement(p.batch_mean_cosine)} (mean cosine "
         f"{p.batch_mean_cosine:.2f}; {p.batch_share_negative:.0%} of batch pairs negative). "
-        f"Accuracy on the 54 clips {p.accuracy:.0%}. "
+        f"Accuracy on all {len(y)} clips {p.accuracy:.0%}. "
         + (f"{int((worst < 0).sum())} clip(s) pull against their own class on average over the "
            f"phase, most of all `{worst.idxmin()}` (mean cosine to its class {worst.min():.2f})."
            if worst.min() < 0 else
@@ -459,7 +460,7 @@ display(Markdown(
        else ". ")
     + f"At epoch {last_epoch}, "
     f"{results[last_epoch]['sample_stats'].share_negative_within:.0%} of same-class pairs are "
-    f"opposed; the five most opposed same-class pairs:"))
+    f"opposed; the {len(pairs)} most opposed same-class pairs:"))
 display(pairs[["cosine", "class_i", "path_i", "path_j"]])
 
 # %% [markdown]
@@ -488,10 +489,12 @@ print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
 from gradkit.headlines import show_headlines
 
 first_row, last_row = stats.iloc[0], stats.iloc[-1]
+worst_mean = table["mean cos to own class (all checkpoints)"].iloc[0]
 show_headlines(**{
     "class silhouette (gradients)": f"{first_row.silhouette:.2f} at epoch {int(first_row.epoch)} -> "
                                     f"{last_row.silhouette:.2f} at epoch {int(last_row.epoch)}",
     "share of opposed sample pairs": f"{first_row.share_negative:.0%} -> {last_row.share_negative:.0%}",
-    "most conflicting clip": Path(str(per_sample.min(axis=1).idxmin())).name
-    + f" (mean cosine to its class {per_sample.min(axis=1).min():.2f})",
+    # the top row of the table above: ranked by the mean over all checkpoints
+    "most conflicting clip": Path(str(table.path.iloc[0])).name
+    + f" (mean cosine to its class {worst_mean:.2f}, averaged over checkpoints)",
 })
