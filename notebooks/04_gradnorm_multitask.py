@@ -49,6 +49,7 @@ from gradkit.widgets import Scrubber
 torch.set_num_threads(1)
 NOTEBOOK_START = time.perf_counter()
 SEEDS = (0, 1, 2)
+SMOOTH = 8  # steps in the running means of the per-step curves (and the scrubber's stride)
 METHODS = list(mt.METHODS)
 CONFIG = mt.MultitaskConfig()
 COLORS = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
@@ -100,15 +101,18 @@ pd.DataFrame([
 # %% [markdown]
 # ## Training every method on every seed
 #
-# Adam (lr 0.02), batches of 64, 8 epochs (128 steps). At every step, before the method combines the losses, we probe each task's own gradient on the shared parameters (two extra backward passes, left out of the timing), and record its norm, the cosine between the tasks (negative: conflict), their magnitude similarity `2|g1||g2| / (|g1|^2 + |g2|^2)`, the weights and the losses.
+# Adam, the same learning rate, batch size and epochs for every method (printed below). At every step, before the method combines the losses, we probe each task's own gradient on the shared parameters (two extra backward passes, left out of the timing), and record its norm, the cosine between the tasks (negative: conflict), their magnitude similarity `2|g1||g2| / (|g1|^2 + |g2|^2)`, the weights and the losses.
 
 # %%
+steps_per_epoch = -(-CONFIG.n_train // CONFIG.batch_size)
+print(f"Adam (lr {CONFIG.lr}), batches of {CONFIG.batch_size}, {CONFIG.epochs} epochs "
+      f"({CONFIG.epochs * steps_per_epoch} steps), {len(METHODS)} methods x {len(SEEDS)} seeds")
 runs = mt.run_comparison(METHODS, SEEDS)
 steps = mt.step_table(runs)
 per_run = mt.run_table(runs)
 summary = mt.summarise(per_run)
 # GradNorm from the study's starting weights, detection 1.0 and classification 0.01 (renormalised
-# to sum to 2): the start from which the study's weight collapsed. One seed, for the trajectory.
+# to sum to T): the start from which the study's weight collapsed. One seed, for the trajectory.
 study_start = mt.train_multitask(mt.MultitaskConfig(method="gradnorm", seed=SEEDS[0],
                                                     init_weights=(1.0, 0.01)))
 per_run.round(3)
@@ -116,7 +120,7 @@ per_run.round(3)
 # %% [markdown]
 # ## Task weights over training
 #
-# Fixed weights are flat lines (equal, PCGrad and two backbones all sit at 1 and hide each other). Uncertainty weights are not normalised; GradNorm's sum to 2 at every step.
+# Fixed weights are flat lines (equal, PCGrad and two backbones all sit at 1 and hide each other). Uncertainty weights are not normalised; GradNorm's sum to the number of tasks T at every step.
 
 # %%
 def mean_over_seeds(column, method, smooth=1):
@@ -151,12 +155,13 @@ plt.show()
 
 # %%
 gn = per_run[per_run.method == "gradnorm"]
+T = len(mt.TASKS)
 weights_every_step = steps[steps.method == "gradnorm"][["w_det", "w_cls"]]
 sums = weights_every_step.sum(axis=1)
 display(Markdown(
     f"Over all {len(weights_every_step)} GradNorm steps ({len(SEEDS)} seeds) the smallest weight "
     f"was **{weights_every_step.min().min():.3f}** (positive: {bool((weights_every_step > 0).all().all())}) "
-    f"and the weights summed to 2 within {float((sums - 2).abs().max()):.1e}. Final weights, mean "
+    f"and the weights summed to T = {T} within {float((sums - T).abs().max()):.1e}. Final weights, mean "
     f"over seeds: detection {gn.final_w_det.mean():.3f} ± {gn.final_w_det.std():.3f}, "
     f"classification {gn.final_w_cls.mean():.3f} ± {gn.final_w_cls.std():.3f}. "
     f"From the study's start (1.0 / 0.01) the classification weight went from "
@@ -174,12 +179,12 @@ display(Markdown(
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 for ax, column, task in zip(axes, ("loss_det", "loss_cls"), mt.TASKS, strict=True):
     for m in METHODS:
-        x, mean, low, high = mean_over_seeds(column, m, smooth=8)
+        x, mean, low, high = mean_over_seeds(column, m, smooth=SMOOTH)
         ax.plot(x, mean, color=COLORS[m], label=LABELS[m])
         ax.fill_between(x, low, high, color=COLORS[m], alpha=0.12)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{task} loss (unweighted, training batch)")
-    ax.set_title(f"{task} loss (8-step running mean; band: seed min..max)")
+    ax.set_title(f"{task} loss ({SMOOTH}-step running mean; band: seed min..max)")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
 save_figure(fig, "task_losses.png")
@@ -192,22 +197,22 @@ plt.show()
 shared_methods = [m for m in METHODS if m != "two_backbones"]
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
 for m in shared_methods:
-    x, mean, low, high = mean_over_seeds("cosine", m, smooth=8)
+    x, mean, low, high = mean_over_seeds("cosine", m, smooth=SMOOTH)
     axes[0].plot(x, mean, color=COLORS[m], label=LABELS[m])
     conflict = (steps[steps.method == m].assign(conflict=lambda d: d.cosine < 0)
                 .groupby(["epoch", "seed"]).conflict.mean().groupby("epoch").agg(["mean", "std"]))
     axes[1].errorbar(conflict.index + 0.05 * shared_methods.index(m), conflict["mean"],
                      yerr=conflict["std"], color=COLORS[m], marker="o", ms=3, capsize=2,
                      label=LABELS[m])
-    x, mean, low, high = mean_over_seeds("magsim", m, smooth=8)
+    x, mean, low, high = mean_over_seeds("magsim", m, smooth=SMOOTH)
     axes[2].plot(x, mean, color=COLORS[m], label=LABELS[m])
 axes[0].axhline(0, color="k", lw=0.8)
 axes[0].set(xlabel="training step", ylabel="cos(g_det, g_cls)",
-            title="cosine of the task gradients (8-step running mean)")
+            title=f"cosine of the task gradients ({SMOOTH}-step running mean)")
 axes[1].set(xlabel="epoch", ylabel="share of steps with cosine < 0",
             title="conflict share per epoch (mean ± std over seeds)", ylim=(-0.02, 1.02))
 axes[2].set(xlabel="training step", ylabel="2|g1||g2| / (|g1|² + |g2|²)",
-            title="magnitude similarity (8-step running mean)", ylim=(0, 1.02))
+            title=f"magnitude similarity ({SMOOTH}-step running mean)", ylim=(0, 1.02))
 axes[0].legend(fontsize=8)
 fig.tight_layout()
 save_figure(fig, "task_gradient_cosine.png")
@@ -345,7 +350,7 @@ display(Markdown(
 # %% [markdown]
 # ## The per-task gradient picture, step by step
 #
-# GradNorm, seed 0. Left: the two tasks' gradients on the shared parameters drawn in the plane they span (raw: thin; weighted by the current task weight: thick), and the update the method applied (black). Middle: each task's gradient norm per shared tensor. Right: the weights and the cosine over training, the current step marked.
+# GradNorm, the first seed. Left: the two tasks' gradients on the shared parameters drawn in the plane they span (raw: thin; weighted by the current task weight: thick), and the update the method applied (black). Middle: each task's gradient norm per shared tensor. Right: the weights and the cosine over training, the current step marked.
 
 # %%
 scrub_run = next(r for r in runs if r.config.method == "gradnorm" and r.config.seed == SEEDS[0])
@@ -380,8 +385,8 @@ def draw_step(fig, step):
     ax3.plot(H.index, H.w_cls, color="C1", label="classification weight")
     ax3.set(xlabel="training step", ylabel="weight", title="weights and cosine over training")
     ax3b = ax3.twinx()
-    ax3b.plot(H.index, H.cosine.rolling(8, min_periods=1).mean(), color="0.5", lw=1,
-              label="cosine (8-step mean)")
+    ax3b.plot(H.index, H.cosine.rolling(SMOOTH, min_periods=1).mean(), color="0.5", lw=1,
+              label=f"cosine ({SMOOTH}-step mean)")
     ax3b.axhline(0, color="0.5", lw=0.5)
     ax3b.set_ylabel("cosine of the task gradients")
     ax3b.legend(fontsize=7, loc="upper right")
@@ -389,7 +394,7 @@ def draw_step(fig, step):
     ax3.legend(fontsize=7, loc="upper left")
 
 
-step_values = list(H.index[::8]) + ([int(H.index[-1])] if H.index[-1] % 8 else [])
+step_values = list(H.index[::SMOOTH]) + ([int(H.index[-1])] if H.index[-1] % SMOOTH else [])
 scrubber = Scrubber(draw_step, step_values, label="step", figsize=(15, 4.2))
 display(scrubber)
 
