@@ -70,15 +70,16 @@ def say(text):
 
 
 split = load_split("plastic", 3000)
-N_TRAIN, N_CLASSES = len(split.y_train), len(split.classes)
+N_TRAIN, N_CLASSES, N_MELS = len(split.y_train), len(split.classes), split.x_train.shape[2]
 CHANCE = math.log(N_CLASSES)  # cross-entropy of a uniform guess
 print(f"plastic / 3000 Hz: {N_TRAIN} training and {len(split.y_val)} validation clips of shape "
-      f"{tuple(split.x_train.shape[1:])}, {N_CLASSES} angle classes (chance loss ln 6 = {CHANCE:.3f})")
+      f"{tuple(split.x_train.shape[1:])} ({N_MELS} mel bands), {N_CLASSES} angle classes "
+      f"(chance loss ln {N_CLASSES} = {CHANCE:.3f})")
 
 # %% [markdown]
 # ## 1. Why training fails: model bias, optimisation or overfitting?
 #
-# The notes' recipe: if the loss on the **training** set is high, either the model is too simple (model bias) or gradient descent did not find a low loss (optimisation). They are told apart by changing the model: a deeper network can represent everything a shallower one can (its extra layers could be identities), so if the deeper one reaches a *higher training loss*, the optimiser failed — this is not overfitting, which shows only on *validation* data. We train, with the same budget (25 epochs, Adam, learning rate 1e-3, batches of 12, same data order), two families: plain CNNs without skip connections, and `ResNetAudioRanker` at three depths.
+# The notes' recipe: if the loss on the **training** set is high, either the model is too simple (model bias) or gradient descent did not find a low loss (optimisation). They are told apart by changing the model: a deeper network can represent everything a shallower one can (its extra layers could be identities), so if the deeper one reaches a *higher training loss*, the optimiser failed — this is not overfitting, which shows only on *validation* data. We train, with the same budget (the same epochs, Adam learning rate, batch size and data order, printed below), two families: plain CNNs without skip connections, and `ResNetAudioRanker` at three depths.
 
 # %%
 EPOCHS, LR, BATCH = 25, 1e-3, 12
@@ -101,12 +102,13 @@ for name, (family, depth, make) in zoo.items():
                  "val loss": last.val_loss, "train acc": last.train_acc, "val acc": last.val_acc,
                  "s / epoch": hist.seconds.median()})
 why = pd.DataFrame(rows).set_index("model")
+print(f"budget: {EPOCHS} epochs, Adam, learning rate {LR:g}, batches of {BATCH}")
 display(why)
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for name, hist in histories.items():
     ax.plot(hist.epoch, hist.train_loss, ls="--" if "plain" in name else "-", label=name)
-ax.axhline(CHANCE, color="grey", lw=0.8, ls=":", label="chance (ln 6)")
+ax.axhline(CHANCE, color="grey", lw=0.8, ls=":", label=f"chance (ln {N_CLASSES})")
 ax.set(xlabel="epoch", ylabel="training cross-entropy (nats)",
        title="Training loss of deeper vs shallower networks (same budget)")
 ax.legend(fontsize=8)
@@ -137,15 +139,17 @@ say("Skip connections make the difference here: " + (
 #
 # Near a critical point θ' (∇L = 0), `L(θ) ≈ L(θ') + ½ (θ−θ')ᵀ H (θ−θ')`: all eigenvalues of the Hessian H positive → local minimum; all negative → local maximum; both signs → saddle point, and moving along an eigenvector u of a negative eigenvalue λ lowers the loss by about ½|λ|s².
 #
-# Gradient descent is repelled by saddles, so to *reach* critical points of any kind we solve ∇L(θ) = 0 with Levenberg–Marquardt (a damped Newton method, `gradkit.notes.find_critical_point`) on a network small enough for its dense Hessian: 40 time-averaged log-mel bands → 4 tanh units → 6 classes, float64, the 36 training clips.
+# Gradient descent is repelled by saddles, so to *reach* critical points of any kind we solve ∇L(θ) = 0 with Levenberg–Marquardt (a damped Newton method, `gradkit.notes.find_critical_point`) on a network small enough for its dense Hessian: the time-averaged log-mel bands → 4 tanh units → one output per class, float64, the training clips (sizes printed below).
 
 # %%
-feats = split.x_train.mean(-1).flatten(1).double()  # [36, 40] mean over time of each mel band
+feats = split.x_train.mean(-1).flatten(1).double()  # [N_TRAIN, N_MELS]: time-averaged bands
 feats = (feats - feats.mean(0)) / feats.std(0)
-tiny = torch.nn.Sequential(torch.nn.Linear(40, 4), torch.nn.Tanh(), torch.nn.Linear(4, 6)).double()
-tiny_loss, _ = notes.flat_loss(tiny, torch.nn.functional.cross_entropy, feats, split.y_train)
+tiny = torch.nn.Sequential(torch.nn.Linear(N_MELS, 4), torch.nn.Tanh(),
+                           torch.nn.Linear(4, N_CLASSES)).double()
+tiny_loss, _ = hs.flat_loss(tiny, torch.nn.functional.cross_entropy, feats, split.y_train)
 P_TINY = sum(p.numel() for p in tiny.parameters())
 hessian_of = torch.func.hessian(tiny_loss)
+print(f"tiny network {N_MELS} → 4 → {N_CLASSES}: P = {P_TINY} parameters, {N_TRAIN} clips")
 
 starts = {"small random start (σ = 0.1)": (0, 0.1), "random start (σ = 1), seed 0": (0, 1.0),
           "random start (σ = 1), seed 1": (1, 1.0)}
@@ -201,7 +205,7 @@ say(f"At the **{saddle_name}** critical point (loss {L0:.4f}, |∇L| = "
     f"along the eigenvector of λ_max = {lam_max:.4f} it rises.")
 
 # %% [markdown]
-# The same tools on the real model: the ResNet (3 blocks) after its 25 epochs above, full training set, cross-entropy. Its ~20 000 × 20 000 Hessian is never formed: Lanczos for the extreme eigenvalues, stochastic Lanczos quadrature (SLQ) for the density, Hutchinson for the trace.
+# The same tools on the real model: the ResNet (3 blocks) after its training above, full training set, cross-entropy. Its P × P Hessian (P printed below) is never formed: Lanczos for the extreme eigenvalues, stochastic Lanczos quadrature (SLQ) for the density, Hutchinson for the trace.
 
 # %%
 resnet = trained["ResNet, 3 blocks"].eval()
@@ -223,7 +227,7 @@ near_zero = float(res_dens.weights[res_dens.nodes.abs() < 0.05 * lam_top].sum()
                   / res_dens.weights.sum())
 res_kind = ("negative curvature: not a minimum" if lam_low < -1e-3 * lam_top
             else "no noticeable negative curvature")
-say(f"After 25 epochs the ResNet is {'not ' if grad_norm > 1e-3 else ''}at a critical point "
+say(f"After {EPOCHS} epochs the ResNet is {'not ' if grad_norm > 1e-3 else ''}at a critical point "
     f"(|∇L| = {grad_norm:.3f}); its curvature ranges from λ_min = {lam_low:.4f} to λ_max = "
     f"{lam_top:.3f} ({res_kind}; λ_min needed {res_low.n_hvp} products, λ_max only "
     f"{res_top.n_hvp}). SLQ puts {100 * near_zero:.1f} % of the spectral mass within "
@@ -254,7 +258,7 @@ axes[2].semilogy(grid, res_dens.density(grid, sigma=sigma).clamp_min(1e-6),
 axes[2].axvline(lam_top, color="C3", ls="--", label=f"Lanczos λ_max = {lam_top:.2f}")
 axes[2].axvline(lam_low, color="C2", ls="--", label=f"Lanczos λ_min = {lam_low:.2f}")
 axes[2].set(xlabel="eigenvalue λ", ylabel=f"density (Gaussian σ = {sigma:.2f})",
-            title=f"ResNet after 25 epochs: spectrum (P = {op_res.n_params})")
+            title=f"ResNet after {EPOCHS} epochs: spectrum (P = {op_res.n_params})")
 axes[2].legend(fontsize=7)
 fig.tight_layout()
 publish(fig, "hessian_spectrum.png")
@@ -266,10 +270,11 @@ publish(fig, "hessian_spectrum.png")
 
 # %%
 G = per_sample_grads(resnet, sample_loss, split.x_train, split.y_train)
-B_VALUES = [1, 2, 3, 4, 6, 9, 12, 18, 27, 36]
+B_VALUES = sorted({b for b in (1, 2, 3, 4, 6, 9, 12, 18, 27) if b < N_TRAIN} | {BATCH, N_TRAIN})
+N_DRAWS = 2000
 rows = []
 for B in B_VALUES:
-    measured, se = notes.minibatch_gradient_noise(G, B, n_draws=2000, seed=B)
+    measured, se = notes.minibatch_gradient_noise(G, B, n_draws=N_DRAWS, seed=B)
     expected = notes.expected_minibatch_noise(G, B)
     assert abs(measured - expected) <= 5 * se + 1e-9 * expected + 1e-12, (B, measured, expected)
     rows.append({"B": B, "measured E‖g_B − g‖²": measured, "± s.e.": se,
@@ -280,7 +285,7 @@ display(noise)
 tr_sigma = notes.expected_minibatch_noise(G, 1)
 fig, ax = plt.subplots(figsize=(6, 3.8))
 ax.errorbar(noise.index[:-1], noise.iloc[:-1, 0], yerr=2 * noise.iloc[:-1, 1], fmt="o",
-            label="measured (2000 random batches, ±2 s.e.)")
+            label=f"measured ({N_DRAWS} random batches, ±2 s.e.)")
 Bs = np.arange(1, N_TRAIN)
 ax.plot(Bs, tr_sigma / Bs, "--", label="tr Σ / B")
 ax.plot(Bs, tr_sigma / Bs * (N_TRAIN - Bs) / (N_TRAIN - 1), label="tr Σ / B · (N−B)/(N−1)")
@@ -290,16 +295,18 @@ ax.set(xscale="log", yscale="log", xlabel="batch size B",
 ax.legend(fontsize=8)
 plt.show()
 say(f"All {len(B_VALUES)} measurements agree with the formula within 5 standard errors; from "
-    f"B = 1 to B = 12 the noise falls by a factor {noise.iloc[0, 0] / noise.loc[12].iloc[0]:.1f} "
-    f"(1/B alone would give 12, the finite-population factor the rest), and it is exactly 0 at "
-    f"B = N = {N_TRAIN}.")
+    f"B = 1 to B = {BATCH} the noise falls by a factor "
+    f"{noise.iloc[0, 0] / noise.loc[BATCH].iloc[0]:.1f} (1/B alone would give {BATCH}, the "
+    f"finite-population factor {(N_TRAIN - 1) / (N_TRAIN - BATCH):.2f} the rest), and it is "
+    f"exactly {noise.loc[N_TRAIN].iloc[0]:.0f} at B = N = {N_TRAIN}.")
 
 # %% [markdown]
 # Small against large batches on the audio task, same number of epochs (so the small batch takes more, noisier steps):
 
 # %%
-batch_runs = {12: histories["ResNet, 3 blocks"]}
-for B in (4, 36):
+SMALL_B = 4
+batch_runs = {BATCH: histories["ResNet, 3 blocks"]}
+for B in (SMALL_B, N_TRAIN):
     batch_runs[B] = notes.train_short(build_model(TrainConfig(), split), split, EPOCHS, B, LR)
 rows = []
 for B, hist in sorted(batch_runs.items()):
@@ -316,11 +323,11 @@ ax.set(xlabel="epoch", ylabel="training cross-entropy (nats)",
        title="ResNet: small vs large batches, same epochs")
 ax.legend()
 plt.show()
-small, large = batch_table.loc[4], batch_table.loc[36]
-say(f"Per epoch, B = 36 took {large['s / epoch (median)']:.3f} s and B = 4 "
+small, large = batch_table.loc[SMALL_B], batch_table.loc[N_TRAIN]
+say(f"Per epoch, B = {N_TRAIN} took {large['s / epoch (median)']:.3f} s and B = {SMALL_B} "
     f"{small['s / epoch (median)']:.3f} s (" + (
-        f"{small['s / epoch (median)'] / large['s / epoch (median)']:.1f}× longer: nine small steps "
-        "cost more than one big one, even on a CPU"
+        f"{small['s / epoch (median)'] / large['s / epoch (median)']:.1f}× longer: "
+        f"{math.ceil(N_TRAIN / SMALL_B)} small steps cost more than one big one, even on a CPU"
         if small["s / epoch (median)"] > large["s / epoch (median)"] else
         "no slower: on this CPU the big batch gains nothing from parallelism") + "). After "
     f"{EPOCHS} epochs the small batch reached training loss {small['train loss']:.3f} and "
@@ -344,7 +351,7 @@ say(f"Per epoch, B = 36 took {large['s / epoch (median)']:.3f} s and B = 4 "
 # | RMSProp | `σ_t² = α σ_{t−1}² + (1−α) g_t²`, `θ ← θ − η/σ_t · g` (notes: σ_0 = \|g_0\|; PyTorch: σ_{−1} = 0) |
 # | Adam | RMSProp + momentum, both bias-corrected |
 #
-# Each is asserted equal to `torch.optim` on two problems: the 2-D surface below and the tiny network of section 2 (all 194 parameters, 15 steps).
+# Each is asserted equal to `torch.optim` on two problems: the 2-D surface below and the tiny network of section 2 (all its parameters; steps listed in the table).
 
 # %%
 START = torch.tensor([0.01, 1.0], dtype=torch.float64)
@@ -379,22 +386,16 @@ for problem, grad_fn, theta0, steps in [("2-D surface", opt.saddle_valley_grad, 
                      "distance travelled": float((a[-1] - a[0]).norm())})
 # the notes' RMSProp start = torch's with its running average seeded with g_0²
 notes_rms = opt.rmsprop(opt.saddle_valley_grad, START, 60, 0.02, alpha=0.9, start="notes")
-p = torch.nn.Parameter(START.clone())
-rms_torch = torch.optim.RMSprop([p], lr=0.02, alpha=0.9)
-seeded = [p.detach().clone()]
-for t in range(60):
-    p.grad = opt.saddle_valley_grad(p.detach())
-    if t == 0:
-        rms_torch.state[p].update(step=torch.tensor(0.0), square_avg=p.grad.clone() ** 2)
-    rms_torch.step()
-    seeded.append(p.detach().clone())
-assert torch.allclose(notes_rms, torch.stack(seeded), rtol=1e-9, atol=1e-12)
+seeded = opt.torch_path(lambda ps: torch.optim.RMSprop(ps, lr=0.02, alpha=0.9),
+                        opt.saddle_valley_grad, START, 60,
+                        init_state=lambda g: {"step": torch.tensor(0.0), "square_avg": g**2})
+assert torch.allclose(notes_rms, seeded, rtol=1e-9, atol=1e-12)
 # the notes' root mean square with η/√(t+1) is AdaGrad
 rms_decay = opt.root_mean_square(opt.saddle_valley_grad, START, 60, lambda t: 0.02 / math.sqrt(t + 1))
 assert torch.allclose(rms_decay, opt.adagrad(opt.saddle_valley_grad, START, 60, 0.02, eps=0.0),
                       rtol=1e-9, atol=1e-12)
 rows.append({"problem": "2-D surface", "rule": "RMSProp, notes' start σ_0 = |g_0| vs seeded torch",
-             "steps": 60, "max |ours − torch.optim|": float((notes_rms - torch.stack(seeded)).abs().max()),
+             "steps": 60, "max |ours − torch.optim|": float((notes_rms - seeded).abs().max()),
              "distance travelled": float((notes_rms[-1] - START).norm())})
 display(pd.DataFrame(rows))
 say(f"All {len(rows)} trajectories equal `torch.optim`'s (largest difference "
@@ -576,7 +577,7 @@ say(f"Our schedule equals PyTorch's `SequentialLR` at all {T_STEPS} steps, sched
        f"still jumps back ({dec_after:.1e} vs {rms_after:.1e} at constant η)."))
 
 # %% [markdown]
-# Effect on the audio task: constant learning rate vs warm-up + cosine decay with the same peak, at a moderate and at a high peak learning rate (25 epochs, batches of 12).
+# Effect on the audio task: constant learning rate vs warm-up + cosine decay with the same peak, at a moderate and at a high peak learning rate (epochs and batch size as in section 1).
 
 # %%
 sched_runs, rows = {}, []
@@ -633,16 +634,16 @@ target = torch.zeros(len(m), dtype=torch.long)
 probs = notes.softmax(zs)
 g_ce, g_mse = notes.ce_grad_logits(zs, target).norm(dim=1), notes.mse_grad_logits(zs, target).norm(dim=1)
 
-# training from a saturated, wrong start: a linear classifier on the 40 band means
+# training from a saturated, wrong start: a linear classifier on the time-averaged bands
 torch.manual_seed(0)
-lin0 = torch.nn.Linear(40, N_CLASSES).double()
+lin0 = torch.nn.Linear(N_MELS, N_CLASSES).double()
 with torch.no_grad():
     lin0.weight.mul_(0.01)
     lin0.bias.zero_()
     lin0.bias[0] = 10.0  # every clip predicted as deg000 with probability ≈ 1
 curves = {}
 for loss_name in ("cross-entropy", "MSE"):
-    lin = torch.nn.Linear(40, N_CLASSES).double()
+    lin = torch.nn.Linear(N_MELS, N_CLASSES).double()
     lin.load_state_dict(lin0.state_dict())
     sgd = torch.optim.SGD(lin.parameters(), lr=0.5)
     ce_curve = []
@@ -693,19 +694,21 @@ say(f"At margin 10 (confidently wrong) the cross-entropy gradient has norm {floa
 # %% [markdown]
 # ## 7. Hoeffding: how likely is a bad training set?
 #
-# Binary classification with thresholds h ∈ H (predict 1 iff x > h), x ~ U(0, 1), y = 1[x > ½] with 10 % label noise, 0/1 loss. A training set of N samples is *bad* if some h ∈ H has |L(h, D_train) − L(h, D_all)| > ε. Hoeffding plus a union bound: `P(bad) ≤ |H| · 2 exp(−2Nε²)`. Simulated with 20 000 training sets per point.
+# Binary classification with thresholds h ∈ H (predict 1 iff x > h), x ~ U(0, 1), y = 1[x > ½] with a share of labels flipped (label noise), 0/1 loss. A training set of N samples is *bad* if some h ∈ H has |L(h, D_train) − L(h, D_all)| > ε. Hoeffding plus a union bound: `P(bad) ≤ |H| · 2 exp(−2Nε²)`. Simulated training sets per point, noise level and ε: printed below.
 
 # %%
-EPS = 0.1
+EPS, LABEL_NOISE, N_TRIALS = 0.1, 0.1, 20000
+print(f"ε = {EPS}, label noise {LABEL_NOISE:.0%}, {N_TRIALS} simulated training sets per point")
 N_VALUES = [10, 20, 50, 100, 150, 200, 300, 400, 600]
 H_SIZES = [1, 10, 100]
 rows = []
 for size in H_SIZES:
     thresholds = np.array([0.3]) if size == 1 else np.linspace(0.5 / size, 1 - 0.5 / size, size)
     for n in N_VALUES:
-        sim = notes.simulate_bad_training_sets(n, EPS, thresholds, noise=0.1, n_trials=20000, seed=n)
+        sim = notes.simulate_bad_training_sets(n, EPS, thresholds, noise=LABEL_NOISE,
+                                               n_trials=N_TRIALS, seed=n)
         bound = float(notes.hoeffding_bound(n, EPS, size))
-        se = math.sqrt(max(sim * (1 - sim), 1 / 20000) / 20000)
+        se = math.sqrt(max(sim * (1 - sim), 1 / N_TRIALS) / N_TRIALS)
         assert sim <= bound + 5 * se, (size, n, sim, bound)
         rows.append({"|H|": size, "N": n, "simulated P(bad)": sim, "bound": bound})
 hoeff = pd.DataFrame(rows)
@@ -717,7 +720,7 @@ for k, size in enumerate(H_SIZES):
                 label=f"simulated, |H| = {size}")
     ax.semilogy(part.N, part.bound, "--", color=f"C{k}", label=f"bound |H|·2exp(−2Nε²), |H| = {size}")
 ax.set(xlabel="training set size N", ylabel="P(training set is bad)",
-       title=f"Bad training sets, ε = {EPS} (20 000 simulated sets per point)")
+       title=f"Bad training sets, ε = {EPS} ({N_TRIALS} simulated sets per point)")
 ax.legend(fontsize=7)
 plt.show()
 
@@ -742,16 +745,19 @@ say("Every simulated probability lies under the bound. N for P(bad) ≤ 0.05: "
 # %% [markdown]
 # ## 8. Batch normalisation: training vs evaluation
 #
-# In training mode BatchNorm normalises with the mini-batch's mean and variance; for evaluation it uses moving averages kept during training, `μ̄ ← p·μ̄ + (1 − p)·μ_t`. PyTorch's `momentum` is the weight of the *new* value, `1 − p`. Here each of the 40 mel bands is a channel (`BatchNorm1d(40)` over the time frames), fed 10 epochs of batches of 6 training clips.
+# In training mode BatchNorm normalises with the mini-batch's mean and variance; for evaluation it uses moving averages kept during training, `μ̄ ← p·μ̄ + (1 − p)·μ_t`. PyTorch's `momentum` is the weight of the *new* value, `1 − p`. Here each mel band is a channel (`BatchNorm1d(n_mels)` over the time frames), fed a few epochs of small batches of training clips (printed below).
 
 # %%
-bands = split.x_train[:, 0].double()  # [36 clips, 40 bands, 32 frames]
-batches = [bands[order[i:i + 6]] for e in range(1, 11) for order in [epoch_order(N_TRAIN, 0, e)]
-           for i in range(0, N_TRAIN, 6)]
-true_mean = bands.transpose(0, 1).reshape(40, -1).mean(1)
+BN_EPOCHS, BN_BATCH, N_PROBES = 10, 6, 40
+bands = split.x_train[:, 0].double()  # [clips, mel bands, frames]
+batches = [bands[order[i:i + BN_BATCH]] for e in range(1, BN_EPOCHS + 1)
+           for order in [epoch_order(N_TRAIN, 0, e)] for i in range(0, N_TRAIN, BN_BATCH)]
+print(f"BatchNorm1d({N_MELS}): {BN_EPOCHS} epochs of batches of {BN_BATCH} clips = "
+      f"{len(batches)} steps")
+true_mean = bands.transpose(0, 1).reshape(N_MELS, -1).mean(1)
 running, bn_layers = {}, {}
 for p_ in (0.9, 0.99):
-    bn = torch.nn.BatchNorm1d(40, momentum=1 - p_).double()
+    bn = torch.nn.BatchNorm1d(N_MELS, momentum=1 - p_).double()
     torch_means = []
     for b in batches:
         out = bn(b)
@@ -770,7 +776,7 @@ torch.set_grad_enabled(False)
 bn = bn_layers[0.9]
 x0 = bands[:1]
 eval_alone = bn(x0)
-eval_in_batch = bn(torch.cat([x0, bands[10:15]]))[:1]
+eval_in_batch = bn(torch.cat([x0, bands[10:10 + BN_BATCH - 1]]))[:1]
 assert torch.allclose(eval_alone, eval_in_batch)
 assert torch.allclose(eval_alone, notes.batchnorm_output(x0, bn.running_mean, bn.running_var,
                                                          bn.weight, bn.bias))
@@ -778,14 +784,14 @@ gen = torch.Generator().manual_seed(0)
 train_outs = []
 bn.train()
 saved = (bn.running_mean.clone(), bn.running_var.clone())
-for _ in range(40):
-    others = torch.randperm(N_TRAIN - 1, generator=gen)[:5] + 1
+for _ in range(N_PROBES):
+    others = torch.randperm(N_TRAIN - 1, generator=gen)[:BN_BATCH - 1] + 1
     train_outs.append(bn(torch.cat([x0, bands[others]]))[0])
 bn.running_mean.copy_(saved[0])  # these batches were only a probe: undo their update
 bn.running_var.copy_(saved[1])
 bn.eval()
 torch.set_grad_enabled(True)
-train_outs = torch.stack(train_outs)  # [40 batches, 40 bands, 32 frames]
+train_outs = torch.stack(train_outs)  # [N_PROBES batches, mel bands, frames]
 BAND = int((true_mean - running[0.99][-1]).abs().argmax())
 fig, axes = plt.subplots(1, 3, figsize=(16, 4))
 steps_axis = np.arange(1, len(batches) + 1)
@@ -804,9 +810,9 @@ axes[1].semilogy(steps_axis, [0.99**t * float(true_mean.abs().mean()) for t in s
 axes[1].set(xlabel="training step", ylabel="mean |μ̄ − training-set mean| over bands",
             title="How fast the running mean forgets its start (0)")
 axes[1].legend(fontsize=7)
-frame = 16
+frame = bands.shape[-1] // 2  # the middle frame
 axes[2].hist(train_outs[:, BAND, frame].numpy(), bins=15, alpha=0.7,
-             label="training mode, 40 random batches")
+             label=f"training mode, {N_PROBES} random batches")
 axes[2].axvline(float(eval_alone[0, BAND, frame]), color="C3", lw=2,
                 label="evaluation mode (any batch)")
 axes[2].set(xlabel=f"BatchNorm output, clip 0, band {BAND}, frame {frame}", ylabel="count",
@@ -822,7 +828,7 @@ say(f"Our recursion equals `nn.BatchNorm1d(momentum = 1 − p)` at all {len(batc
     f"with p = 0.99 a weight 0.99^{len(batches)} = {0.99 ** len(batches):.2f} still sits on the "
     f"initial zero, so a freshly trained network with p = 0.99 evaluates with biased statistics. "
     f"In training mode the same clip's output varies with its batch (standard deviation "
-    f"{spread:.3f} across 40 batches); in evaluation mode it is one fixed number.")
+    f"{spread:.3f} across {N_PROBES} batches); in evaluation mode it is one fixed number.")
 
 # %%
 say(f"Notebook 05 ran in {time.perf_counter() - T0:.0f} s (after the imports).")
