@@ -15,13 +15,13 @@ import argparse
 import html
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from gradkit.checkpoint import atomic_write_text
 from gradkit.headlines import collect_headlines
 from gradkit.paths import project_root, reports_dir
 
@@ -46,14 +46,6 @@ class NotebookResult:
     ok: bool
     headlines: dict[str, str] = field(default_factory=dict)
     error: str = ""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for sharing
-    os.replace(tmp, path)
 
 
 def _title(nb) -> str:
@@ -125,7 +117,7 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResul
     seconds = time.perf_counter() - start
     strip_widgets(nb)
     nbformat.write(nb, str(executed_dir / path.name))
-    _write_atomic(out_dir / f"{name}.html", to_html(nb))
+    atomic_write_text(out_dir / f"{name}.html", to_html(nb))
     print(f"[report] {name}: {seconds:.0f} s -> {out_dir / (name + '.html')}", flush=True)
     return NotebookResult(name, _title(nb) or name, seconds, ok=True,
                           headlines=collect_headlines(nb))
@@ -162,7 +154,7 @@ def build_reports(only: list[str] | None = None) -> list[NotebookResult]:
     executed_dir.mkdir(parents=True, exist_ok=True)
     paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
     results = [run_notebook(p, out_dir, executed_dir) for p in paths]
-    _write_atomic(out_dir / "index.html", index_html(results))
+    atomic_write_text(out_dir / "index.html", index_html(results))
     print(f"[report] index -> {out_dir / 'index.html'}")
     for r in results:
         print(f"[report] {r.name:<28} {'ok' if r.ok else 'FAILED':<6} {r.seconds:6.0f} s")

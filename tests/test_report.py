@@ -1,5 +1,7 @@
 """make report's runner: execution in report mode, offline HTML, the index, failure handling."""
 
+import re
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -25,6 +27,10 @@ def test_build_reports_exports_offline_html_and_an_index(root):
     _notebook(root / "notebooks/01_ok.ipynb",
               "import os, numpy as np\nfrom gradkit.widgets import Scrubber\n"
               "Scrubber(lambda fig, v: fig.add_subplot().plot([0, v]), [1, 2])",
+              "import matplotlib.pyplot as plt\nfrom IPython.display import Image, display\n"
+              "from gradkit.plotting import save_figure\nfig = plt.figure()\n"
+              "fig.add_subplot().plot([0, 1])\n"
+              "display(Image(filename=str(save_figure(fig, 'saved_figure.png'))))",
               "from gradkit.headlines import show_headlines\n"
               "show_headlines(best_accuracy='75 %', mode=os.environ['GRADKIT_REPORT'])")
     (root / "reports").mkdir()
@@ -39,6 +45,10 @@ def test_build_reports_exports_offline_html_and_an_index(root):
     page = (root / "reports/01_ok.html").read_text()
     assert "gradkit-scrubber" in page and "data:image/png;base64" in page
     assert "<script src=" not in page.replace(" ", " ")
+    # figures are embedded, never linked: every <img> carries its PNG inline
+    sources = re.findall(r"<img[^>]*\ssrc=[\"']([^\"']*)", page)
+    assert len(sources) >= 2 and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert (root / "reports/01_ok.html").stat().st_mode & 0o777 == 0o644, "readable by all"
     assert not broken.ok and "boom in cell" in broken.error
     assert (root / "reports/02_broken.html").read_text() == "previous good report"
     index = (root / "reports/index.html").read_text()
