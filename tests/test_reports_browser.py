@@ -76,6 +76,9 @@ def test_report_renders_offline_and_its_scrubbers_move(reports, browser, name):
     broken = page.evaluate(
         "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
     assert broken == 0, f"{name}: {broken} image(s) did not render"
+    linked = page.evaluate(
+        "Array.from(document.images).filter(i => !i.src.startsWith('data:')).map(i => i.src)")
+    assert linked == [], f"{name}: figures linked instead of embedded: {linked[:3]}"
 
     scrubbers = page.locator(".gradkit-scrubber")
     assert scrubbers.count() > 0, f"{name}: no kernel-free scrubber in the report"
