@@ -246,10 +246,13 @@ def load_recordings(root: str | Path, material: str, freq_hz: int,
     if not freq_dir.is_dir():
         found = sorted(p.name for p in material_dir.iterdir() if p.is_dir())
         raise DataError(f"frequency folder {freq_dir} not found (found: {found})")
-    class_dirs = sorted(p for p in freq_dir.iterdir() if p.is_dir() and _CLASS_DIR.match(p.name))
+    folders = sorted(p for p in freq_dir.iterdir() if p.is_dir())
+    class_dirs = [p for p in folders if _CLASS_DIR.match(p.name)]
     if len(class_dirs) < 2:
+        ignored = [p.name for p in folders if not _CLASS_DIR.match(p.name)]
         raise DataError(f"{freq_dir} needs at least two class folders deg<angle:03d>, "
-                        f"found {[p.name for p in class_dirs]}")
+                        f"found {[p.name for p in class_dirs]}"
+                        + (f" (ignored, not named deg<angle:03d>: {ignored})" if ignored else ""))
     waves, labels, angles, paths = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() == ".wav")

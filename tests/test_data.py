@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
@@ -37,9 +38,11 @@ def small_set(tmp_path_factory):
 def test_layout_and_manifest(small_set):
     root, manifest = small_set
     assert len(manifest) == 6 * 3
-    assert list(manifest.columns[:6]) == ["path", "material", "freq_hz", "angle_deg", "label",
-                                          "hard"] or {"path", "material", "freq_hz", "angle_deg",
-                                                      "label", "split"} <= set(manifest.columns)
+    assert list(manifest.columns) == ["path", "material", "freq_hz", "angle_deg", "label",
+                                      "hard", "split"]
+    on_disk = pd.read_csv(root / "manifest.csv")
+    pd.testing.assert_frame_equal(on_disk, manifest)
+    assert all((root / p).is_file() for p in manifest["path"])
     for angle in ANGLES:
         files = sorted((root / "plastic" / "3000hz" / f"deg{angle:03d}").glob("*.wav"))
         assert [f.name for f in files] == ["00.wav", "01.wav", "02.wav"]
@@ -132,6 +135,8 @@ def test_loader_accepts_odd_but_valid_files(tmp_path):
     ("one_class", "at least two class folders"),
     ("corrupt_file", "broken.wav"),
     ("empty_file", "empty.wav"),
+    ("nan_file", "nan.wav"),
+    ("misnamed_class", r"ignored, not named deg<angle:03d>: \['deg90'\]"),
 ])
 def test_bad_input_names_the_culprit(tmp_path, case, needle):
     root = _user_set(tmp_path)
@@ -149,6 +154,11 @@ def test_bad_input_names_the_culprit(tmp_path, case, needle):
         (root / "wood/1000hz/deg000/broken.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
     elif case == "empty_file":
         sf.write(root / "wood/1000hz/deg000/empty.wav", np.zeros(0), 16000)
+    elif case == "nan_file":
+        sf.write(root / "wood/1000hz/deg000/nan.wav", np.full(800, np.nan, np.float32), 16000,
+                 subtype="FLOAT")
+    elif case == "misnamed_class":
+        (root / "wood/1000hz/deg090").rename(root / "wood/1000hz/deg90")
     before = _digest(root)
     with pytest.raises(DataError, match=needle) as err:
         load_recordings(root, material, freq)
