@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradkit.models import count_parameters  # one parameter counter for the whole package
 from gradkit.multitask_data import CLASSES, EventData, make_event_data
 
 TASKS = ("detection", "classification")
@@ -141,11 +142,6 @@ class TwoBackbones(nn.Module):
 
     def first_layers(self) -> list[nn.Conv2d]:
         return [self.det_backbone.first_layer, self.cls_backbone.first_layer]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # -- boxes and losses ---------------------------------------------------------------------------
@@ -578,7 +574,8 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
     steps = max(step, 1)
     return MultitaskRun(
         config=config, history=pd.DataFrame(rows), layer_norms=pd.DataFrame(layer_rows),
-        epoch_times=epoch_times, metrics=evaluate(model, test), n_params=count_parameters(model),
+        epoch_times=epoch_times, metrics=evaluate(model, test),
+        n_params=count_parameters(model, trainable_only=True),
         passes={k: v / steps for k, v in counts.items()},
         adapted_scalars=sum(p.numel() for p in extra)
         + (combiner.num_tasks if isinstance(combiner, GradNorm) else 0),

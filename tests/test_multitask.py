@@ -91,6 +91,15 @@ def test_encode_decode_round_trip():
     assert torch.allclose(decode_boxes(det, size=16), boxes, atol=1e-4)
 
 
+def test_shared_net_size_is_the_one_the_docstring_quotes():
+    """The module docstring says 1,237 parameters (the study's model had 1,224): keep it true."""
+    import gradkit.multitask as mt
+
+    n = count_parameters(SharedNet())
+    assert n == 1237 and f"{n:,} parameters" in mt.__doc__
+    assert count_parameters(mt.TwoBackbones()) > n  # nothing shared: more parameters
+
+
 # -- gradient measurements ------------------------------------------------------------------------
 def test_cosine_and_magnitude_similarity():
     g1, g2 = torch.tensor([3.0, 0.0]), torch.tensor([-1.0, 1.0])
