@@ -192,6 +192,27 @@ def test_shared_module_called_twice_sums_its_contributions():
     torch.testing.assert_close(per_sample_grads(model, ce, x, y, method="layers"), ref, **TOL)
 
 
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(6, 4, 1, stride=(2, 3)),  # 1x1 without padding: the bmm path
+    nn.Conv1d(6, 4, 1, stride=2, bias=False),
+    nn.Conv2d(6, 4, 1, padding=1),  # 1x1 with padding: the grouped path
+    nn.Conv2d(6, 4, 1, groups=2),  # 1x1 grouped: the grouped path
+    nn.Conv2d(2, 6, 3, stride=2, groups=2),  # one input channel per group: repeated input
+    nn.Conv2d(6, 6, (3, 2), padding=1, dilation=(1, 2), groups=6),  # depthwise
+    nn.Conv2d(1, 5, 3, padding=1),  # the 1-channel stem
+    nn.Conv3d(2, 3, 2, stride=(1, 2, 1)),
+], ids=lambda c: repr(c))
+def test_every_conv_path_matches_the_loop(conv):
+    torch.manual_seed(4)
+    model = nn.Sequential(conv, nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(5, conv.in_channels, *([7, 9, 4][: conv.weight.dim() - 2]))
+    model(x)  # materialise the lazy layer
+    model.eval()
+    y = torch.randint(0, 3, (5,))
+    ref = reference(model, ce, x, y)
+    torch.testing.assert_close(per_sample_grads(model, ce, x, y, method="layers"), ref, **TOL)
+
+
 class Scale(nn.Module):
     """A layer no rule knows: the auto method must fall back, 'layers' must refuse."""
 
