@@ -13,6 +13,9 @@ For per-sample gradients ``G[N, P]`` of a data set ``D`` (rows ``G_i``, from
   McCandlish et al. (2018), "An Empirical Model of Large-Batch Training": batches much smaller
   than ``B_simple`` are dominated by noise, much larger ones waste samples.
 
+The numerator alone, ``E_B ||g_B - g_D||²``, is :func:`batch_noise` (closed form) and
+:func:`batch_deviations` (sampled batches); notebook 05's 1/B law uses the same two.
+
 Note that ``gns = b_simple / B · (N - B)/(N - 1)``: the study's number is the relative noise of
 one batch, ``B_simple`` the batch size at which that noise would equal the signal. Confidence
 intervals come from a bootstrap over the samples (:func:`noise_scale`).
