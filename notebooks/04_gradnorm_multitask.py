@@ -275,7 +275,7 @@ display(table.T)
 # %% [markdown]
 # ## Did GradNorm beat equal weighting?
 #
-# A difference counts only if it is larger than the seed-to-seed spread (the larger of the two standard deviations over seeds); otherwise it is "within noise". With three seeds that is a rough guard, not a significance test.
+# A difference counts only if it is larger than the seed-to-seed spread (the larger of the two standard deviations over seeds); otherwise it is "within noise". With a handful of seeds that is a rough guard, not a significance test.
 
 # %%
 def verdict(method, baseline, column, name):
