@@ -34,12 +34,13 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 ``benchmarks/per_sample_grads.py`` and ``benchmarks/README.md``; medians of interleaved rounds):
 
 - ``"layers"`` whenever every trainable parameter is in a supported layer and the chunk has at
-  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs 1.2-1.3x a plain batch forward +
-  backward (N = 32: 1.3x), against 1.6-2.0x for vmap, 2.5-2.6x for Opacus, 2.7-3.1x for
+  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs 1.15-1.2x a plain batch forward +
+  backward (N = 32: 1.25x), against 1.6-2.0x for vmap, 2.5-2.6x for Opacus, 2.7-3.1x for
   PyTorch's ExpandedWeights, 3.5-3.8x for BackPACK and ~5x for the loop (benchmark README).
   What is left over the plain backward is measured too: without any per-sample rule the pass
-  costs 0.9x; the per-sample conv weight gradients add ~0.27x (the grouped weight gradient is
-  1-3x slower per layer than the summed one on these small channel counts), GroupNorm ~0.07x.
+  costs ~0.95x; the per-sample conv weight gradients add ~0.12x at N = 128 (0.3x before the
+  convs with few input channels took them in the same call as their input gradient,
+  ``_FusedConv``), GroupNorm and Linear ~0.07x.
 - ``"loop"`` below 4 samples (a batch of 1-3 is cheaper as 1-3 plain backward passes than
   through any vectorised machinery: at N = 1 the loop is one plain backward, ``"layers"``
   ~2x, vmap ~4x), and for models ``"layers"`` cannot handle up to ``_LOOP_MAX = 8`` samples.
@@ -48,11 +49,16 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 
 The layer rules were chosen by measurement too: per-sample conv weight gradients through one
 grouped ``convolution_backward`` (as fast as the ordinary summed weight gradient) instead of
-``F.unfold`` + ``bmm`` (10-60x slower on this CPU); GroupNorm's ``x̂`` recomputed and multiplied
-in place (2x faster than a fresh product, and more exact than sums of statistics); the
-backward taken to gradient edges, not tensors, and hooks free of reference cycles, so
-activations are released as early as in a plain backward (peak memory 66 MiB instead of 132
-at N = 128; a reference cycle had also made the *next* forward ~2x slower).
+``F.unfold`` + ``bmm`` (10-60x slower on this CPU), for convs with at most 8 input channels per
+group together with their input gradient (one call instead of two, 1.2-1.8x faster, see
+``_FUSE_MAX_IN``), 1x1 convs by one ``bmm`` and the 1-channel stem as a depthwise call (see
+:func:`_conv_weight`); one thread instead of two lowers the ratio to a plain backward (1.05x)
+but is slower in wall time (66 ms instead of 44 at N = 128), channels_last 1.5-2.5x slower;
+GroupNorm's ``x̂`` recomputed and multiplied in place (2x faster than a fresh product, and more
+exact than sums of statistics); the backward taken to gradient edges, not tensors, and hooks
+free of reference cycles, so activations are released as early as in a plain backward (peak
+memory 66 MiB instead of 132 at N = 128; a reference cycle had also made the *next* forward ~2x
+slower).
 """
 
 from __future__ import annotations
@@ -231,17 +237,24 @@ def _conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> 
     if g == 1 and all(k == 1 for k in w.shape[2:]) and not any(m.padding):
         strided = a[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in m.stride)]
         return torch.bmm(d.flatten(2), strided.flatten(2).transpose(1, 2)).view(n, *w.shape)
-    space, groups = a.shape[2:], n * g
     if w.shape[1] == 1:  # one input channel per group: repeat it over the group's outputs
-        a = a.reshape(n, g, 1, *space).expand(n, g, w.shape[0] // g, *space)
-        groups = n * w.shape[0]
-    stacked = w.expand(n, *w.shape).reshape(n * w.shape[0], *w.shape[1:])  # shape only
-    _, gw, _ = torch.ops.aten.convolution_backward(
-        d.reshape(1, -1, *d.shape[2:]), a.reshape(1, -1, *space), stacked, None,
+        space = a.shape[2:]
+        a = a.reshape(n, g, 1, *space).expand(n, g, w.shape[0] // g, *space).reshape(n, -1, *space)
+        return _grouped_backward(m, a, d, n * w.shape[0], input_grad=False)[1]
+    return _grouped_backward(m, a, d, n * g, input_grad=False)[1]
+
+
+def _grouped_backward(m, a: Tensor, d: Tensor, groups: int, input_grad: bool):
+    """``(∂L/∂a or None, per-sample ∂l_n/∂W)`` from one ``convolution_backward`` of the batch
+    folded into ``groups`` groups (see :func:`_conv_weight`)."""
+    n, w = a.shape[0], m.weight.detach()
+    stacked = w.expand(n, *w.shape).reshape(n * w.shape[0], *w.shape[1:])  # W for each sample
+    ga, gw, _ = torch.ops.aten.convolution_backward(
+        d.reshape(1, -1, *d.shape[2:]), a.reshape(1, -1, *a.shape[2:]), stacked, None,
         list(m.stride), list(m.padding), list(m.dilation), False, [0] * len(m.stride),
-        groups, [False, True, False],
+        groups, [input_grad, True, False],
     )
-    return gw.reshape(n, *w.shape)
+    return (ga.reshape(a.shape) if input_grad else None), gw.reshape(n, *w.shape)
 
 
 def _normalised(m: nn.Module, a: Tensor) -> Tensor:
@@ -291,14 +304,46 @@ def _linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
 
 
 @register_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def _conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor) -> dict[str, Tensor]:
+def _conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[str, Tensor]:
     """Weight: :func:`_conv_weight`; bias: ``∂l_n/∂b[o] = Σ_positions δ[n, o]``."""
     out = {}
-    if _wants(m.weight):
+    if weight and _wants(m.weight):
         out["weight"] = _conv_weight(m, a, d)
     if _wants(m.bias):
         out["bias"] = d.reshape(d.shape[0], d.shape[1], -1).sum(2)
     return out
+
+
+# Convolutions with at most this many input channels per group whose input needs a gradient
+# take both gradients in one grouped call (_FusedConv); measured at N = 68 on this CPU, the
+# input + per-sample weight gradients: 8 -> 8 at 40x32 6.2 ms instead of 7.1, 8 -> 16 stride 2
+# 1.14 instead of 2.0, its 1x1 skip 0.49 instead of 0.90; with 16-32 input channels at 20x16
+# and 10x8 the fused call was slower (0.9-1.2 ms instead of 0.8-1.1), so they stay separate.
+_FUSE_MAX_IN = 8
+
+
+def _fuses(m: nn.Module, a: Tensor) -> bool:
+    return (isinstance(m, nn.modules.conv._ConvNd) and _wants(m.weight) and a.requires_grad
+            and m.weight.shape[1] <= _FUSE_MAX_IN)
+
+
+class _FusedConv(torch.autograd.Function):
+    """A conv output (computed by the module, handed over in ``box``) whose backward computes
+    ``∂L/∂a`` and the per-sample ``∂l_n/∂W`` in one grouped ``convolution_backward``, where
+    autograd would run the input gradient and the hook the weight gradients separately."""
+
+    @staticmethod
+    def forward(ctx, a, m, box, store):
+        ctx.save_for_backward(a)
+        ctx.m, ctx.store = m, store
+        return box.pop()  # not an input: autograd attaches this node to it, no copy
+
+    @staticmethod
+    def backward(ctx, d):
+        (a,), m = ctx.saved_tensors, ctx.m
+        ga, gw = _grouped_backward(m, a, d, a.shape[0] * m.groups, input_grad=True)
+        ctx.store({"weight": gw, **_conv_rule(m, a, d, weight=False)})
+        return ga, None, None, None
 
 
 @register_rule(nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -365,21 +410,30 @@ def _layers_grads(model, loss_fn, inputs, targets) -> Tensor:
     grads: dict[int, Tensor] = {}  # id(parameter) -> [n, numel] per-sample gradients
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
 
+    def store(module, per_sample):
+        for name, g in per_sample.items():
+            key, g = id(getattr(module, name)), g.reshape(n, -1)
+            grads[key] = grads[key] + g if key in grads else g  # shared layers add up
+
     def forward_hook(module, args, output):
         if not output.requires_grad:
-            return
+            return None
+        if _fuses(module, args[0]):
+            # The edge is the conv's input: reaching it runs _FusedConv's backward.
+            edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
+            return _FusedConv.apply(args[0], module, [output.detach()],
+                                    lambda g: store(module, g))
         saved, rule = [args[0].detach()], _rule(module)
 
         def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
-            for name, g in rule(module, saved[0], d).items():
-                key, g = id(getattr(module, name)), g.reshape(n, -1)
-                grads[key] = grads[key] + g if key in grads else g  # shared layers add up
+            store(module, rule(module, saved[0], d))
             saved.clear()  # free the input now, as autograd frees its saved tensors
 
         # The hook refers to neither the output nor the graph: no reference cycle keeps
         # activations alive after the call (one measurably slowed the next forward).
         output.register_hook(on_grad)
         edges.append(torch.autograd.graph.get_gradient_edge(output))
+        return None
 
     owners = [m for m in model.modules()
               if any(p is not None and p.requires_grad for p in m._parameters.values())]

@@ -213,6 +213,23 @@ def test_every_conv_path_matches_the_loop(conv):
     torch.testing.assert_close(per_sample_grads(model, ce, x, y, method="layers"), ref, **TOL)
 
 
+def test_fused_conv_with_inplace_relu_shared_layer_and_input_needing_grad():
+    """Convs with few input channels take both gradients in one call (_FusedConv): an in-place
+    ReLU on their output, a conv applied twice, and an input that itself requires grad."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(inplace=True), conv,
+                          nn.ReLU(inplace=True), conv, nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(5, 2, 6, 5)
+    model(x)
+    model.eval()
+    y = torch.randint(0, 3, (5,))
+    ref = reference(model, ce, x, y)
+    torch.testing.assert_close(per_sample_grads(model, ce, x, y, method="layers"), ref, **TOL)
+    got = per_sample_grads(model, ce, x.clone().requires_grad_(), y, method="layers")
+    torch.testing.assert_close(got, ref, **TOL)
+
+
 class Scale(nn.Module):
     """A layer no rule knows: the auto method must fall back, 'layers' must refuse."""
 
