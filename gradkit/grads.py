@@ -34,13 +34,13 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 ``benchmarks/per_sample_grads.py`` and ``benchmarks/README.md``; medians of interleaved rounds):
 
 - ``"layers"`` whenever every trainable parameter is in a supported layer and the chunk has at
-  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs 1.15-1.2x a plain batch forward +
-  backward (N = 32: 1.25x), against 1.6-2.0x for vmap, 2.5-2.6x for Opacus, 2.7-3.1x for
-  PyTorch's ExpandedWeights, 3.5-3.8x for BackPACK and ~5x for the loop (benchmark README).
-  What is left over the plain backward is measured too: without any per-sample rule the pass
-  costs ~0.95x; the per-sample conv weight gradients add ~0.12x at N = 128 (0.3x before the
-  convs with few input channels took them in the same call as their input gradient,
-  ``_FusedConv``), GroupNorm and Linear ~0.07x.
+  least ``_LOOP_BELOW = 4`` samples. At N = 128 it costs 1.15-1.16x a plain batch forward +
+  backward (N = 32: 1.24-1.25x; two full benchmark runs), against 1.6-2.0x for vmap, 2.5-2.6x
+  for Opacus, 2.7-3.1x for PyTorch's ExpandedWeights, 3.5-3.8x for BackPACK and ~5x for the
+  loop (benchmark README). What is left over the plain backward is measured too: without any
+  per-sample rule the pass costs 0.91-0.96x; the per-sample conv weight gradients add
+  0.12-0.18x at N = 128 (0.3x before the convs with few input channels took them in the same
+  call as their input gradient, ``_FusedConv``), GroupNorm and Linear ~0.07x.
 - ``"loop"`` below 4 samples (a batch of 1-3 is cheaper as 1-3 plain backward passes than
   through any vectorised machinery: at N = 1 the loop is one plain backward, ``"layers"``
   ~2x, vmap ~4x), and for models ``"layers"`` cannot handle up to ``_LOOP_MAX = 8`` samples.
