@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -147,6 +148,15 @@ table{{border-collapse:collapse}}</style></head>
 """
 
 
+def _previous_results(out_dir: Path) -> list[NotebookResult]:
+    """The entries of the last run's ``index.json`` (none if missing or unreadable)."""
+    try:
+        return [NotebookResult(**entry)
+                for entry in json.loads((out_dir / "index.json").read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 def build_reports(only: list[str] | None = None) -> list[NotebookResult]:
     """Execute the notebooks (all, or those whose names contain one of ``only``) and export."""
     out_dir = reports_dir()
@@ -154,7 +164,13 @@ def build_reports(only: list[str] | None = None) -> list[NotebookResult]:
     executed_dir.mkdir(parents=True, exist_ok=True)
     paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
     results = [run_notebook(p, out_dir, executed_dir) for p in paths]
-    atomic_write_text(out_dir / "index.html", index_html(results))
+    # A partial run (``only``) keeps the other notebooks' entries from the last run.
+    entries = {r.name: r for r in _previous_results(out_dir)}
+    entries.update({r.name: r for r in results})
+    ordered = [entries[p.stem] for p in notebook_paths() if p.stem in entries]
+    atomic_write_text(out_dir / "index.json",
+                      json.dumps([asdict(r) for r in ordered], indent=1, ensure_ascii=False))
+    atomic_write_text(out_dir / "index.html", index_html(ordered))
     print(f"[report] index -> {out_dir / 'index.html'}")
     for r in results:
         print(f"[report] {r.name:<28} {'ok' if r.ok else 'FAILED':<6} {r.seconds:6.0f} s")

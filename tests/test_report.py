@@ -68,3 +68,18 @@ def test_strip_widgets_and_collect_headlines():
     assert "widgets" not in nb.metadata
     assert [o["data"].get("text/html") for o in nb.cells[0].outputs] == ["<b>kept</b>"]
     assert collect_headlines(nb) == {"gns": "0.1"}
+
+
+def test_a_partial_run_keeps_the_other_entries_of_the_index(root):
+    _notebook(root / "notebooks/01_a.ipynb", "from gradkit.headlines import show_headlines\n"
+              "show_headlines(value='first')")
+    _notebook(root / "notebooks/02_b.ipynb", "from gradkit.headlines import show_headlines\n"
+              "show_headlines(value='second')")
+    report.build_reports()
+    (root / "notebooks/02_b.ipynb").unlink()
+    _notebook(root / "notebooks/02_b.ipynb", "from gradkit.headlines import show_headlines\n"
+              "show_headlines(value='second, again')")
+    results = report.build_reports(only=["02"])
+    assert [r.name for r in results] == ["02_b"]
+    index = (root / "reports/index.html").read_text()
+    assert "01_a.html" in index and "first" in index and "second, again" in index
