@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from gradkit.checkpoint import atomic_write_bytes
 from gradkit.paths import figures_dir
+
+_written: list[str] = []  # figure names saved in this process, in order
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 110) -> Path:
@@ -18,14 +20,24 @@ def save_figure(fig: plt.Figure, name: str, dpi: int = 110) -> Path:
     """
     if Path(name).name != name or not name.endswith(".png"):
         raise ValueError(f"figure name must be a bare '*.png' file name, got {name!r}")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     target = figures_dir() / name
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is for everyone to read
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, buffer.getvalue())
+    _written.append(name)
     return target
+
+
+def publish(fig: plt.Figure, name: str) -> Path:
+    """Save ``fig`` as ``figures/<name>``, close it and show that PNG (drawn once, not twice)."""
+    from IPython.display import Image, display
+
+    path = save_figure(fig, name)
+    plt.close(fig)
+    display(Image(filename=str(path)))
+    return path
+
+
+def figures_written() -> list[str]:
+    """Names of the figures this process saved, in order (a notebook checks its list with it)."""
+    return list(_written)
