@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -58,7 +58,7 @@ from gradkit.data import FREQS_HZ, MATERIALS
 from gradkit.gns import checkpoint_noise_scales, gns_monte_carlo, noise_scale
 from gradkit.grads import num_trainable, per_sample_grads
 from gradkit.headlines import show_headlines
-from gradkit.plotting import save_figure
+from gradkit.plotting import publish
 from gradkit.train import TrainConfig, get_run, sample_loss
 from gradkit.widgets import Scrubber
 
@@ -69,12 +69,6 @@ N_BOOT, SEED = 1000, 0
 STUDY_GNS = {5: 0.000015, 10: 0.000015, 15: 0.000022, 20: 0.000042, 25: 0.000066, 30: 0.000038}
 pd.set_option("display.precision", 4)
 
-
-def publish(fig, name):
-    """Save ``fig`` as ``figures/<name>`` and show that PNG."""
-    path = save_figure(fig, name)
-    plt.close(fig)
-    display(Image(filename=str(path)))
 
 
 def ci(lo, hi):
