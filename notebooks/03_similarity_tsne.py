@@ -49,14 +49,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from gradkit import similarity as sim
 from gradkit.grads import num_trainable, param_slices, per_sample_grads
 from gradkit.paths import project_root
-from gradkit.plotting import save_figure
+from gradkit.plotting import publish, save_figure
 from gradkit.train import TrainConfig, epoch_order, get_run, sample_loss
 from gradkit.widgets import Scrubber
 
@@ -69,12 +69,6 @@ pd.set_option("display.precision", 3)
 pd.set_option("display.max_colwidth", 60)
 PHASES = {"early": (5, 15), "middle": (20, 40), "late": (45, 60)}
 
-
-def publish(fig, name):
-    """Save ``fig`` as ``figures/<name>`` and show that PNG (drawn once, not twice)."""
-    path = save_figure(fig, name)
-    plt.close(fig)
-    display(Image(filename=str(path)))
 
 
 def short(path):
