@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
 from gradkit import hessian as hs
 from gradkit import notes
@@ -47,7 +47,7 @@ from gradkit import optimizers as opt
 from gradkit.features import load_split
 from gradkit.grads import per_sample_grads
 from gradkit.models import count_parameters
-from gradkit.plotting import save_figure
+from gradkit.plotting import publish
 from gradkit.train import TrainConfig, build_model, epoch_order, sample_loss
 from gradkit.widgets import Scrubber
 
@@ -57,12 +57,6 @@ torch.set_num_threads(1)
 pd.set_option("display.precision", 4)
 T0 = time.perf_counter()
 
-
-def publish(fig, name):
-    """Save ``fig`` as ``figures/<name>`` and show that PNG (drawn once, not twice)."""
-    path = save_figure(fig, name)
-    plt.close(fig)
-    display(Image(filename=str(path)))
 
 
 def say(text):
