@@ -37,11 +37,11 @@ print(f"figures go to {figures_dir()}")
 import time
 
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
 from gradkit import ghm_analysis as ga
 from gradkit.models import count_parameters
-from gradkit.plotting import save_figure
+from gradkit.plotting import figures_written, publish
 from gradkit.train import TrainConfig, build_model, get_run
 from gradkit.widgets import Scrubber
 
@@ -49,16 +49,6 @@ pd.set_option("display.precision", 4)
 TAIL = 10  # the verdict compares the mean validation accuracy of the last TAIL epochs
 HARD_G = 0.5  # a sample is "hard" when its gradient norm g = 1 - p_true is at least this
 
-
-published = []  # the figures this session wrote, checked against the issue's list at the end
-
-
-def publish(fig, name):
-    """Save ``fig`` as ``figures/<name>`` and show that PNG (drawn once, not twice)."""
-    path = save_figure(fig, name)
-    published.append(name)
-    plt.close(fig)
-    display(Image(filename=str(path)))
 
 # %% [markdown]
 # ## The two runs
@@ -302,6 +292,7 @@ expected = [f"training_comparison_{ghm_run_id}.png", "loss_comparison_detailed.p
             "accuracy_trend.png", "gradient_density_evolution.png", "ghm_weights_comparison.png",
             *(f"epoch{e}_batch0_{ghm_run_id}.png" for e in STAGE_EPOCHS),
             *(f"ghm_stats_epoch_{e}.png" for e in STAGE_EPOCHS)]
+published = figures_written()
 not_written = [n for n in expected if n not in published]
 assert not not_written, f"figures not written: {not_written}"
 print(f"{len(published)} figures written to {figures_dir()}: {', '.join(published)}")
