@@ -489,6 +489,6 @@ show_headlines(**{
                                     f"{last_row.silhouette:.2f} at epoch {int(last_row.epoch)}",
     "share of opposed sample pairs": f"{first_row.share_negative:.0%} -> {last_row.share_negative:.0%}",
     # the top row of the table above: ranked by the mean over all checkpoints
-    "most conflicting clip": Path(str(table.path.iloc[0])).name
-    + f" (mean cosine to its class {worst_mean:.2f}, averaged over checkpoints)",
+    "most conflicting clip (lowest mean cosine to its class)": "/".join(Path(str(table.path.iloc[0])).parts[-2:])
+    + f" ({worst_mean:.2f}, averaged over checkpoints)",
 })
