@@ -41,7 +41,7 @@ print(f"figures go to {figures_dir()}")
 # %%
 from gradkit import multitask as mt
 from gradkit.multitask_data import CLASSES
-from gradkit.plotting import save_figure
+from gradkit.plotting import publish
 from gradkit.widgets import Scrubber
 
 # The tensors are tiny (batches of 64 clips of 16 x 16 bins): one intra-op thread is faster than
@@ -150,8 +150,7 @@ axes[2].set_ylabel("weight (log scale)")
 axes[2].set_title(f"GradNorm from the study's start 1.0 / 0.01 (seed {SEEDS[0]})")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
-save_figure(fig, "gradnorm_weights.png")
-plt.show()
+publish(fig, "gradnorm_weights.png")
 
 # %%
 gn = per_run[per_run.method == "gradnorm"]
@@ -187,8 +186,7 @@ for ax, column, task in zip(axes, ("loss_det", "loss_cls"), mt.TASKS, strict=Tru
     ax.set_title(f"{task} loss ({SMOOTH}-step running mean; band: seed min..max)")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-save_figure(fig, "task_losses.png")
-plt.show()
+publish(fig, "task_losses.png")
 
 # %% [markdown]
 # ## Do the tasks' gradients conflict on the shared backbone?
@@ -215,8 +213,7 @@ axes[2].set(xlabel="training step", ylabel="2|g1||g2| / (|g1|² + |g2|²)",
             title=f"magnitude similarity ({SMOOTH}-step running mean)", ylim=(0, 1.02))
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-save_figure(fig, "task_gradient_cosine.png")
-plt.show()
+publish(fig, "task_gradient_cosine.png")
 
 # %% [markdown]
 # ## Held-out results per method
@@ -237,8 +234,7 @@ for ax, (column, title) in zip(axes, metrics, strict=True):
 axes[2].axhline(1 / len(CLASSES), color="k", ls=":", lw=1, label="chance")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
-save_figure(fig, "multitask_comparison.png")
-plt.show()
+publish(fig, "multitask_comparison.png")
 
 # %% [markdown]
 # ## The study's comparison table, measured
