@@ -1,4 +1,4 @@
-"""Top Hessian eigenvalue: Lanczos (gradkit.hessian) vs PyHessian's power iteration.
+"""Top Hessian eigenvalue: Lanczos (gradkit.grads.hessian) vs PyHessian's power iteration.
 
 Model: the default ``ResNetAudioRanker`` (widths 8/16/32) on N = 128 log-mel clips (plastic at
 500, 1000 and 3000 Hz, train + validation, a seeded subset), cross-entropy on the class logits.
@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gradkit import hessian as hs
-from gradkit.features import load_split
-from gradkit.models import ResNetAudioRanker, count_parameters
-from gradkit.paths import project_root
+from gradkit.core.params import count_parameters
+from gradkit.core.paths import project_root
+from gradkit.data.features import load_split
+from gradkit.grads import hessian as hs
+from gradkit.models import ResNetAudioRanker
 
 TARGET_ERROR, TARGET_HVPS = 1e-4, 12  # issue 7: 1e-4 in at most 12 products
 

@@ -4,7 +4,7 @@
     python benchmarks/per_sample_grads.py --quick    # fewer repetitions, no README update
 
 Model: ``ResNetAudioRanker()`` (eval mode) on inputs of the default feature size
-(``gradkit.features``: one 0.5 s clip -> ``[1, 40 mels, 32 frames]``), random normal inputs and
+(``gradkit.data.features``: one 0.5 s clip -> ``[1, 40 mels, 32 frames]``), random normal inputs and
 labels (timing does not depend on the values). Loss: cross-entropy of the class logits plus
 ``0.1 (score - angle/180)^2`` for the score head, so that every parameter of both heads gets a
 gradient (hook-based peers stumble over a head whose output is unused). Every method must give the
@@ -72,7 +72,7 @@ class Skip(Exception):
 def input_shape() -> tuple[int, int, int]:
     """One sample's feature shape, from the feature pipeline itself."""
     from gradkit.data import CLIP_SECONDS, SAMPLE_RATE
-    from gradkit.features import log_mel
+    from gradkit.data.features import log_mel
 
     return tuple(log_mel(torch.zeros(1, int(SAMPLE_RATE * CLIP_SECONDS))).shape[1:])
 
@@ -116,7 +116,7 @@ def make(method: str, model, x, y) -> Callable[[], torch.Tensor | None]:
         return lambda: per_sample_grads(model, loss_mean, x, y)
     if method in ("gradkit-floor", "gradkit-noconv"):
         # Ablations (no agreement check): the same pass with some per-layer rules emptied.
-        import gradkit.grads as gg
+        import gradkit.grads.layers as gg
 
         rules = dict(gg._RULES)
         emptied = [t for t in rules if method == "gradkit-floor" or issubclass(t, torch.nn.Conv2d)]

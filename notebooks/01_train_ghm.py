@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import gradkit
-from gradkit.device import pick_device
-from gradkit.paths import figures_dir
+from gradkit.core.device import pick_device
+from gradkit.core.paths import figures_dir
 
 torch.manual_seed(0)
 device = pick_device()
@@ -39,11 +39,12 @@ import time
 import pandas as pd
 from IPython.display import Markdown, display
 
-from gradkit import ghm_analysis as ga
-from gradkit.models import count_parameters
-from gradkit.plotting import figures_written, publish
-from gradkit.train import TrainConfig, build_model, get_run
-from gradkit.widgets import Scrubber
+from gradkit.analysis import ghm as ga
+from gradkit.core.params import count_parameters
+from gradkit.training import TrainConfig, build_model, get_run
+from gradkit.viz import ghm as gv
+from gradkit.viz.figures import figures_written, publish
+from gradkit.viz.scrubber import Scrubber
 
 pd.set_option("display.precision", 4)
 TAIL = 10  # the verdict compares the mean validation accuracy of the last TAIL epochs
@@ -58,7 +59,7 @@ HARD_G = 0.5  # a sample is "hard" when its gradient norm g = 1 - p_true is at l
 # - **raw**: `CE(logits, y) + rank_weight * R(s, angle)`, with the smooth pairwise ranking loss `R = mean softplus(-(s_j - s_i - margin))` over pairs with `angle_i < angle_j`;
 # - **ghm**: `GHMC(logits, y) + rank_weight * GHMRanking(s, angle)`: each term is re-weighted by `tot / (EMA count of its gradient-norm bin) / (non-empty bins)`, so crowded bins (usually the easy samples) count less.
 #
-# Each run logs the raw *and* the GHM value of its loss on train and validation every epoch (the raw run's GHM value comes from shadow GHM modules that follow its trajectory; evaluation never updates the EMA). `gradkit.train.get_run` trains a run once and afterwards finds it again by its configuration.
+# Each run logs the raw *and* the GHM value of its loss on train and validation every epoch (the raw run's GHM value comes from shadow GHM modules that follow its trajectory; evaluation never updates the EMA). `gradkit.training.get_run` trains a run once and afterwards finds it again by its configuration.
 
 # %%
 configs = {name: TrainConfig(material="plastic", freq_hz=3000, objective=name)
@@ -100,15 +101,15 @@ display(params)
 
 # %%
 fig = plt.figure(figsize=(15, 4.2))
-ga.plot_training_comparison(fig, metrics)
+gv.plot_training_comparison(fig, metrics)
 publish(fig, f"training_comparison_{ghm_run_id}.png")
 
 fig = plt.figure(figsize=(9, 7))
-ga.plot_loss_comparison_detailed(fig, metrics["ghm"], run_name="ghm")
+gv.plot_loss_comparison_detailed(fig, metrics["ghm"], run_name="ghm")
 publish(fig, "loss_comparison_detailed.png")
 
 fig = plt.figure(figsize=(9, 4.5))
-ga.plot_accuracy_trend(fig, metrics)
+gv.plot_accuracy_trend(fig, metrics)
 publish(fig, "accuracy_trend.png")
 
 # %%
@@ -144,13 +145,13 @@ display(Markdown("\n".join(lines)))
 bins = configs["ghm"].bins
 print(f"{bins} GHM bins of width {1 / bins:g}")
 fig = plt.figure(figsize=(13, 4.5))
-ga.plot_gradient_density_evolution(fig, histories["ghm"], bins=bins, run_name="ghm")
+gv.plot_gradient_density_evolution(fig, histories["ghm"], bins=bins, run_name="ghm")
 publish(fig, "gradient_density_evolution.png")
 
 # %%
 epochs = [int(r["epoch"]) for r in histories["ghm"]]
 density_scrubber = Scrubber(
-    lambda fig, epoch: ga.plot_density_epoch(fig, histories, epoch, bins=bins),
+    lambda fig, epoch: gv.plot_density_epoch(fig, histories, epoch, bins=bins),
     epochs, label="epoch", figsize=(11, 4),
 )
 display(density_scrubber)
@@ -160,7 +161,7 @@ display(density_scrubber)
 
 # %%
 fig = plt.figure(figsize=(13, 4.5))
-ga.plot_ghm_weights_comparison(fig, histories["ghm"], bins=bins, run_name="ghm")
+gv.plot_ghm_weights_comparison(fig, histories["ghm"], bins=bins, run_name="ghm")
 publish(fig, "ghm_weights_comparison.png")
 
 by_epoch = {name: ga.history_by_epoch(h) for name, h in histories.items()}
@@ -196,7 +197,7 @@ display(Markdown(f"In the GHM run, {_weight_sentence(STAGE_EPOCHS[0], early)}; "
 print(f"epochs {STAGE_EPOCHS}, batch 0 of {len(by_epoch['ghm'][STAGE_EPOCHS[0]]['batch_sizes'])}")
 for epoch in STAGE_EPOCHS:
     fig = plt.figure(figsize=(12, 4))
-    ga.plot_batch_distribution(fig, by_epoch["ghm"][epoch], bins=bins, batch=0,
+    gv.plot_batch_distribution(fig, by_epoch["ghm"][epoch], bins=bins, batch=0,
                                title=f"ghm run {ghm_run_id}: epoch {epoch}, batch 0")
     publish(fig, f"epoch{epoch}_batch0_{ghm_run_id}.png")
 
@@ -212,7 +213,7 @@ print(f"spread of the bin shares: 0 (even) to {(bins - 1) ** 0.5 / bins:.3f} (al
       f"{bins} bins)")
 for epoch in STAGE_EPOCHS:
     fig = plt.figure(figsize=(12, 4))
-    ga.plot_ghm_stats(fig, by_epoch["ghm"][epoch], bins=bins,
+    gv.plot_ghm_stats(fig, by_epoch["ghm"][epoch], bins=bins,
                       title=f"ghm run: GHM statistics of epoch {epoch}")
     publish(fig, f"ghm_stats_epoch_{epoch}.png")
 print("classification g, GHM run, every epoch:")
@@ -298,7 +299,7 @@ assert not not_written, f"figures not written: {not_written}"
 print(f"{len(published)} figures written to {figures_dir()}: {', '.join(published)}")
 
 # %%
-from gradkit.headlines import show_headlines
+from gradkit.report.headlines import show_headlines
 
 show_headlines(**{
     "best val accuracy, raw": f"{best.loc['raw', 'best_val_acc']:.1%} (epoch {best.loc['raw', 'epoch']:.0f})",

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import gradkit
-from gradkit.device import pick_device
-from gradkit.paths import figures_dir
+from gradkit.core.device import pick_device
+from gradkit.core.paths import figures_dir
 
 torch.manual_seed(0)
 device = pick_device()
@@ -36,7 +36,7 @@ print(f"figures go to {figures_dir()}")
 # %% [markdown]
 # ## What is measured
 #
-# At a checkpoint, take the training split `D` (`N` clips) and the **exact per-sample gradients** `G_i` of the per-sample loss `gradkit.train.sample_loss` (cross-entropy of the class logits) with respect to every parameter the run trains (`gradkit.grads.per_sample_grads`; the GHM-C loss itself is not a sum of per-sample terms: its weights depend on the whole batch). With `g_D` the mean of the `G_i` (`gradkit.gns`):
+# At a checkpoint, take the training split `D` (`N` clips) and the **exact per-sample gradients** `G_i` of the per-sample loss `gradkit.training.sample_loss` (cross-entropy of the class logits) with respect to every parameter the run trains (`gradkit.grads.per_sample_grads`; the GHM-C loss itself is not a sum of per-sample terms: its weights depend on the whole batch). With `g_D` the mean of the `G_i` (`gradkit.grads.noise`):
 #
 # - `grad_sq = ||g_D||²` — the signal;
 # - `trace_sigma = (1/N) Σ ||G_i − g_D||²` — the total per-sample noise;
@@ -54,13 +54,15 @@ from IPython.display import Markdown, display
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from gradkit.analysis.noise import checkpoint_noise_scales
+from gradkit.core.params import num_trainable
 from gradkit.data import FREQS_HZ, MATERIALS
-from gradkit.gns import checkpoint_noise_scales, gns_monte_carlo, noise_scale
-from gradkit.grads import num_trainable, per_sample_grads
-from gradkit.headlines import show_headlines
-from gradkit.plotting import publish
-from gradkit.train import TrainConfig, get_run, sample_loss
-from gradkit.widgets import Scrubber
+from gradkit.grads import per_sample_grads
+from gradkit.grads.noise import gns_monte_carlo, noise_scale
+from gradkit.report.headlines import show_headlines
+from gradkit.training import TrainConfig, get_run, sample_loss
+from gradkit.viz.figures import publish
+from gradkit.viz.scrubber import Scrubber
 
 # Small kernels on a shared 2-core machine: one thread is as fast and far steadier.
 torch.set_num_threads(1)

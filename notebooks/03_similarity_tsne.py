@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import gradkit
-from gradkit.device import pick_device
-from gradkit.paths import figures_dir
+from gradkit.core.device import pick_device
+from gradkit.core.paths import figures_dir
 
 torch.manual_seed(0)
 device = pick_device()
@@ -36,12 +36,12 @@ print(f"figures go to {figures_dir()}")
 # %% [markdown]
 # ## What is measured
 #
-# For every checkpoint of the GHM run (plastic, 3000 Hz; one every few epochs, listed below) we take the model of that checkpoint and compute **exact per-sample gradients** of the per-sample loss `gradkit.train.sample_loss` (cross-entropy of the class logits) for every clip — the training clips and the held-out ones (counts in the table below) — with respect to all trainable parameters. The GHM weights shape training, but the direction in which one clip pulls the weights is this gradient.
+# For every checkpoint of the GHM run (plastic, 3000 Hz; one every few epochs, listed below) we take the model of that checkpoint and compute **exact per-sample gradients** of the per-sample loss `gradkit.training.sample_loss` (cross-entropy of the class logits) for every clip — the training clips and the held-out ones (counts in the table below) — with respect to all trainable parameters. The GHM weights shape training, but the direction in which one clip pulls the weights is this gradient.
 #
 # - **Sample level**: the clips' gradient directions `u_i = g_i / ||g_i||`, cosine `cos_ij = u_i · u_j`, rows ordered by class.
-# - **Batch level**: the gradients of the mini-batches the run trained on in the epochs since the previous checkpoint (the same shuffles, `gradkit.train.epoch_order`; batches per epoch in the table below), each the mean of its members' per-sample gradients — exact, because the model has no batch coupling (GroupNorm).
+# - **Batch level**: the gradients of the mini-batches the run trained on in the epochs since the previous checkpoint (the same shuffles, `gradkit.training.epoch_order`; batches per epoch in the table below), each the mean of its members' per-sample gradients — exact, because the model has no batch coupling (GroupNorm).
 #
-# Statistics per checkpoint (definitions in `gradkit.similarity`): mean cosine over all pairs, the share of pairs pointing against each other (`cos < 0`), the mean cosine of same-class and of different-class pairs, the **class silhouette** under cosine distance `1 − cos` (1: tight, separate clusters per class; 0: mixed; < 0: a sample is closer to another class than to its own), and per sample its mean cosine to the rest of its class — the most negative are the *conflicting* samples. The t-SNE maps are warm-started from the previous checkpoint's map, so scrubbing does not jump.
+# Statistics per checkpoint (definitions in `gradkit.grads.similarity`): mean cosine over all pairs, the share of pairs pointing against each other (`cos < 0`), the mean cosine of same-class and of different-class pairs, the **class silhouette** under cosine distance `1 − cos` (1: tight, separate clusters per class; 0: mixed; < 0: a sample is closer to another class than to its own), and per sample its mean cosine to the rest of its class — the most negative are the *conflicting* samples. The t-SNE maps are warm-started from the previous checkpoint's map, so scrubbing does not jump.
 
 # %%
 import time
@@ -53,12 +53,15 @@ from IPython.display import Markdown, display
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from gradkit import similarity as sim
-from gradkit.grads import num_trainable, param_slices, per_sample_grads
-from gradkit.paths import project_root
-from gradkit.plotting import publish, save_figure
-from gradkit.train import TrainConfig, epoch_order, get_run, sample_loss
-from gradkit.widgets import Scrubber
+from gradkit.analysis import similarity as asim
+from gradkit.core.params import num_trainable, param_slices
+from gradkit.core.paths import project_root
+from gradkit.grads import batch_means, per_sample_grads, tsne
+from gradkit.grads import similarity as sim
+from gradkit.training import TrainConfig, epoch_order, get_run, sample_loss
+from gradkit.viz import similarity as vsim
+from gradkit.viz.figures import publish, save_figure
+from gradkit.viz.scrubber import Scrubber
 
 # The machine is shared: with several threads competing for two cores, the many small kernels
 # here slow down by an order of magnitude, so everything below runs on one thread.
@@ -125,15 +128,15 @@ for epoch in tqdm(epochs, desc="checkpoints"):
     window = list(range(max(1, epoch - save_every + 1), epoch + 1))
     batches = [(e, idx) for e in window for idx in epoch_order(n_train, run.config.seed, e)
                .split(batch_size)]
-    G_batch = sim.batch_means(G[:n_train], [idx for _, idx in batches])
+    G_batch = batch_means(G[:n_train], [idx for _, idx in batches])
     batch_epoch = torch.tensor([e for e, _ in batches])
 
     sample_matrix = sim.similarity_matrix(G, y, level="sample")
     batch_matrix = sim.similarity_matrix(G_batch, batch_epoch, level="batch")
     sample_stats = sim.similarity_stats(G, y, paths=paths, class_names=classes, top_k=10)
     batch_stats = sim.similarity_stats(G_batch, top_k=3)
-    sample_map = sim.tsne_directions(G, init=previous_map, seed=0)
-    batch_map = sim.tsne_directions(G_batch, seed=0)  # other batches each time: no warm start
+    sample_map = tsne.tsne_directions(G, init=previous_map, seed=0)
+    batch_map = tsne.tsne_directions(G_batch, seed=0)  # other batches each time: no warm start
     cosine = sim.cosine_matrix(G)
     results[epoch] = {
         "predicted": predicted.numpy(), "sample_matrix": sample_matrix,
@@ -161,7 +164,7 @@ for epoch, r in results.items():
         "accuracy": correct.mean(),
         "train_accuracy": correct[in_train].mean(),
         **r["sample_stats"].row(),
-        "tsne_silhouette": sim.embedding_silhouette(r["sample_map"], y.numpy()),
+        "tsne_silhouette": tsne.embedding_silhouette(r["sample_map"], y.numpy()),
         "silhouette_classifier": r["silhouette_classifier"],
         "silhouette_trunk": r["silhouette_trunk"],
         "matrix_change": r["change"],
@@ -182,7 +185,7 @@ display(stats)
 # %%
 def panel_sample_matrix(ax, epoch):
     r, s = results[epoch], results[epoch]["sample_stats"]
-    img = sim.plot_similarity_matrix(
+    img = vsim.plot_similarity_matrix(
         ax, r["sample_matrix"], classes,
         title=f"samples, epoch {epoch}: within class {s.within_class:.2f}, "
               f"between {s.between_class:.2f}\n{s.share_negative:.0%} of pairs negative")
@@ -192,7 +195,7 @@ def panel_sample_matrix(ax, epoch):
 def panel_batch_matrix(ax, epoch):
     r, s = results[epoch], results[epoch]["batch_stats"]
     window = r["batch_epoch"]
-    img = sim.plot_similarity_matrix(
+    img = vsim.plot_similarity_matrix(
         ax, r["batch_matrix"], [f"ep {e}" for e in range(window.max() + 1)], group="epoch",
         title=f"batches of epochs {window.min()}-{window.max()}: mean cosine "
               f"{s.mean_cosine:.2f}\n{s.share_negative:.0%} of pairs negative")
@@ -202,7 +205,7 @@ def panel_batch_matrix(ax, epoch):
 def panel_sample_map(ax, epoch):
     r = results[epoch]
     row = stats.set_index("epoch").loc[epoch]
-    sim.plot_tsne(ax, r["sample_map"], y.numpy(), r["predicted"] == y.numpy(), classes,
+    vsim.plot_tsne(ax, r["sample_map"], y.numpy(), r["predicted"] == y.numpy(), classes,
                   title=f"t-SNE of sample gradient directions, epoch {epoch}\nclass silhouette "
                         f"{row.silhouette:.2f} (gradients), {row.tsne_silhouette:.2f} (map)")
 
@@ -210,7 +213,7 @@ def panel_sample_map(ax, epoch):
 def panel_batch_map(ax, epoch):
     r = results[epoch]
     window = r["batch_epoch"]
-    sim.plot_tsne(ax, r["batch_map"], window, None, [f"epoch {e}" for e in range(window.max() + 1)],
+    vsim.plot_tsne(ax, r["batch_map"], window, None, [f"epoch {e}" for e in range(window.max() + 1)],
                   title=f"t-SNE of the {len(window)} batch gradient directions, epochs "
                         f"{window.min()}-{window.max()}\n(few points: read distances with care)")
 
@@ -311,7 +314,7 @@ def agreement(c):
 
 
 per_sample = pd.DataFrame({e: r["to_own_class"] for e, r in results.items()}, index=paths)
-phase = sim.phase_table(stats, PHASES)
+phase = asim.phase_table(stats, PHASES)
 TOL = 0.05  # a change smaller than this (in cosine or silhouette units) counts as flat
 lines = []
 for name, (lo, hi) in PHASES.items():
@@ -328,7 +331,7 @@ for name, (lo, hi) in PHASES.items():
            "the class blocks are faint" if gap > 0.15 else "there are no class blocks")
         + f". Class silhouette {p.silhouette:.2f} ({structure(p.silhouette)} structure), in the "
         f"t-SNE map {p.tsne_silhouette:.2f}; within the phase the silhouette "
-        f"{sim.change_word(first.silhouette, last.silhouette, TOL)} "
+        f"{asim.change_word(first.silhouette, last.silhouette, TOL)} "
         f"({first.silhouette:.2f} at epoch {int(first.epoch)} → {last.silhouette:.2f} at "
         f"{int(last.epoch)}). {p.share_negative:.0%} of sample pairs point against each other. "
         f"Mini-batch gradients {agreement(p.batch_mean_cosine)} (mean cosine "
@@ -353,18 +356,18 @@ slope = np.polyfit(stats.epoch, stats.silhouette, 1)[0] * 10
 early, middle, late = (phase.loc[k] for k in PHASES)
 text = [
     f"From epoch {int(first.epoch)} to {int(last.epoch)} the class silhouette of the gradient "
-    f"directions {sim.change_word(first.silhouette, last.silhouette, TOL)} "
+    f"directions {asim.change_word(first.silhouette, last.silhouette, TOL)} "
     f"({first.silhouette:.2f} → {last.silhouette:.2f}; least-squares slope {slope:+.3f} per 10 "
     f"epochs; lowest {stats.silhouette.min():.2f} at epoch "
     f"{int(stats.epoch[stats.silhouette.idxmin()])}, highest {stats.silhouette.max():.2f} at "
     f"epoch {int(stats.epoch[stats.silhouette.idxmax()])}). Same-class cosine "
-    f"{sim.change_word(first.within_class, last.within_class, TOL)} ({first.within_class:.2f} → "
+    f"{asim.change_word(first.within_class, last.within_class, TOL)} ({first.within_class:.2f} → "
     f"{last.within_class:.2f}), different-class cosine "
-    f"{sim.change_word(first.between_class, last.between_class, TOL)} "
+    f"{asim.change_word(first.between_class, last.between_class, TOL)} "
     f"({first.between_class:.2f} → {last.between_class:.2f}), the share of opposed sample pairs "
-    f"{sim.change_word(first.share_negative, last.share_negative, TOL)} "
+    f"{asim.change_word(first.share_negative, last.share_negative, TOL)} "
     f"({first.share_negative:.0%} → {last.share_negative:.0%}), the mean cosine between "
-    f"mini-batches {sim.change_word(first.batch_mean_cosine, last.batch_mean_cosine, TOL)} "
+    f"mini-batches {asim.change_word(first.batch_mean_cosine, last.batch_mean_cosine, TOL)} "
     f"({first.batch_mean_cosine:.2f} → {last.batch_mean_cosine:.2f}).",
 ]
 # the study: "dark and structureless, scattered" early, clusters forming in the middle
@@ -460,7 +463,7 @@ display(pairs[["cosine", "class_i", "path_i", "path_j"]])
 # %% [markdown]
 # ## Exact gradients or a sketch
 #
-# For large data sets, `gradkit.similarity` works from a random projection of the gradients (`per_sample_grads(..., sketch_dim=k)`, `[N, k]` instead of `[N, P]`); the statistics are then computed blockwise, never forming `N × N` (the unit tests run 10,000 samples). How close is a sketch on this run's last checkpoint?
+# For large data sets, `gradkit.grads.similarity` works from a random projection of the gradients (`per_sample_grads(..., sketch_dim=k)`, `[N, k]` instead of `[N, P]`); the statistics are then computed blockwise, never forming `N × N` (the unit tests run 10,000 samples). How close is a sketch on this run's last checkpoint?
 
 # %%
 model = run.load_model(last_epoch)
@@ -480,7 +483,7 @@ display(Markdown(
 print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
 
 # %%
-from gradkit.headlines import show_headlines
+from gradkit.report.headlines import show_headlines
 
 first_row, last_row = stats.iloc[0], stats.iloc[-1]
 worst_mean = table["mean cos to own class (all checkpoints)"].iloc[0]

@@ -30,8 +30,8 @@ import torch
 from IPython.display import Markdown, display
 
 import gradkit
-from gradkit.device import pick_device
-from gradkit.paths import figures_dir
+from gradkit.core.device import pick_device
+from gradkit.core.paths import figures_dir
 
 torch.manual_seed(0)
 device = pick_device()
@@ -39,10 +39,13 @@ print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {device
 print(f"figures go to {figures_dir()}")
 
 # %%
-from gradkit import multitask as mt
-from gradkit.multitask_data import CLASSES
-from gradkit.plotting import publish
-from gradkit.widgets import Scrubber
+from gradkit.analysis import multitask as mta
+from gradkit.core.params import count_parameters
+from gradkit.data.events import CLASSES
+from gradkit.models import SharedNet, TwoBackbones
+from gradkit.training import multitask as mt
+from gradkit.viz.figures import publish
+from gradkit.viz.scrubber import Scrubber
 
 # The tensors are tiny (batches of 64 clips of 16 x 16 bins): one intra-op thread is faster than
 # two, and the runs are reproducible bit for bit. Everything trains on the CPU on purpose.
@@ -60,7 +63,7 @@ pd.DataFrame({"method": METHODS, "what it is": [mt.METHODS[m] for m in METHODS]}
 # %% [markdown]
 # ## The task: where is the sound event, and what is it?
 #
-# A deterministic synthetic task (`gradkit.multitask_data`) shaped like the study's: one network locates an event and names it. Each clip is a 16 x 16 spectrogram (frequency bins up, time frames right) with one event in Gaussian background noise. **Detection**: the event's time/frequency box. **Classification**: its texture: *tonal* (harmonic stack), *clicks* (impulse train), *burst* (broadband noise) or *sweep* (up-chirp). The textures sit inside the box, so both tasks read the same local evidence through the shared backbone. Train and held-out clips come from two fixed data seeds; a run's seed sets only the initialisation and the batch order.
+# A deterministic synthetic task (`gradkit.data.events`) shaped like the study's: one network locates an event and names it. Each clip is a 16 x 16 spectrogram (frequency bins up, time frames right) with one event in Gaussian background noise. **Detection**: the event's time/frequency box. **Classification**: its texture: *tonal* (harmonic stack), *clicks* (impulse train), *burst* (broadband noise) or *sweep* (up-chirp). The textures sit inside the box, so both tasks read the same local evidence through the shared backbone. Train and held-out clips come from two fixed data seeds; a run's seed sets only the initialisation and the batch order.
 
 # %%
 train_data = mt.event_data(CONFIG.n_train, CONFIG.data_seed)
@@ -85,17 +88,17 @@ plt.show()
 # A two-layer convolutional backbone (conv 3x3, ReLU, max-pool, twice) shared by a YOLO-style detection head (a 1x1 conv giving, in each of the 4 x 4 grid cells, an objectness logit and the box regression `dx, dy, w, h`) and a classification head (global max-pooling, linear). The detection loss is the objectness cross-entropy over the cells plus 5 x the L1 box error at the cell holding the box centre; the classification loss is the cross-entropy. GradNorm measures the task gradients on the last shared layer, the second convolution.
 
 # %%
-shared_net, two_net = mt.SharedNet(), mt.TwoBackbones()
+shared_net, two_net = SharedNet(), TwoBackbones()
 pd.DataFrame([
-    {"model": "shared backbone", "backbone": mt.count_parameters(shared_net.backbone),
-     "detection head": mt.count_parameters(shared_net.det_head),
-     "classification head": mt.count_parameters(shared_net.cls_head),
-     "total": mt.count_parameters(shared_net)},
+    {"model": "shared backbone", "backbone": count_parameters(shared_net.backbone),
+     "detection head": count_parameters(shared_net.det_head),
+     "classification head": count_parameters(shared_net.cls_head),
+     "total": count_parameters(shared_net)},
     {"model": "two backbones",
-     "backbone": mt.count_parameters(two_net.det_backbone) + mt.count_parameters(two_net.cls_backbone),
-     "detection head": mt.count_parameters(two_net.det_head),
-     "classification head": mt.count_parameters(two_net.cls_head),
-     "total": mt.count_parameters(two_net)},
+     "backbone": count_parameters(two_net.det_backbone) + count_parameters(two_net.cls_backbone),
+     "detection head": count_parameters(two_net.det_head),
+     "classification head": count_parameters(two_net.cls_head),
+     "total": count_parameters(two_net)},
 ]).set_index("model")
 
 # %% [markdown]
@@ -109,8 +112,8 @@ print(f"Adam (lr {CONFIG.lr}), batches of {CONFIG.batch_size}, {CONFIG.epochs} e
       f"({CONFIG.epochs * steps_per_epoch} steps), {len(METHODS)} methods x {len(SEEDS)} seeds")
 runs = mt.run_comparison(METHODS, SEEDS)
 steps = mt.step_table(runs)
-per_run = mt.run_table(runs)
-summary = mt.summarise(per_run)
+per_run = mta.run_table(runs)
+summary = mta.summarise(per_run)
 # GradNorm from the study's starting weights, detection 1.0 and classification 0.01 (renormalised
 # to sum to T): the start from which the study's weight collapsed. One seed, for the trajectory.
 study_start = mt.train_multitask(mt.MultitaskConfig(method="gradnorm", seed=SEEDS[0],
@@ -277,7 +280,7 @@ display(table.T)
 def verdict(method, baseline, column, name):
     a = per_run[per_run.method == method][column]
     b = per_run[per_run.method == baseline][column]
-    diff, noise, word = mt.compare(a, b)
+    diff, noise, word = mta.compare(a, b)
     outcome = {"higher": "better", "lower": "worse", "within noise": "no different, within noise"}[word]
     # Same seed, same initial network and batch order: the seeds pair up.
     wins = int((a.values > b.values).sum())
@@ -296,7 +299,7 @@ for m in METHODS:
         continue
     for column, name in metrics:
         a, b = per_run[per_run.method == m][column], per_run[per_run.method == "equal"][column]
-        diff, noise, word = mt.compare(a, b)
+        diff, noise, word = mta.compare(a, b)
         rows.append({"method": LABELS[m], "metric": name, "difference vs equal": round(diff, 3),
                      "seed spread": round(noise, 3), "verdict": word})
 pd.DataFrame(rows).pivot(index="method", columns="metric", values="verdict")
@@ -306,8 +309,8 @@ eq, gnr = per_run[per_run.method == "equal"], per_run[per_run.method == "gradnor
 t_ratio = gnr.epoch_s.mean() / eq.epoch_s.mean()
 two = per_run[per_run.method == "two_backbones"]
 relation = {"higher": "above", "lower": "below", "within noise": "within noise of"}
-two_det = relation[mt.compare(two.mean_iou, eq.mean_iou)[2]]
-two_cls = relation[mt.compare(two.accuracy, eq.accuracy)[2]]
+two_det = relation[mta.compare(two.mean_iou, eq.mean_iou)[2]]
+two_cls = relation[mta.compare(two.accuracy, eq.accuracy)[2]]
 display(Markdown(
     f"GradNorm's training step took {t_ratio:.2f}x the time of equal weighting "
     f"({gnr.epoch_s.mean():.3f} s vs {eq.epoch_s.mean():.3f} s per epoch, at the same "
@@ -400,9 +403,9 @@ print(f"notebook body ran in {elapsed:.1f} s "
       f"({len(runs) + 1} training runs, {per_run.epoch_s.sum() * CONFIG.epochs:.1f} s of it timed training)")
 
 # %%
-from gradkit.headlines import show_headlines
+from gradkit.report.headlines import show_headlines
 
-gn_words = {n: mt.compare(gnr[c], eq[c])[2] for c, n in metrics}
+gn_words = {n: mta.compare(gnr[c], eq[c])[2] for c, n in metrics}
 show_headlines(**{
     "GradNorm vs equal weighting": "; ".join(f"{n}: {w}" for n, w in gn_words.items()),
     "smallest GradNorm weight (any step, any seed)": f"{weights_every_step.min().min():.3f}",

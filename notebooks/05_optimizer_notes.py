@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import gradkit
-from gradkit.device import pick_device
-from gradkit.paths import figures_dir
+from gradkit.core.device import pick_device
+from gradkit.core.paths import figures_dir
 
 torch.manual_seed(0)
 device = pick_device()
@@ -41,18 +41,19 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from gradkit import hessian as hs
-from gradkit import notes
-from gradkit import optimizers as opt
-from gradkit.features import load_split
+from gradkit.core.params import count_parameters
+from gradkit.data.features import load_split
+from gradkit.grads import hessian as hs
 from gradkit.grads import per_sample_grads
-from gradkit.models import count_parameters
-from gradkit.plotting import publish
-from gradkit.train import TrainConfig, build_model, epoch_order, sample_loss
-from gradkit.widgets import Scrubber
+from gradkit.lectures import batchnorm, critical_points, diagnosis, hoeffding, minibatch, softmax
+from gradkit.lectures import optimizers as opt
+from gradkit.models import cnn
+from gradkit.training import TrainConfig, build_model, epoch_order, sample_loss, short
+from gradkit.viz.figures import publish
+from gradkit.viz.scrubber import Scrubber
 
 # The models here are tiny: one CPU thread is as fast as two and never fights other processes
-# for cores (gradkit.train trains single-threaded for the same reason).
+# for cores (gradkit.training trains single-threaded for the same reason).
 torch.set_num_threads(1)
 pd.set_option("display.precision", 4)
 T0 = time.perf_counter()
@@ -78,8 +79,8 @@ print(f"plastic / 3000 Hz: {N_TRAIN} training and {len(split.y_val)} validation 
 # %%
 EPOCHS, LR, BATCH = 25, 1e-3, 12
 zoo = {  # name: (family, depth in conv layers / residual blocks, constructor)
-    "plain CNN, 4 layers": ("plain CNN", 4, lambda: notes.plain_cnn(4)),
-    "plain CNN, 16 layers": ("plain CNN", 16, lambda: notes.plain_cnn(16)),
+    "plain CNN, 4 layers": ("plain CNN", 4, lambda: cnn.plain_cnn(4)),
+    "plain CNN, 16 layers": ("plain CNN", 16, lambda: cnn.plain_cnn(16)),
     "ResNet, 1 block": ("ResNet", 1, lambda: build_model(TrainConfig(widths=(8,)), split)),
     "ResNet, 3 blocks": ("ResNet", 3, lambda: build_model(TrainConfig(), split)),
     "ResNet, 6 blocks": ("ResNet", 6,
@@ -88,7 +89,7 @@ zoo = {  # name: (family, depth in conv layers / residual blocks, constructor)
 histories, trained, rows = {}, {}, []
 for name, (family, depth, make) in zoo.items():
     model = make()
-    hist = notes.train_short(model, split, EPOCHS, BATCH, LR)
+    hist = short.train_short(model, split, EPOCHS, BATCH, LR)
     histories[name], trained[name] = hist, model
     last = hist.iloc[-1]
     rows.append({"model": name, "family": family, "depth": depth,
@@ -111,7 +112,7 @@ plt.show()
 BIAS_LEVEL, GAP_LEVEL = 0.5 * CHANCE, 0.5
 verdicts = []
 for _family, group in why.groupby("family", sort=False):
-    verdicts += notes.diagnose(list(group.index), list(group.depth), list(group["train loss"]),
+    verdicts += diagnosis.diagnose(list(group.index), list(group.depth), list(group["train loss"]),
                                list(group["val loss"]), BIAS_LEVEL, GAP_LEVEL)
 say("**Diagnosis** (model bias: training loss above half the chance loss, "
     f"{BIAS_LEVEL:.3f}; overfitting: validation loss more than {GAP_LEVEL} above training loss):\n\n"
@@ -133,7 +134,7 @@ say("Skip connections make the difference here: " + (
 #
 # Near a critical point θ' (∇L = 0), `L(θ) ≈ L(θ') + ½ (θ−θ')ᵀ H (θ−θ')`: all eigenvalues of the Hessian H positive → local minimum; all negative → local maximum; both signs → saddle point, and moving along an eigenvector u of a negative eigenvalue λ lowers the loss by about ½|λ|s².
 #
-# Gradient descent is repelled by saddles, so to *reach* critical points of any kind we solve ∇L(θ) = 0 with Levenberg–Marquardt (a damped Newton method, `gradkit.notes.find_critical_point`) on a network small enough for its dense Hessian: the time-averaged log-mel bands → 4 tanh units → one output per class, float64, the training clips (sizes printed below).
+# Gradient descent is repelled by saddles, so to *reach* critical points of any kind we solve ∇L(θ) = 0 with Levenberg–Marquardt (a damped Newton method, `gradkit.lectures.critical_points.find_critical_point`) on a network small enough for its dense Hessian: the time-averaged log-mel bands → 4 tanh units → one output per class, float64, the training clips (sizes printed below).
 
 # %%
 feats = split.x_train.mean(-1).flatten(1).double()  # [N_TRAIN, N_MELS]: time-averaged bands
@@ -151,7 +152,7 @@ critical, rows = {}, []
 for name, (seed, scale) in starts.items():
     theta0 = torch.randn(P_TINY, generator=torch.Generator().manual_seed(seed),
                          dtype=torch.float64) * scale
-    theta, norms = notes.find_critical_point(tiny_loss, theta0, tol=1e-8, max_iter=200)
+    theta, norms = critical_points.find_critical_point(tiny_loss, theta0, tol=1e-8, max_iter=200)
     ev = torch.linalg.eigvalsh(hessian_of(theta))
     zero = 1e-6 * float(ev.abs().max())
     critical[name] = (theta, ev)
@@ -159,13 +160,13 @@ for name, (seed, scale) in starts.items():
                  "|∇L| reached": norms[-1], "loss": float(tiny_loss(theta)),
                  "λ_min": float(ev[0]), "λ_max": float(ev[-1]), "# λ<0": int((ev < -zero).sum()),
                  "# λ≈0": int((ev.abs() <= zero).sum()), "# λ>0": int((ev > zero).sum()),
-                 "kind": notes.classify_critical_point(ev)})
+                 "kind": critical_points.classify_critical_point(ev)})
 crit_table = pd.DataFrame(rows).set_index("start")
 display(crit_table)
 assert (crit_table["|∇L| reached"] < 1e-5).all(), "a start did not reach a critical point"
 
 # %% [markdown]
-# Lanczos (`gradkit.hessian`, Hessian-vector products only) must find the same extreme eigenvalues as the dense matrix. Then we step along the eigenvector of the most negative eigenvalue at the lowest saddle.
+# Lanczos (`gradkit.grads.hessian`, Hessian-vector products only) must find the same extreme eigenvalues as the dense matrix. Then we step along the eigenvector of the most negative eigenvalue at the lowest saddle.
 
 # %%
 saddles = crit_table[crit_table.kind == "saddle point"]
@@ -268,15 +269,15 @@ B_VALUES = sorted({b for b in (1, 2, 3, 4, 6, 9, 12, 18, 27) if b < N_TRAIN} | {
 N_DRAWS = 2000
 rows = []
 for B in B_VALUES:
-    measured, se = notes.minibatch_gradient_noise(G, B, n_draws=N_DRAWS, seed=B)
-    expected = notes.expected_minibatch_noise(G, B)
+    measured, se = minibatch.minibatch_gradient_noise(G, B, n_draws=N_DRAWS, seed=B)
+    expected = minibatch.expected_minibatch_noise(G, B)
     assert abs(measured - expected) <= 5 * se + 1e-9 * expected + 1e-12, (B, measured, expected)
     rows.append({"B": B, "measured E‖g_B − g‖²": measured, "± s.e.": se,
                  "trΣ/B·(N−B)/(N−1)": expected, "trΣ/B (with replacement)": expected
                  * (N_TRAIN - 1) / (N_TRAIN - B) if B < N_TRAIN else float("nan")})
 noise = pd.DataFrame(rows).set_index("B")
 display(noise)
-tr_sigma = notes.expected_minibatch_noise(G, 1)
+tr_sigma = minibatch.expected_minibatch_noise(G, 1)
 fig, ax = plt.subplots(figsize=(6, 3.8))
 ax.errorbar(noise.index[:-1], noise.iloc[:-1, 0], yerr=2 * noise.iloc[:-1, 1], fmt="o",
             label=f"measured ({N_DRAWS} random batches, ±2 s.e.)")
@@ -301,7 +302,7 @@ say(f"All {len(B_VALUES)} measurements agree with the formula within 5 standard 
 SMALL_B = 4
 batch_runs = {BATCH: histories["ResNet, 3 blocks"]}
 for B in (SMALL_B, N_TRAIN):
-    batch_runs[B] = notes.train_short(build_model(TrainConfig(), split), split, EPOCHS, B, LR)
+    batch_runs[B] = short.train_short(build_model(TrainConfig(), split), split, EPOCHS, B, LR)
 rows = []
 for B, hist in sorted(batch_runs.items()):
     last = hist.iloc[-1]
@@ -335,7 +336,7 @@ say(f"Per epoch, B = {N_TRAIN} took {large['s / epoch (median)']:.3f} s and B = 
 # %% [markdown]
 # ## 4. Momentum, AdaGrad, RMSProp, Adam
 #
-# The update rules as the notes write them, in `gradkit.optimizers` (a few lines each; all per coordinate i):
+# The update rules as the notes write them, in `gradkit.lectures.optimizers` (a few lines each; all per coordinate i):
 #
 # | rule | update |
 # |---|---|
@@ -437,7 +438,7 @@ paths = run_all(LR0, BETA0)
 reach = {name: steps_to(path) for name, path in paths.items()}
 rms_hist = opt.rmsprop(opt.saddle_valley_grad, START, STEPS, LR0, alpha=BETA0)
 g_hist = opt.saddle_valley_grad(rms_hist[:-1])
-sq = notes.moving_average(g_hist**2, BETA0, 0.0)  # σ_t² of torch's RMSProp
+sq = batchnorm.moving_average(g_hist**2, BETA0, 0.0)  # σ_t² of torch's RMSProp
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
 draw_paths(axes[0], axes[1], paths, f"Trajectories, η = {LR0}, β = {BETA0}")
 axes[2].semilogy(LR0 / (sq.sqrt() + 1e-8)[:, 0], label="η/σ for x (flat floor)")
@@ -511,7 +512,7 @@ say(f"Gradient descent is stable across the valley only for η < 2/40 = 0.05 (on
 # %% [markdown]
 # ## 5. Learning-rate scheduling: warm-up and decay
 #
-# The final step of every coordinate is the product of three factors: `η` (global) × `s(t)` (the schedule: warm-up, then decay) × `1/σ_i(t)` (the adaptive factor of RMSProp/Adam, per coordinate). `gradkit.optimizers.warmup_cosine`: linear warm-up over W steps, then cosine decay.
+# The final step of every coordinate is the product of three factors: `η` (global) × `s(t)` (the schedule: warm-up, then decay) × `1/σ_i(t)` (the adaptive factor of RMSProp/Adam, per coordinate). `gradkit.lectures.optimizers.warmup_cosine`: linear warm-up over W steps, then cosine decay.
 
 # %%
 W, T_STEPS, FLOOR = 15, EPOCHS * math.ceil(N_TRAIN / BATCH), 0.0
@@ -578,7 +579,7 @@ sched_runs, rows = {}, []
 for peak in (3e-3, 1e-2):
     for kind in ("constant", "warm-up + cosine"):
         schedule = (lambda t: opt.warmup_cosine(t, W, T_STEPS, FLOOR)) if kind != "constant" else None
-        hist = notes.train_short(build_model(TrainConfig(), split), split, EPOCHS, BATCH, peak,
+        hist = short.train_short(build_model(TrainConfig(), split), split, EPOCHS, BATCH, peak,
                                  schedule=schedule)
         sched_runs[(peak, kind)] = hist
         rows.append({"peak η": peak, "schedule": kind, "final train loss": hist.train_loss.iloc[-1],
@@ -615,18 +616,18 @@ say("\n".join(lines) + "\n\nOne seed each: treat differences of a few hundredths
 z = torch.randn(8, N_CLASSES, dtype=torch.float64, requires_grad=True)
 y_rand = torch.randint(0, N_CLASSES, (8,))
 onehot = torch.nn.functional.one_hot(y_rand, N_CLASSES).double()
-assert torch.allclose(notes.softmax(z), torch.softmax(z, -1))
+assert torch.allclose(softmax.softmax(z), torch.softmax(z, -1))
 ce = torch.nn.functional.cross_entropy(z, y_rand, reduction="sum")
-assert torch.allclose(ce, -(onehot * notes.softmax(z).log()).sum())
-assert torch.allclose(torch.autograd.grad(ce, z)[0], notes.ce_grad_logits(z.detach(), y_rand))
+assert torch.allclose(ce, -(onehot * softmax.softmax(z).log()).sum())
+assert torch.allclose(torch.autograd.grad(ce, z)[0], softmax.ce_grad_logits(z.detach(), y_rand))
 mse = ((onehot - torch.softmax(z, -1)) ** 2).sum()
-assert torch.allclose(torch.autograd.grad(mse, z)[0], notes.mse_grad_logits(z.detach(), y_rand))
+assert torch.allclose(torch.autograd.grad(mse, z)[0], softmax.mse_grad_logits(z.detach(), y_rand))
 
 m = torch.linspace(-12, 12, 241, dtype=torch.float64)  # margin of a wrong class over the right one
 zs = torch.stack([-m / 2, m / 2, torch.zeros_like(m)], 1)
 target = torch.zeros(len(m), dtype=torch.long)
-probs = notes.softmax(zs)
-g_ce, g_mse = notes.ce_grad_logits(zs, target).norm(dim=1), notes.mse_grad_logits(zs, target).norm(dim=1)
+probs = softmax.softmax(zs)
+g_ce, g_mse = softmax.ce_grad_logits(zs, target).norm(dim=1), softmax.mse_grad_logits(zs, target).norm(dim=1)
 
 # training from a saturated, wrong start: a linear classifier on the time-averaged bands
 torch.manual_seed(0)
@@ -654,8 +655,8 @@ for loss_name in ("cross-entropy", "MSE"):
     curves[loss_name] = ce_curve
 with torch.no_grad():
     z0 = lin0(feats)
-start_ce = float(notes.ce_grad_logits(z0, split.y_train).norm(dim=1).mean())
-start_mse = float(notes.mse_grad_logits(z0, split.y_train).norm(dim=1).mean())
+start_ce = float(softmax.ce_grad_logits(z0, split.y_train).norm(dim=1).mean())
+start_mse = float(softmax.mse_grad_logits(z0, split.y_train).norm(dim=1).mean())
 
 fig, axes = plt.subplots(1, 3, figsize=(16, 4))
 for k in range(3):
@@ -699,9 +700,9 @@ rows = []
 for size in H_SIZES:
     thresholds = np.array([0.3]) if size == 1 else np.linspace(0.5 / size, 1 - 0.5 / size, size)
     for n in N_VALUES:
-        sim = notes.simulate_bad_training_sets(n, EPS, thresholds, noise=LABEL_NOISE,
+        sim = hoeffding.simulate_bad_training_sets(n, EPS, thresholds, noise=LABEL_NOISE,
                                                n_trials=N_TRIALS, seed=n)
-        bound = float(notes.hoeffding_bound(n, EPS, size))
+        bound = float(hoeffding.hoeffding_bound(n, EPS, size))
         se = math.sqrt(max(sim * (1 - sim), 1 / N_TRIALS) / N_TRIALS)
         assert sim <= bound + 5 * se, (size, n, sim, bound)
         rows.append({"|H|": size, "N": n, "simulated P(bad)": sim, "bound": bound})
@@ -755,13 +756,13 @@ for p_ in (0.9, 0.99):
     torch_means = []
     for b in batches:
         out = bn(b)
-        mu_b, var_b = notes.batch_stats(b)
-        assert torch.allclose(out, notes.batchnorm_output(b, mu_b, var_b, bn.weight, bn.bias))
+        mu_b, var_b = batchnorm.batch_stats(b)
+        assert torch.allclose(out, batchnorm.batchnorm_output(b, mu_b, var_b, bn.weight, bn.bias))
         torch_means.append(bn.running_mean.clone())
-    ours_mean, ours_var = notes.batchnorm_running_stats(batches, p_)
+    ours_mean, ours_var = batchnorm.batchnorm_running_stats(batches, p_)
     assert torch.allclose(ours_mean, torch.stack(torch_means))
     assert torch.allclose(ours_var[-1], bn.running_var)
-    wrong_mean, _ = notes.batchnorm_running_stats(batches, 1 - p_)  # momentum read as p
+    wrong_mean, _ = batchnorm.batchnorm_running_stats(batches, 1 - p_)  # momentum read as p
     assert not torch.allclose(wrong_mean, ours_mean)
     running[p_], bn_layers[p_] = ours_mean, bn.eval()
 
@@ -772,7 +773,7 @@ x0 = bands[:1]
 eval_alone = bn(x0)
 eval_in_batch = bn(torch.cat([x0, bands[10:10 + BN_BATCH - 1]]))[:1]
 assert torch.allclose(eval_alone, eval_in_batch)
-assert torch.allclose(eval_alone, notes.batchnorm_output(x0, bn.running_mean, bn.running_var,
+assert torch.allclose(eval_alone, batchnorm.batchnorm_output(x0, bn.running_mean, bn.running_var,
                                                          bn.weight, bn.bias))
 gen = torch.Generator().manual_seed(0)
 train_outs = []
@@ -828,7 +829,7 @@ say(f"Our recursion equals `nn.BatchNorm1d(momentum = 1 − p)` at all {len(batc
 say(f"Notebook 05 ran in {time.perf_counter() - T0:.0f} s (after the imports).")
 
 # %%
-from gradkit.headlines import show_headlines
+from gradkit.report.headlines import show_headlines
 
 show_headlines(**{
     "ResNet Hessian λ_max / λ_min": f"{lam_top:.3f} / {lam_low:.3f} ({res_top.n_hvp} + {res_low.n_hvp} HVPs)",

@@ -1,0 +1,29 @@
+"""Gradients: exact per-sample, per-batch and full-data gradients and what is measured on them.
+
+- :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
+- :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
+- :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
+- :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
+- :mod:`~gradkit.grads.sketch`      random projections that keep inner products
+- :mod:`~gradkit.grads.noise`       the gradient noise scale and ``B_simple``
+- :mod:`~gradkit.grads.similarity`  cosine matrices of gradient directions and their statistics
+- :mod:`~gradkit.grads.tsne`        t-SNE of gradient directions
+- :mod:`~gradkit.grads.hessian`     Hessian-vector products, Lanczos eigenvalues, trace, density
+
+Usage: ``from gradkit.grads import per_sample_grads, noise_scale``.
+"""
+
+from gradkit.grads.batches import batch_grads, batch_index, batch_means, full_grad
+from gradkit.grads.engine import METHODS, choose_method, default_chunk_size, per_sample_grads
+from gradkit.grads.layers import layers_supported, register_rule
+from gradkit.grads.noise import NoiseScale, StreamingNoiseScale, noise_scale
+from gradkit.grads.samples import per_sample_losses
+from gradkit.grads.similarity import cosine, similarity_matrix, similarity_stats
+from gradkit.grads.sketch import sketch
+
+__all__ = [
+    "METHODS", "NoiseScale", "StreamingNoiseScale", "batch_grads", "batch_index", "batch_means",
+    "choose_method", "cosine", "default_chunk_size", "full_grad", "layers_supported",
+    "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
+    "similarity_matrix", "similarity_stats", "sketch",
+]

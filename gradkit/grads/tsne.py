@@ -1,0 +1,73 @@
+"""t-SNE pictures of gradient directions, kept comparable across epochs.
+
+On unit directions ``u_i = g_i / ||g_i||`` the squared Euclidean distance is ``2 - 2 cos_ij``,
+so a t-SNE of the directions sees exactly the cosine geometry of :mod:`gradkit.grads.similarity`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradkit.grads.similarity import unit_directions
+
+__all__ = ["align_embedding", "default_perplexity", "embedding_silhouette", "tsne_directions"]
+
+
+def default_perplexity(n: int) -> float:
+    """scikit-learn's 30, lowered to ``(N - 1) / 3`` for small sets (it must stay below N)."""
+    return float(min(30.0, max(1.0, (n - 1) / 3)))
+
+
+def tsne_directions(grads, init: np.ndarray | None = None, perplexity: float | None = None,
+                    seed: int = 0, max_iter: int = 1000,
+                    early_exaggeration: float | None = None) -> np.ndarray:
+    """2-D t-SNE (scikit-learn) of the unit directions ``u_i``; returns ``[N, 2]``.
+
+    On unit vectors the Euclidean distance is ``||u_i - u_j||^2 = 2 - 2 cos_ij``, so t-SNE sees
+    exactly the cosine geometry. ``init`` (say, the previous epoch's embedding) keeps pictures
+    stable across epochs: it is centred and scaled to std 1e-4 like scikit-learn's own PCA
+    init, and the result is rotated / reflected onto it (:func:`align_embedding`).
+    A warm start also switches early exaggeration off (default 1 instead of scikit-learn's 12):
+    its job, building the global layout from a random start, is done by the init, and at 12 it
+    scatters that layout again (see ``test_tsne_initialised_from_the_previous_epoch_...``).
+    """
+    from sklearn.manifold import TSNE
+
+    u = unit_directions(grads).numpy().astype(np.float32)
+    n = u.shape[0]
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 gradients, got {n}")
+    start: str | np.ndarray = "pca"
+    if init is not None:
+        init = np.asarray(init, dtype=np.float64)
+        if init.shape != (n, 2):
+            raise ValueError(f"init must have shape ({n}, 2), got {init.shape}")
+        centred = init - init.mean(axis=0)
+        start = (centred / max(centred[:, 0].std(), 1e-12) * 1e-4).astype(np.float32)
+    if early_exaggeration is None:
+        early_exaggeration = 12.0 if init is None else 1.0
+    tsne = TSNE(n_components=2, perplexity=perplexity or default_perplexity(n), init=start,
+                early_exaggeration=early_exaggeration, random_state=seed, max_iter=max_iter,
+                method="exact" if n <= 500 else "barnes_hut")
+    emb = tsne.fit_transform(u).astype(np.float64)
+    return emb if init is None else align_embedding(emb, init)
+
+
+def align_embedding(emb: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Rotate / reflect ``emb`` (about its centre) onto ``ref`` by orthogonal Procrustes:
+    ``R = argmin_{R^T R = I} ||(emb - mean) R - (ref - mean)||_F``; distances are unchanged."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a = emb - emb.mean(axis=0)
+    b = ref - ref.mean(axis=0)
+    r, _ = orthogonal_procrustes(a, b)
+    return a @ r + ref.mean(axis=0)
+
+
+def embedding_silhouette(emb: np.ndarray, labels) -> float:
+    """Silhouette by class of the 2-D embedding (Euclidean): how separated the picture looks."""
+    from sklearn.metrics import silhouette_score
+
+    return float(silhouette_score(np.asarray(emb), np.asarray(labels)))
+
+

@@ -1,0 +1,31 @@
+"""Batch size: the noise of a mini-batch gradient against the 1/B law."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from gradkit.grads.noise import batch_deviations, batch_noise, trace_sigma
+
+__all__ = ["expected_minibatch_noise", "minibatch_gradient_noise"]
+
+
+def minibatch_gradient_noise(G: Tensor, batch_size: int, n_draws: int, seed: int = 0
+                             ) -> tuple[float, float]:
+    """Measured ``E‖g_B − g‖²`` over ``n_draws`` batches drawn without replacement, and its
+    Monte-Carlo standard error.
+
+    ``G [N, P]`` per-sample gradients, ``g = mean_i G_i``, ``g_B = mean_{i∈B} G_i``; the draws
+    are :func:`gradkit.grads.noise.batch_deviations` (from the N×N Gram matrix: no P-sized
+    tensor per draw), the same sampler that checks the gradient noise scale of notebook 02.
+    """
+    if n_draws < 2:
+        raise ValueError(f"n_draws must be ≥ 2, got {n_draws}")
+    noise = batch_deviations(G, batch_size, n_draws, seed)
+    return float(noise.mean()), float(noise.std() / n_draws**0.5)
+
+
+def expected_minibatch_noise(G: Tensor, batch_size: int) -> float:
+    """``E‖g_B − g‖² = (tr Σ / B) · (N − B)/(N − 1)`` for B samples drawn without replacement,
+    with ``tr Σ = (1/N) Σ_i ‖G_i − g‖²``: the 1/B law times the finite-population correction
+    (:func:`gradkit.grads.noise.batch_noise` of :func:`gradkit.grads.noise.trace_sigma`)."""
+    return batch_noise(trace_sigma(G), G.shape[0], batch_size)

@@ -1,0 +1,10 @@
+"""Reports: execute the notebooks, export self-contained HTML, index them with headline numbers.
+
+- :mod:`~gradkit.report.runner`     ``build_reports`` / ``python -m gradkit.report``
+- :mod:`~gradkit.report.headlines`  a notebook's headline numbers, collected for the index
+"""
+
+from gradkit.report.headlines import collect_headlines, show_headlines
+from gradkit.report.runner import build_reports, main, notebook_paths
+
+__all__ = ["build_reports", "collect_headlines", "main", "notebook_paths", "show_headlines"]

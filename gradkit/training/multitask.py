@@ -1,0 +1,234 @@
+"""Training the detection + classification task of notebook 04, measured at every step.
+
+:func:`train_multitask` trains one method of :data:`METHODS` (a network of
+:mod:`gradkit.models.multitask` and a loss combiner of :mod:`gradkit.losses.weighting`) on one seed
+and records, at every step, the two task losses, the weights, and the two tasks' gradients on the
+shared parameters (norms, :func:`~gradkit.grads.similarity.cosine`,
+:func:`~gradkit.grads.similarity.magnitude_similarity`, the plane picture).
+:func:`run_comparison` trains every method on every seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch import nn
+
+from gradkit.core.params import count_parameters, flat_grad
+from gradkit.core.seeding import seeded
+from gradkit.data.events import EventData, make_event_data
+from gradkit.grads.similarity import cosine, magnitude_similarity
+from gradkit.losses.tasks import box_iou, classification_loss, decode_boxes, detection_loss
+from gradkit.losses.weighting import FixedWeights, GradNorm, PCGrad, UncertaintyWeighting
+from gradkit.models.multitask import SharedNet, TwoBackbones
+
+TASKS = ("detection", "classification")
+
+
+METHODS = {
+    "equal": "fixed weights 1 / 1",
+    "study": "fixed weights 1.0 / 0.01 (the study's initial weights)",
+    "gradnorm": "GradNorm, alpha 1.5, lr 0.025, from 1 / 1",
+    "uncertainty": "uncertainty weighting (Kendall 2018)",
+    "pcgrad": "PCGrad (Yu 2020)",
+    "two_backbones": "two independent backbones, fixed weights 1 / 1",
+}
+
+
+def make_method(name: str, seed: int = 0, alpha: float = 1.5, gradnorm_lr: float = 0.025,
+                init_weights: Sequence[float] | None = None):
+    """``(model, combiner)`` for a method of :data:`METHODS`; ``seed`` sets the initialisation."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    with seeded(seed):
+        model = TwoBackbones() if name == "two_backbones" else SharedNet()
+    T = len(TASKS)
+    combiner = {
+        "equal": lambda: FixedWeights([1.0, 1.0]),
+        "study": lambda: FixedWeights([1.0, 0.01]),
+        "gradnorm": lambda: GradNorm(T, alpha=alpha, lr=gradnorm_lr, init_weights=init_weights),
+        "uncertainty": lambda: UncertaintyWeighting(T),
+        "pcgrad": lambda: PCGrad(T, seed=seed),
+        "two_backbones": lambda: FixedWeights([1.0, 1.0]),
+    }[name]()
+    return model, combiner
+
+
+
+
+@dataclass
+class MultitaskConfig:
+    """One training run. ``seed`` sets the initialisation and the batch order; the data are fixed
+    by ``data_seed`` (train) and ``data_seed + 1`` (held-out test)."""
+
+    method: str = "equal"
+    seed: int = 0
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.02
+    n_train: int = 1024
+    n_test: int = 512
+    data_seed: int = 0
+    alpha: float = 1.5
+    gradnorm_lr: float = 0.025
+    init_weights: tuple[float, ...] | None = None   # GradNorm's starting weights (None: 1, 1)
+
+
+@dataclass
+class MultitaskRun:
+    """What one run measured.
+
+    ``history``: one row per step (losses, weights, task gradient norms on the shared
+    parameters, their cosine and magnitude similarity, weighted norms, the plane picture).
+    ``layer_norms``: per step, per shared tensor, each task's gradient norm.
+    ``epoch_times``: training seconds per epoch (forward + combine/backward + optimiser step;
+    the measurement probes are excluded). ``metrics``: held-out mean IoU, share IoU >= 0.5,
+    accuracy. ``passes``: backward passes per step through the first backbone layer(s) and
+    through the last shared layer. ``adapted_scalars``: how many scalars the combiner itself
+    adapts during training (GradNorm's weights, uncertainty weighting's log-variances).
+    """
+
+    config: MultitaskConfig
+    history: pd.DataFrame
+    layer_norms: pd.DataFrame
+    epoch_times: list[float]
+    metrics: dict[str, float]
+    n_params: int
+    passes: dict[str, float] = field(default_factory=dict)
+    adapted_scalars: int = 0
+
+
+_data_cache: dict[tuple[int, int, int], EventData] = {}
+
+
+def event_data(n: int, seed: int) -> EventData:
+    """:func:`make_event_data`, memoised (every run of a comparison uses the same clips)."""
+    key = (n, seed, 16)
+    if key not in _data_cache:
+        _data_cache[key] = make_event_data(n, seed)
+    return _data_cache[key]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: EventData) -> dict[str, float]:
+    """Held-out ``mean_iou``, ``iou50`` (share of clips with IoU >= 0.5) and ``accuracy``."""
+    model.eval()
+    det, logits = model(data.x)
+    model.train()
+    iou = box_iou(decode_boxes(det, data.size), data.boxes)
+    return {"mean_iou": float(iou.mean()), "iou50": float((iou >= 0.5).float().mean()),
+            "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
+
+
+def _plane(g1: torch.Tensor, g2: torch.Tensor, u: torch.Tensor) -> list[float]:
+    """Coordinates of ``g1, g2, u`` in the plane of ``g1`` (x axis) and ``g2``: 6 numbers."""
+    e1 = g1 / g1.norm().clamp(min=1e-30)
+    rest = g2 - (g2 @ e1) * e1
+    e2 = rest / rest.norm().clamp(min=1e-30)
+    return [float(v @ e) for v in (g1, g2, u) for e in (e1, e2)]
+
+
+def train_multitask(config: MultitaskConfig, progress: bool = False) -> MultitaskRun:
+    """Train ``config.method`` with Adam and measure the two tasks' gradients at every step."""
+    train, test = event_data(config.n_train, config.data_seed), event_data(
+        config.n_test, config.data_seed + 1)
+    model, combiner = make_method(config.method, config.seed, config.alpha, config.gradnorm_lr,
+                                  config.init_weights)
+    extra = list(combiner.parameters()) if isinstance(combiner, nn.Module) else []
+    optimizer = torch.optim.Adam(list(model.parameters()) + extra, lr=config.lr, foreach=True)
+    shared = model.shared_parameters()
+    names = [n for n, p in model.named_parameters() if any(p is q for q in shared)]
+    # What the combiner measures on: GradNorm the last shared layer, PCGrad all shared ones.
+    combine_on = model.last_shared_parameters() if isinstance(combiner, GradNorm) else shared
+
+    counts = {"backbone": 0, "last_shared": 0}
+    counting = [False]
+
+    def counter(key):
+        def hook(grad):
+            if counting[0]:
+                counts[key] += 1
+        return hook
+    handles = [layer.weight.register_hook(counter("backbone")) for layer in model.first_layers()]
+    handles += [p.register_hook(counter("last_shared")) for p in model.last_shared_parameters()[:1]]
+
+    order_gen = torch.Generator().manual_seed(config.seed)
+    rows, layer_rows, epoch_times, step = [], [], [], 0
+    epochs = range(config.epochs)
+    if progress:
+        from tqdm.auto import tqdm
+        epochs = tqdm(epochs, desc=config.method, leave=False)
+    for epoch in epochs:
+        order = torch.randperm(len(train), generator=order_gen)
+        seconds = 0.0
+        for start in range(0, len(train), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            det, logits = model(train.x[idx])
+            losses = [detection_loss(det, train.boxes[idx], train.size),
+                      classification_loss(logits, train.labels[idx])]
+            seconds += time.perf_counter() - t0
+            # Probe (not timed): each task's own gradient on the shared parameters.
+            g = [flat_grad(loss, shared, retain_graph=True) for loss in losses] if shared else None
+            weights = combiner.weights.clone()     # the weights this step is taken with
+            t1 = time.perf_counter()
+            counting[0] = True
+            combiner.backward(losses, combine_on)
+            counting[0] = False
+            optimizer.step()
+            seconds += time.perf_counter() - t1
+            row = {"step": step, "epoch": epoch,
+                   "loss_det": float(losses[0].detach()), "loss_cls": float(losses[1].detach()),
+                   "w_det": float(weights[0]), "w_cls": float(weights[1])}
+            if g is not None:
+                update = torch.cat([p.grad.reshape(-1) for p in shared])
+                n1, n2 = float(g[0].norm()), float(g[1].norm())
+                row.update(gnorm_det=n1, gnorm_cls=n2, wgnorm_det=row["w_det"] * n1,
+                           wgnorm_cls=row["w_cls"] * n2, cosine=cosine(g[0], g[1]),
+                           magsim=magnitude_similarity(g[0], g[1]),
+                           update_norm=float(update.norm()))
+                row.update(zip(("g1_x", "g1_y", "g2_x", "g2_y", "u_x", "u_y"),
+                               _plane(g[0], g[1], update), strict=True))
+                offset = 0
+                for name, p in zip(names, shared, strict=True):
+                    k = p.numel()
+                    layer_rows.append({"step": step, "tensor": name,
+                                       "det": float(g[0][offset:offset + k].norm()),
+                                       "cls": float(g[1][offset:offset + k].norm())})
+                    offset += k
+            rows.append(row)
+            step += 1
+        epoch_times.append(seconds)
+    for h in handles:
+        h.remove()
+    steps = max(step, 1)
+    return MultitaskRun(
+        config=config, history=pd.DataFrame(rows), layer_norms=pd.DataFrame(layer_rows),
+        epoch_times=epoch_times, metrics=evaluate(model, test),
+        n_params=count_parameters(model, trainable_only=True),
+        passes={k: v / steps for k, v in counts.items()},
+        adapted_scalars=sum(p.numel() for p in extra)
+        + (combiner.num_tasks if isinstance(combiner, GradNorm) else 0),
+    )
+
+
+def run_comparison(methods: Sequence[str], seeds: Sequence[int], progress: bool = True,
+                   **config) -> list[MultitaskRun]:
+    """Train every method on every seed (``config`` overrides :class:`MultitaskConfig` fields)."""
+    jobs = [(m, s) for m in methods for s in seeds]
+    if progress:
+        from tqdm.auto import tqdm
+        jobs = tqdm(jobs, desc="runs")
+    return [train_multitask(MultitaskConfig(method=m, seed=s, **config)) for m, s in jobs]
+
+
+def step_table(runs: Sequence[MultitaskRun]) -> pd.DataFrame:
+    """All runs' per-step histories in one long table with ``method`` and ``seed`` columns."""
+    return pd.concat([r.history.assign(method=r.config.method, seed=r.config.seed) for r in runs],
+                     ignore_index=True)
+

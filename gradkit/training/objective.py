@@ -1,0 +1,80 @@
+"""The training objective of a run: raw (CE + ranking) or GHM (GHM-C + GHM ranking).
+
+On a batch with logits ``z``, labels ``y``, scores ``s`` and angles ``a`` (``λ = rank_weight``):
+``"raw"`` is ``CE(z, y) + λ R(s, a)`` and ``"ghm"`` is ``GHMC(z, y) + λ GHMRanking(s, a)``. A raw
+run also moves a pair of *shadow* GHM modules (outside the graph), so that its GHM loss and
+diagnostics are the same quantities as a GHM run's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gradkit.losses.ghm import GHMC, GHMRanking, bin_index
+from gradkit.losses.ranking import pairwise_ranking_loss, ranking_pairs
+from gradkit.training.config import TrainConfig
+
+__all__ = ["ghm_modules", "ghm_diagnostics", "objective_terms", "pair_accuracy", "sample_loss"]
+
+
+def sample_loss(outputs: Tensor | tuple[Tensor, Tensor], targets: Tensor) -> Tensor:
+    """Cross-entropy of the class logits, mean over the batch: ``mean_n -log p_n[y_n]``.
+
+    ``outputs`` is the model's ``(logits, score)`` tuple (or the logits alone). With mean
+    reduction, the gradient of a batch is the mean of its per-sample gradients, which is what
+    :mod:`gradkit.grads` relies on.
+    """
+    logits = outputs[0] if isinstance(outputs, tuple | list) else outputs
+    return F.cross_entropy(logits, targets)
+
+
+def ghm_modules(config: TrainConfig) -> tuple[GHMC, GHMRanking]:
+    return (GHMC(bins=config.bins, momentum=config.momentum),
+            GHMRanking(bins=config.bins, momentum=config.momentum, margin=config.margin))
+
+
+def pair_accuracy(scores: Tensor, angles: Tensor) -> float:
+    """Share of pairs ``angle_i < angle_j`` ordered correctly, ``s_i < s_j`` (nan if none)."""
+    i, j = ranking_pairs(angles)
+    if i.numel() == 0:
+        return float("nan")
+    return float((scores[i] < scores[j]).float().mean())
+
+
+def objective_terms(state, logits: Tensor, scores: Tensor, y: Tensor, angles: Tensor,
+                     update_state: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss to minimise and the detached raw / GHM terms of one batch.
+
+    ``state`` carries ``config`` and the run's two GHM modules ``ghmc`` and ``ghm_rank``.
+    """
+    cfg = state.config
+    ce = F.cross_entropy(logits, y)
+    rank = pairwise_ranking_loss(scores, angles, cfg.margin)
+    raw = ce + cfg.rank_weight * rank
+    # An explicit all-ones label weight (same result: every sample counts) keeps GHMC's sample
+    # mask on the batch's device; its default mask is created on the CPU.
+    ones = torch.ones_like(y, dtype=torch.float32)
+    if cfg.objective == "ghm":
+        ghm = (state.ghmc(logits, y, ones, update_state=update_state)
+               + cfg.rank_weight * state.ghm_rank(scores, angles, update_state=update_state))
+        loss = ghm
+    else:  # shadow GHM modules: same EMA bookkeeping, outside the graph
+        with torch.no_grad():
+            ghm = (state.ghmc(logits.detach(), y, ones, update_state=update_state)
+                   + cfg.rank_weight * state.ghm_rank(scores.detach(), angles,
+                                                      update_state=update_state))
+        loss = raw
+    terms = {"loss": loss, "raw": raw, "ghm": ghm, "ce": ce, "rank": rank}
+    return loss, {k: v.detach() for k, v in terms.items()}
+
+
+def ghm_diagnostics(module: GHMC | GHMRanking) -> dict[str, Tensor]:
+    d = module.diagnostics()
+    g = d["g"].float().cpu()
+    weights = d["bin_weights"].float().cpu()
+    idx = bin_index(g, module.edges.cpu()).clamp(0, module.bins - 1)
+    return {"g": g, "w": weights[idx] if g.numel() else g.clone(),
+            "counts": d["counts"].float().cpu(), "acc": d["acc"].float().cpu(),
+            "bin_weights": weights}

@@ -1,0 +1,12 @@
+"""Pictures: every figure the notebooks write, and the epoch scrubber.
+
+- :mod:`~gradkit.viz.figures`     ``publish`` (save atomically under the study's name, show once)
+- :mod:`~gradkit.viz.scrubber`    ``Scrubber``: ipywidgets live, a JavaScript player in reports
+- :mod:`~gradkit.viz.ghm`         notebook 01's figures
+- :mod:`~gradkit.viz.similarity`  notebook 03's matrices and t-SNE maps
+"""
+
+from gradkit.viz.figures import figures_written, publish, save_figure
+from gradkit.viz.scrubber import Scrubber, in_report_mode
+
+__all__ = ["Scrubber", "figures_written", "in_report_mode", "publish", "save_figure"]
