@@ -16,11 +16,12 @@ Why the paired t-test: it is exactly calibrated when the differences are normal,
 permutation test cannot: at ``n = 5`` its smallest two-sided p-value is ``2/2⁵ = 1/16 > 0.05``,
 so five wins out of five with nearly equal differences would never count.
 
-Limits: with heavy-tailed or strongly skewed differences at small ``n`` (say ``n < 10``) the
-t-test's false-positive rate and interval coverage drift from nominal (for centred exponential
-differences at ``n = 10`` the two-sided rate stays near, but not at, ``α``); one outlying unit
-can dominate ``sd``. Look at the differences themselves (``wins``/``losses``) before trusting a
-verdict built on a handful of pairs.
+Limits: the calibration rests on roughly normal differences. Skewed differences at small ``n``
+inflate the false-positive rate, almost all of it in the direction opposite to the skew: for
+centred exponential differences (skewness 2) at ``α = 0.05`` the two-sided rate is about 0.12
+at ``n = 3 … 5``, 0.10 at ``n = 10`` and 0.07 at ``n = 30``. Heavy tails do the opposite
+(one outlying unit inflates ``sd`` and hides a real effect). With a handful of pairs, look at
+the differences themselves (``wins``/``losses``) before trusting a verdict.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class PairedComparison:
         return self.verdict != "no detectable difference"
 
     def as_row(self, scale: float = 1.0) -> dict:
-        """One table row; ``diff``, ``ci``, ``sd`` and ``min_detectable`` multiplied by ``scale``."""
+        """One table row; ``diff``, ``ci``, ``sd``, ``min_detectable`` multiplied by ``scale``."""
         row = asdict(self)
         lo, hi = self.ci
         row.pop("ci")

@@ -29,10 +29,18 @@ __all__ = ["detectable_difference", "detectable_noncentrality", "t_power"]
 
 
 def t_power(noncentrality: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the two-sided one-sample t-test on ``n`` values at noncentrality ``λ``."""
+    """Power of the two-sided one-sample t-test on ``n`` values at noncentrality ``λ ≥ 0``."""
     df = n - 1
     t_crit = sps.t.ppf(1 - alpha / 2, df)
-    return float(sps.nct.sf(t_crit, df, noncentrality) + sps.nct.cdf(-t_crit, df, noncentrality))
+    upper = float(sps.nct.sf(t_crit, df, noncentrality))
+    if not math.isfinite(upper):
+        upper = 1.0 - float(sps.nct.cdf(t_crit, df, noncentrality))
+    lower = float(sps.nct.cdf(-t_crit, df, noncentrality))
+    if not math.isfinite(lower):
+        # scipy's far lower tail can come back NaN (seen at λ ≥ 8); T' < -t* < 0 needs
+        # Z + λ < 0, so this tail is at most Φ(-λ) < 1e-15 there.
+        lower = 0.0
+    return upper + lower
 
 
 @lru_cache(maxsize=256)
