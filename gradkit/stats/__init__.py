@@ -20,8 +20,9 @@ Accuracies against chance, proportions, :mod:`.chance` and :mod:`.proportions`:
 - ``above_chance(successes, n, chance, alpha=0.05) -> ChanceResult``  one-sided exact binomial
   test; fields ``p_value``, ``accuracy``, ``ci`` (Wilson), ``chance``, ``verdict``
   (``"above chance"`` / ``"at chance"``)
-- ``compare_proportions(k1, n1, k2, n2, alpha=0.05, ...) -> ProportionComparison``
-  two-proportion z-test with the Newcombe (Wilson-based) interval of the difference
+- ``compare_proportions(k1, n1, k2, n2, alpha=0.05, higher_is_better=True, label_1="a",
+  label_2="b") -> ProportionComparison``  independent samples: pooled two-proportion z-test
+  and Newcombe's (Wilson-based) interval of ``k1/n1 - k2/n2``
 
 Training curves, :mod:`.plateau`:
 
@@ -46,6 +47,7 @@ from .intervals import interval_change
 from .paired import PairedComparison, compare_paired
 from .plateau import PlateauResult, plateau_test
 from .power import detectable_difference
+from .proportions import ProportionComparison, compare_proportions
 from .text import sentence
 from .ttest import PairedT, paired_t
 
@@ -54,8 +56,10 @@ __all__ = [
     "PairedComparison",
     "PairedT",
     "PlateauResult",
+    "ProportionComparison",
     "above_chance",
     "compare_paired",
+    "compare_proportions",
     "detectable_difference",
     "interval_change",
     "paired_t",
