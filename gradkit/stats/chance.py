@@ -79,7 +79,7 @@ class ChanceResult:
         acc = with_unit(number(self.accuracy * scale, digits), unit)
         chance = with_unit(number(self.chance * scale, digits), unit)
         return (f"accuracy {acc} [{number(lo * scale, digits)}, {number(hi * scale, digits)}] "
-                f"over {self.n} trials vs chance {chance}, {p_text(self.p_value)}: "
+                f"over {self.n} trials vs chance {chance}, {p_text(self.p_value, self.alpha)}: "
                 f"{self.verdict}")
 
 

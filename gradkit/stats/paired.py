@@ -104,7 +104,7 @@ class PairedComparison:
         verdict = (self.verdict if not self.detected else f"{self.label_a} {self.verdict}")
         md = with_unit(number(self.min_detectable * scale, digits), self.unit)
         return (f"{head} [{number(lo * scale, digits)}, {number(hi * scale, digits)}] over "
-                f"{self.n} {self.what}, {p_text(self.p_value)}: {verdict}; "
+                f"{self.n} {self.what}, {p_text(self.p_value, self.alpha)}: {verdict}; "
                 f"this design detects \u2265 {md}")
 
 

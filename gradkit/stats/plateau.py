@@ -51,7 +51,7 @@ class PlateauResult:
         return (f"over the last {self.n} {self.step}s the slope is "
                 f"{with_unit(number(self.slope * scale, digits), per)} "
                 f"[{number(lo * scale, digits)}, {number(hi * scale, digits)}], "
-                f"{p_text(self.p_value)}: {self.verdict}")
+                f"{p_text(self.p_value, self.alpha)}: {self.verdict}")
 
 
 def plateau_test(values, last: int = 10, higher_is_better: bool = True, alpha: float = 0.05,

@@ -66,7 +66,7 @@ class ProportionComparison:
                 f"[{number(lo * scale, digits)}, {number(hi * scale, digits)}] "
                 f"({with_unit(number(self.p1 * scale, digits), pct)} of {self.n1} vs "
                 f"{with_unit(number(self.p2 * scale, digits), pct)} of {self.n2}), "
-                f"{p_text(self.p_value)}: {verdict}")
+                f"{p_text(self.p_value, self.alpha)}: {verdict}")
 
 
 def compare_proportions(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05,

@@ -2,8 +2,9 @@
 
 - ``number(x, digits)``  a fixed-point number with a typographic minus sign (``−``, U+2212);
   a value that rounds to zero is written without a sign (``0.0``, never ``−0.0``)
-- ``p_text(p)``          ``p = 0.14`` (two significant digits), ``p < 0.001`` below 0.001,
-  ``p = 0`` for the exact zero of a spread-free design, ``p = n/a`` for NaN
+- ``p_text(p, alpha)``   ``p = 0.14`` (two significant digits, more where rounding would cross
+  ``alpha``), ``p < 0.001`` below 0.001, ``p = 0`` for the exact zero of a spread-free design,
+  ``p = n/a`` for NaN
 - ``sentence(result)``   the result's own ``sentence`` method, so that a notebook can render any
   result of :mod:`gradkit.stats` with one call
 """
@@ -32,15 +33,23 @@ def with_unit(text: str, unit: str) -> str:
     return f"{text} {unit}" if unit else text
 
 
-def p_text(p: float) -> str:
-    """A p-value as it appears in a sentence: ``p = 0.14``, ``p < 0.001``, ``p = 0``."""
+def p_text(p: float, alpha: float | None = None) -> str:
+    """A p-value as it appears in a sentence: ``p = 0.14``, ``p < 0.001``, ``p = 0``.
+
+    With ``alpha`` given, digits are added until the printed value lies on the same side of
+    ``alpha`` as ``p`` (``p = 0.0496`` at ``α = 0.05`` prints ``0.0496``, not ``0.05``).
+    """
     if p is None or math.isnan(p):
         return "p = n/a"
     if p == 0.0:
         return "p = 0"
-    if p < 0.001:
+    if p < 0.001 and (alpha is None or alpha > 0.001):
         return "p < 0.001"
-    return f"p = {p:.2g}"
+    for sig in range(2, 8):
+        text = f"{p:.{sig}g}"
+        if alpha is None or (float(text) < alpha) == (p < alpha):
+            break
+    return f"p = {text}"
 
 
 def sentence(result, digits: int | None = None, scale: float | None = None, **options) -> str:
