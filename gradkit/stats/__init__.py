@@ -1,7 +1,7 @@
 """gradkit.stats: every "is this difference real" decision of the workbook, in one place.
 
 Each function returns a frozen result (or a word) with a verdict and a one-line
-:func:`sentence` for the notebooks. Built on numpy and scipy only; no other gradkit module.
+:func:`sentence` for the notebooks. Built on numpy and scipy only; imports no other gradkit module.
 
 Paired conditions (same seed / fold / split), :mod:`.paired` and :mod:`.ttest`:
 
@@ -26,9 +26,9 @@ Accuracies against chance, proportions, :mod:`.chance` and :mod:`.proportions`:
 
 Training curves, :mod:`.plateau`:
 
-- ``plateau_test(values, last=10, higher_is_better=True, alpha=0.05) -> PlateauResult``
-  OLS slope of the last points; verdict ``"still improving"``, ``"plateaued"``,
-  ``"getting worse"``
+- ``plateau_test(values, last=10, higher_is_better=True, alpha=0.05, unit="", step="step")
+  -> PlateauResult``  OLS slope of the last points; fields ``slope``, ``ci``, ``p_value``,
+  ``n``, ``verdict`` (``"still improving"``, ``"plateaued"``, ``"getting worse"``)
 
 Two estimates with intervals, :mod:`.intervals`:
 

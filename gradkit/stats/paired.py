@@ -6,7 +6,8 @@ For measurements ``a_i``, ``b_i`` of conditions A and B on unit ``i`` (``i = 1 �
 - ``ci``, ``p_value``                       the paired t-test and its t-interval at ``1 - α``
   (:mod:`gradkit.stats.ttest`, ``scipy.stats.ttest_rel`` semantics)
 - ``min_detectable``                        the smallest ``|true diff|`` this ``n`` and this
-  spread detect with 80 % power at ``α`` (:mod:`gradkit.stats.power`, noncentral t)
+  spread detect with 80 % power at ``α`` (:mod:`gradkit.stats.power`, noncentral t, with the
+  sample ``sd`` standing in for the true spread); NaN when ``n < 2``
 - ``wins`` / ``losses`` / ``ties``          units on which A is better / worse / equal
 - ``verdict``                               ``"better"`` / ``"worse"`` (A relative to B) when
   ``p < α`` (equivalently: the interval excludes 0), else ``"no detectable difference"``
