@@ -10,9 +10,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,8 @@ class TrainConfig:
     3000 Hz: with ``rank_weight=1`` the ranking term drowns the classification signal.)
     ``split_seed`` seeds the train/validation split, ``seed`` the initial weights and the data
     order. ``base_epochs``: length of the raw full run whose trunk prompt tuning reuses.
+    ``data_root``: the folder of recordings (``<material>/<freq>hz/deg<angle>/``); ``None`` is
+    the synthetic default set.
     """
 
     material: str = "plastic"
@@ -79,12 +83,18 @@ class TrainConfig:
     weight_decay: float = 0.0
     widths: tuple[int, ...] = (8, 16, 32)
     base_epochs: int = 60
+    data_root: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.material, str) or not _NAME.match(self.material):
             raise ValueError(f"TrainConfig.material must be a plain name like 'plastic', "
                              f"got {self.material!r}")
         _check_int("freq_hz", self.freq_hz, 1)
+        if self.data_root is not None:
+            if not isinstance(self.data_root, str | os.PathLike) or not str(self.data_root):
+                raise ValueError(f"TrainConfig.data_root must be a folder path or None, "
+                                 f"got {self.data_root!r}")
+            object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser().resolve()))
         if self.objective not in OBJECTIVES:
             raise ValueError(f"TrainConfig.objective must be one of {OBJECTIVES}, "
                              f"got {self.objective!r}")
@@ -161,7 +171,13 @@ def split_fingerprint(split: Any) -> str:
 
 
 def run_key(config: TrainConfig, data_hash: str) -> str:
-    """A run's identity: SHA-256 of ``{config, data fingerprint, TRAIN_VERSION}`` (16 hex)."""
-    blob = json.dumps({"config": config.to_dict(), "data": data_hash, "version": TRAIN_VERSION},
+    """A run's identity: SHA-256 of ``{config, data fingerprint, TRAIN_VERSION}`` (16 hex).
+
+    ``data_root`` is left out: the fingerprint already identifies the data by content, so the
+    same recordings moved to another folder find their runs again, and two folders with
+    different recordings never share one.
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k != "data_root"}
+    blob = json.dumps({"config": settings, "data": data_hash, "version": TRAIN_VERSION},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

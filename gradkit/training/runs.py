@@ -81,7 +81,8 @@ __all__ = ["Run", "find_runs", "get_run"]
 
 def _load_split(config: TrainConfig):
     """The data of ``config`` (tests replace this to train on tiny fake data)."""
-    return load_split(config.material, config.freq_hz, seed=config.split_seed)
+    return load_split(config.material, config.freq_hz, root=config.data_root,
+                      seed=config.split_seed)
 
 
 

@@ -321,3 +321,14 @@ def test_corrupt_latest_checkpoint_stops_the_resume_naming_the_file(root):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=path.name):
         get_run(cfg, progress=False)
+
+
+def test_data_root_is_recorded_but_the_data_content_identifies_the_run(tmp_path):
+    here = TrainConfig(data_root=str(tmp_path / "a" / ".." / "a"))
+    assert here.data_root == str((tmp_path / "a").resolve())
+    moved = TrainConfig(data_root=str(tmp_path / "b"))
+    assert here.to_dict()["data_root"] != moved.to_dict()["data_root"]
+    assert T.run_key(here, "same-data") == T.run_key(moved, "same-data")
+    assert T.run_key(here, "same-data") != T.run_key(here, "other-data")
+    with pytest.raises(ValueError, match="data_root"):
+        TrainConfig(data_root=3)
