@@ -18,6 +18,7 @@ from gradkit.data.recordings import (
     DataError,
     Recordings,
     ensure_dataset,
+    list_conditions,
     load_recordings,
     make_dataset,
     read_wav,
@@ -28,6 +29,6 @@ from gradkit.data.recordings import (
 __all__ = [
     "ANGLES", "CLIP_SECONDS", "FREQS_HZ", "MANIFEST", "MATERIALS", "SAMPLE_RATE", "AudioSplit",
     "DataError", "EventData", "Recordings", "ensure_dataset", "load_recordings", "load_split",
-    "log_mel", "make_dataset", "make_event_data", "read_wav", "stratified_split",
+    "list_conditions", "log_mel", "make_dataset", "make_event_data", "read_wav", "stratified_split",
     "synthesize_clip",
 ]

@@ -273,3 +273,19 @@ def load_recordings(root: str | Path, material: str, freq_hz: int,
         classes=[p.name for p in class_dirs],
     )
 
+
+
+_FREQ_DIR = re.compile(r"^(\d+)hz$")
+
+
+def list_conditions(root: str | Path | None = None) -> list[tuple[str, int]]:
+    """``(material, freq_hz)`` of every ``root/<material>/<freq>hz/`` that holds at least one
+    class folder ``deg<angle:03d>``, sorted; ``root=None`` is the default data set. Reads only."""
+    root = ensure_dataset(root) if root is None else Path(root)
+    found = []
+    for material in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for freq in sorted(p for p in material.iterdir() if p.is_dir()):
+            m = _FREQ_DIR.match(freq.name)
+            if m and any(_CLASS_DIR.match(c.name) for c in freq.iterdir() if c.is_dir()):
+                found.append((material.name, int(m.group(1))))
+    return sorted(found, key=lambda c: (c[0], c[1]))

@@ -12,20 +12,20 @@ previous report; the index marks it failed and the command exits non-zero.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
 
 from gradkit.core.io import atomic_write_text
 from gradkit.core.paths import project_root, reports_dir
+from gradkit.report.export import strip_widgets, to_html
 from gradkit.report.headlines import collect_headlines
+from gradkit.report.index import NotebookResult, index_html, previous_results
 
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 KERNEL = "gradkit"
 
 
@@ -38,16 +38,6 @@ def notebook_paths() -> list[Path]:
     return sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
 
 
-@dataclass
-class NotebookResult:
-    name: str
-    title: str
-    seconds: float
-    ok: bool
-    headlines: dict[str, str] = field(default_factory=dict)
-    error: str = ""
-
-
 def _title(nb) -> str:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -55,15 +45,6 @@ def _title(nb) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return ""
-
-
-def strip_widgets(nb) -> None:
-    """Drop live-widget outputs and widget state: without a kernel they are dead pictures."""
-    nb.metadata.pop("widgets", None)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            outputs = cell.get("outputs", [])
-            cell.outputs = [o for o in outputs if WIDGET_MIME not in o.get("data", {})]
 
 
 def execute(path: Path, timeout: int = 900):
@@ -83,24 +64,6 @@ def execute(path: Path, timeout: int = 900):
         else:
             os.environ["GRADKIT_REPORT"] = previous
     return nb
-
-
-def to_html(nb) -> str:
-    """Self-contained HTML: inline images, no widget manager, no CDN MathJax."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(embed_images=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    exporter.mathjax_url = ""
-    body, _ = exporter.from_notebook_node(nb)
-    return _drop_external_scripts(body)
-
-
-def _drop_external_scripts(page: str) -> str:
-    """Remove ``<script src=...>`` tags: a report must not reach for the network."""
-    import re
-
-    return re.sub(r"<script[^>]*\ssrc=[\"'][^\"']*[\"'][^>]*>\s*</script>", "", page)
 
 
 def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResult:
@@ -123,39 +86,6 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResul
                           headlines=collect_headlines(nb))
 
 
-def index_html(results: list[NotebookResult]) -> str:
-    """``reports/index.html``: one row per notebook with its headline numbers and run time."""
-    rows = []
-    for r in results:
-        link = f"<a href='{r.name}.html'>{html.escape(r.name)}</a>"
-        status = "ok" if r.ok else "<b style='color:#b00'>failed</b>"
-        heads = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
-                        for k, v in r.headlines.items())
-        error = f"<pre>{html.escape(r.error)}</pre>" if r.error else ""
-        rows.append(f"<tr><td>{link}<br>{html.escape(r.title)}</td><td>{status}</td>"
-                    f"<td>{r.seconds:.0f} s</td><td><ul>{heads}</ul>{error}</td></tr>")
-    total = sum(r.seconds for r in results)
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>gradkit reports</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
-td,th{{border-bottom:1px solid #ddd;padding:.5em;vertical-align:top;text-align:left}}
-table{{border-collapse:collapse}}</style></head>
-<body><h1>gradkit reports</h1>
-<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; notebooks ran in {total:.0f} s in all.</p>
-<table><tr><th>notebook</th><th>status</th><th>run time</th><th>headline numbers</th></tr>
-{''.join(rows)}</table></body></html>
-"""
-
-
-def _previous_results(out_dir: Path) -> list[NotebookResult]:
-    """The entries of the last run's ``index.json`` (none if missing or unreadable)."""
-    try:
-        return [NotebookResult(**entry)
-                for entry in json.loads((out_dir / "index.json").read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):
-        return []
-
-
 def build_reports(only: list[str] | None = None) -> list[NotebookResult]:
     """Execute the notebooks (all, or those whose names contain one of ``only``) and export."""
     out_dir = reports_dir()
@@ -164,7 +94,7 @@ def build_reports(only: list[str] | None = None) -> list[NotebookResult]:
     paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
     results = [run_notebook(p, out_dir, executed_dir) for p in paths]
     # A partial run (``only``) keeps the other notebooks' entries from the last run.
-    entries = {r.name: r for r in _previous_results(out_dir)}
+    entries = {r.name: r for r in previous_results(out_dir)}
     entries.update({r.name: r for r in results})
     ordered = [entries[p.stem] for p in notebook_paths() if p.stem in entries]
     atomic_write_text(out_dir / "index.json",

@@ -185,3 +185,12 @@ def test_features_are_normalised_with_training_statistics(small_set):
     assert len(split.paths_train) == len(split.y_train) == 12
     val_paths = {str(root / p) for p in manifest.loc[manifest["split"] == "val", "path"]}
     assert set(split.paths_val) == val_paths, "features use the manifest's split"
+
+
+def test_list_conditions_finds_each_material_and_frequency_with_class_folders(tmp_path):
+    from gradkit.data import list_conditions
+
+    for folder in ("wood/1000hz/deg000", "wood/500hz/deg036", "metal/3000hz/deg000",
+                   "metal/3000hz/notes", "glass/250hz/other", ".hidden/100hz/deg000"):
+        (tmp_path / folder).mkdir(parents=True)
+    assert list_conditions(tmp_path) == [("metal", 3000), ("wood", 500), ("wood", 1000)]

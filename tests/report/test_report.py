@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from gradkit.report import export
 from gradkit.report import runner as report
 from gradkit.report.headlines import collect_headlines
 
@@ -60,11 +61,11 @@ def test_strip_widgets_and_collect_headlines():
     nb = new_notebook(cells=[new_code_cell("x")])
     nb.metadata["widgets"] = {"state": {}}
     nb.cells[0].outputs = [
-        nbformat.v4.new_output("display_data", data={report.WIDGET_MIME: {}, "text/plain": "w"}),
+        nbformat.v4.new_output("display_data", data={export.WIDGET_MIME: {}, "text/plain": "w"}),
         nbformat.v4.new_output("display_data", data={"text/html": "<b>kept</b>"},
                                metadata={"gradkit_headlines": {"gns": "0.1"}}),
     ]
-    report.strip_widgets(nb)
+    export.strip_widgets(nb)
     assert "widgets" not in nb.metadata
     assert [o["data"].get("text/html") for o in nb.cells[0].outputs] == ["<b>kept</b>"]
     assert collect_headlines(nb) == {"gns": "0.1"}
