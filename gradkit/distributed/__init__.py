@@ -27,7 +27,15 @@ from gradkit.distributed.noise_hook import (
     critical_batch_advice,
     estimates,
 )
-from gradkit.distributed.train import run_short_ddp
+
+
+def __getattr__(name: str):
+    # Lazy, so that ``python -m gradkit.distributed.train`` does not import train twice.
+    if name == "run_short_ddp":
+        from gradkit.distributed.train import run_short_ddp
+
+        return run_short_ddp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["DDPNoiseScale", "NoiseStep", "critical_batch_advice", "estimates", "free_port",
            "run_short_ddp", "spawn"]

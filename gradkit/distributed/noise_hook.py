@@ -178,11 +178,14 @@ class DDPNoiseScale:
         last = self.last
         return last.b_simple if last is not None else math.nan
 
-    def advice(self) -> str:
-        """:func:`critical_batch_advice` for the latest ``b_simple`` and global batch."""
+    def advice(self, global_batch: int | None = None) -> str:
+        """:func:`critical_batch_advice` for the latest ``b_simple`` and ``global_batch``
+        (default: the latest step's ``b_big``)."""
         last = self.last
+        if global_batch is None:
+            global_batch = last.b_big if last else 0
         label = "EMA" if self.ema is not None else "mean"
-        return critical_batch_advice(self.b_simple, last.b_big if last else 0, label)
+        return critical_batch_advice(self.b_simple, global_batch, label)
 
     # -- DDP's side -----------------------------------------------------------------------------
     def _before_forward(self, module, args) -> None:

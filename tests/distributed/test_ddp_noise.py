@@ -9,20 +9,32 @@ A. *Equality*: a few SGD steps (lr > 0, so weights change between steps) on fixe
    should leave in ``.grad`` (the mean over all samples of the step).
 B. *Refusals*: a forward under ``no_sync()`` and a training forward without ``step()`` raise.
 C. *Agreement* at fixed weights (no optimiser step), ``ema=None`` (running mean).
+D. *Training*: :func:`gradkit.distributed.train.train_worker` (what ``torchrun -m
+   gradkit.distributed.train`` and ``run_short_ddp`` run) on a tiny generated set, in the same
+   two processes (one spawn for everything keeps this file at a few seconds of CPU).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gradkit.distributed import DDPNoiseScale, critical_batch_advice, estimates, spawn
-from gradkit.distributed.train import ranker_loss
+from gradkit.checkpoint import load_checkpoint
+from gradkit.distributed import (
+    DDPNoiseScale,
+    NoiseStep,
+    critical_batch_advice,
+    estimates,
+    spawn,
+)
+from gradkit.distributed.train import DDPConfig, ranker_loss, train_worker
 from gradkit.gns import noise_scale
 from gradkit.grads import per_sample_grads
 from gradkit.models import ResNetAudioRanker
@@ -49,7 +61,7 @@ def _flat_grad(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double()
 
 
-def _worker(rank: int, world: int) -> dict:
+def _worker(rank: int, world: int, out: str) -> dict:
     x, y = _data()
     model = _model()
     ddp = DDP(model)
@@ -90,12 +102,19 @@ def _worker(rank: int, world: int) -> dict:
         agree.zero_grad()
         ranker_loss(agree(x[idx]), y[idx]).backward()
     result.update(hist_c=noise_c.history, agree_s=time.perf_counter() - t)
+    cfg = DDPConfig(epochs=1, batch_size=8, clips=100, out=out, verbose=False)
+    result["hist_d"] = train_worker(rank, world, cfg)
     return result
 
 
 @pytest.fixture(scope="module")
-def ranks() -> list[dict]:
-    return spawn(_worker, 2, timeout=150)
+def out(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ddp_train")
+
+
+@pytest.fixture(scope="module")
+def ranks(out) -> list[dict]:
+    return spawn(_worker, 2, (str(out),), timeout=180)
 
 
 def test_ddp_equals_single_process(ranks):
@@ -168,6 +187,25 @@ def test_ddp_b_simple_agrees_with_per_sample_noise_scale(ranks):
         z = (v.mean() - want) / (v.std(ddof=1) / math.sqrt(len(v)))
         print(f"{name}: mean {v.mean():.5g} exact {want:.5g} z {z:+.2f}")
         assert abs(z) < 4, (name, z)
+
+
+def test_ddp_training_writes_history_csv_and_checkpoint(ranks, out):
+    hist = ranks[0]["hist_d"]
+    assert ranks[1]["hist_d"] is None
+    # 108 clips (2 per class and condition), 97 for training, 49 per rank (the sampler pads):
+    # 7 steps, 6 of 8 + 8 samples and a last one of 1 + 1
+    fields = list(NoiseStep.__dataclass_fields__)
+    assert list(hist.columns) == ["step", "epoch", "loss_rank0", *fields[1:]]
+    assert len(hist) == 7 and hist.b_big.tolist() == [16] * 6 + [2]
+    assert (hist.b_small * 2 == hist.b_big).all()
+    csv = pd.read_csv(out / "noise_scale.csv")
+    pd.testing.assert_frame_equal(csv, hist, check_dtype=False)
+    model = ResNetAudioRanker(n_classes=6)
+    payload = load_checkpoint(out / "checkpoints" / "ddp_epoch_001.pt",
+                              expected_arch=model.arch_config(), model=model)
+    assert payload["epoch"] == 1 and payload["config"]["batch_size"] == 8
+    assert (out / "data" / "clips108_seed42" / "wood_3000hz" / "manifest.csv").is_file()
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_estimates_and_advice():
