@@ -7,8 +7,9 @@
   six angles, ``ceil(clips / 54)`` clips per class and condition (``--clips 5000`` gives 5,022),
   written by :func:`gradkit.data.make_dataset` into ``<out>/data/clips<N>_seed<S>/<material>_
   <freq>hz/`` (never into ``data/``; reused when present; the ranks generate conditions in
-  parallel). The task is the angle class (6 classes) over all conditions; log-mel features are
-  normalised with the training split's mean and std; a seeded 10 % is held out for validation.
+  parallel and cache each condition's log-mel features in its ``features.pt``). The task is
+  the angle class (6 classes) over all conditions; log-mel features are normalised with the
+  training split's mean and std; a seeded 10 % is held out for validation.
 - **Training**: ``DistributedDataParallel`` (gloo on the CPU, NCCL with ``--backend nccl`` on
   GPUs: not run here), a ``DistributedSampler`` shards the training set (reshuffled per epoch),
   Adam, loss ``CE(logits, y) + 0.1 · MSE(score, y / 5)`` (mean over the local batch).
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from gradkit.checkpoint import atomic_write_text, save_checkpoint
+from gradkit.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from gradkit.data import SAMPLE_RATE, load_recordings, make_dataset
 from gradkit.distributed.launch import spawn
 from gradkit.distributed.noise_hook import DDPNoiseScale, critical_batch_advice
@@ -97,20 +98,23 @@ def ranker_loss(outputs: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor) -> 
 
 
 def _prepare_data(cfg: DDPConfig, rank: int, world: int) -> None:
+    """Generate the clips and their log-mel features (``features.pt``) of this rank's share of
+    the conditions, unless present; then wait for the other ranks."""
     for i, (material, freq) in enumerate(CONDITIONS):
         folder = cfg.data_root / f"{material}_{freq}hz"
-        if i % world == rank and not (folder / "manifest.csv").exists():
+        if i % world != rank or (folder / "features.pt").is_file():
+            continue
+        if not (folder / "manifest.csv").is_file():
             make_dataset(folder, [material], [freq], per_class=cfg.per_class, seed=cfg.seed)
+        rec = load_recordings(folder, material, freq)
+        save_checkpoint(folder / "features.pt",
+                        {"x": log_mel(rec.waveforms, SAMPLE_RATE), "y": rec.labels})
     dist.barrier()
 
 
 def _features(cfg: DDPConfig) -> dict[str, torch.Tensor]:
-    xs, ys = [], []
-    for material, freq in CONDITIONS:
-        rec = load_recordings(cfg.data_root / f"{material}_{freq}hz", material, freq)
-        xs.append(log_mel(rec.waveforms, SAMPLE_RATE))
-        ys.append(rec.labels)
-    x, y = torch.cat(xs), torch.cat(ys)
+    parts = [load_checkpoint(cfg.data_root / f"{m}_{f}hz" / "features.pt") for m, f in CONDITIONS]
+    x, y = torch.cat([p["x"] for p in parts]), torch.cat([p["y"] for p in parts])
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, round(cfg.val_fraction * len(y)))
     val, train = order[:n_val], order[n_val:]
