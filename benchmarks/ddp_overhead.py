@@ -65,6 +65,27 @@ def _worker(rank: int, world: int, batch: int, rounds: int, steps: int) -> dict:
     return dict(times=times, same=same, diff=diff, b_simple=hooks[2].b_simple)
 
 
+def hook_arithmetic_us(n: int, reps: int = 2000) -> float:
+    """Median µs of the tensor work the hook adds to one bucket of ``n`` float32 gradients
+    (copy out, two float64 norms, the three-scalar tail, scale, unscale, copy back), without
+    the all-reduce that plain DDP runs too: a load-independent bound on the hook's own cost."""
+    buf, b = torch.randn(n), 32
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        send = torch.empty(n + 3)
+        send[:n].copy_(buf)
+        send[n + 2] = torch.linalg.vector_norm(send[:n], dtype=torch.float64).square()
+        send[n:n + 2] = torch.tensor([b, 1.0 / b])
+        send[:n].mul_(b)
+        grad = send[:n].div_(send[n])
+        big = torch.linalg.vector_norm(grad, dtype=torch.float64).square()
+        torch.stack([torch.cat([send[n:].double(), big.reshape(1)])]).cpu().tolist()
+        buf.copy_(grad)
+        times.append(time.perf_counter() - t)
+    return 1e6 * statistics.median(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=25)
@@ -75,14 +96,19 @@ def main() -> None:
           f"processes x 1 thread, torch {torch.__version__}, {a.rounds} rounds x {a.steps} steps\n")
     print("| batch per rank (global) | variant | median step (ms) | x plain DDP (median) |")
     print("|---:|---|---:|---:|")
+    torch.set_num_threads(1)
+    us = hook_arithmetic_us(count_parameters(ResNetAudioRanker()))
     for batch in a.batch:
         res = spawn(_worker, 2, (batch, a.rounds, a.steps), timeout=1800)[0]
         plain = res["times"][0]
+        ms_plain = 1000 * statistics.median(plain)
         for k, name in enumerate(VARIANTS):
             ratio = statistics.median(t / p0 for t, p0 in zip(res["times"][k], plain,
                                                                strict=True))
             ms = 1000 * statistics.median(res["times"][k])
             print(f"| {batch} ({2 * batch}) | {name} | {ms:.1f} | {ratio:.3f} |", flush=True)
+        print(f"<!-- batch {batch}: plain step {ms_plain:.1f} ms; hook arithmetic alone "
+              f"{us:.0f} µs = {us / 10 / ms_plain:.2f} % of it -->")
         print(f"<!-- batch {batch}: gradients identical to plain DDP: {res['same']} "
               f"(max abs diff {res['diff']:.1e}); B_simple {res['b_simple']:.3g} -->")
 

@@ -245,8 +245,11 @@ def run_short_ddp(clips: int = 600, epochs: int = 2, batch_size: int = 16,
     per-step history: ``step, epoch, loss_rank0`` and the :class:`NoiseStep` fields.
 
     Same data, model and hook as the torchrun run (``out`` defaults to ``build/ddp``; the data
-    set is generated once and reused). Measured on the 2-core CPU with the defaults: about 20 s,
-    most of it starting the two processes and generating the 648 clips the first time.
+    set is generated once and reused). Measured on the shared 2-core CPU with the defaults:
+    31-34 s, most of it starting the two processes (each imports torch) and, the first time,
+    generating the 648 clips. From a script (not a notebook), call it under
+    ``if __name__ == "__main__":``, as any ``spawn`` start method requires. Raises if a rank
+    fails, and raises ``TimeoutError`` after ``timeout`` seconds (the processes are killed).
     """
     cfg = DDPConfig(epochs=epochs, batch_size=batch_size, clips=clips,
                     out=str(out) if out is not None else None, seed=seed, ema=ema,
