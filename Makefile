@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradkit-installed
 
-.PHONY: report test setup lint unit notebooks data sync bench clean
+.PHONY: report test setup lint unit notebooks data sync bench ddp clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ $(BENCH_VENV)/.installed: requirements.txt benchmarks/requirements.txt
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/per_sample_grads.py
 	$(BENCH_VENV)/bin/python benchmarks/hessian_eigs.py
+
+# A real 2-process DDP training (gloo, CPU) with the gradient-noise-scale hook: data set of
+# 5,022 clips in build/ddp/data, per-step noise scale in build/ddp/noise_scale.csv.
+ddp: $(STAMP)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=2 -m gradkit.distributed.train
 
 clean:
 	rm -rf reports build test-artifacts

@@ -72,3 +72,11 @@ def test_no_global_seeding_in_library_code():
     offenders = [str(p.relative_to(PACKAGE)) for p in MODULES
                  if p.name != "seeding.py" and _seeds_the_global_rng(p)]
     assert not offenders, offenders
+
+
+def test_project_root_is_the_folder_with_pyproject(monkeypatch):
+    from gradkit.core.paths import project_root
+
+    monkeypatch.delenv("GRADKIT_ROOT", raising=False)
+    assert (project_root() / "pyproject.toml").is_file()
+    assert project_root() == PACKAGE.parent
