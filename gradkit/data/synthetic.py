@@ -209,8 +209,12 @@ def make_dataset(root: str | Path | None = None, materials: Sequence[str] = MATE
         _write_wav_atomic(root / path, clip, SAMPLE_RATE)
         rows.append(dict(path=path, material=material, freq_hz=freq, angle_deg=angle,
                          label=label, hard=hard))
-    for stale in sorted(before - set(rel)):
+    for stale in sorted(before - set(rel)):  # ours, listed by our marker
         (root / stale).unlink(missing_ok=True)
+        for folder in (root / stale).parents:  # and the folders that leaves empty
+            if folder == root or any(folder.iterdir()):
+                break
+            folder.rmdir()
     manifest = pd.DataFrame(rows)
     manifest["split"] = "train"
     for _, group in manifest.groupby(["material", "freq_hz"]):
