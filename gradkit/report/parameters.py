@@ -291,6 +291,10 @@ def select_notebooks(paths: list[Path], condition: Condition | None) -> list[Pat
     skipped = [p.stem for p in paths if p not in keep]
     if skipped:
         print(f"[report] not repeated per condition (no DATA_ROOT parameter): {skipped}")
+    if not keep:
+        raise ValueError(f"none of the notebooks {[p.stem for p in paths]} reads recordings "
+                         f"(a cell tagged 'parameters' assigning DATA_ROOT): nothing to run on "
+                         f"{condition.name}")
     return keep
 
 

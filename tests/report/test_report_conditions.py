@@ -130,6 +130,9 @@ def test_bad_data_is_refused_before_any_notebook_runs(project, tmp_path, capsys)
     assert "3 problems" in out and "deg030/01.wav is truncated" in out and "deg060/01.wav" in out
     assert "class deg060 has 1 clip(s)" in out  # its other clip is the broken one
     assert not (project / "reports").exists() and not (project / "build").exists()
+    good = user_folder(tmp_path / "good")
+    assert runner.main(["--data", str(good), "02_own"]) == 2, "02_own reads no recordings"
+    assert "none of the notebooks ['02_own'] reads recordings" in capsys.readouterr().out
 
 
 def test_resolve_condition(project, tmp_path):
