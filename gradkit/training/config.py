@@ -144,6 +144,13 @@ class TrainConfig:
         """The Adam step size actually used: ``lr`` (full) or ``prompt_lr`` (prompt)."""
         return self.lr if self.mode == "full" else self.prompt_lr
 
+    def sized_for(self, n_train: int) -> TrainConfig:
+        """This config with ``batch_size=None`` resolved for ``n_train`` training clips
+        (:func:`batch_size_for`); an explicit batch size is kept."""
+        if self.batch_size is not None:
+            return self
+        return dataclasses.replace(self, batch_size=batch_size_for(n_train))
+
     def base_config(self) -> TrainConfig:
         """Prompt mode: the raw full run whose trunk is reused (same data, seeds, sizes)."""
         return dataclasses.replace(self, objective="raw", mode="full", epochs=self.base_epochs)

@@ -58,7 +58,6 @@ a full run's to 60.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import time
@@ -74,13 +73,7 @@ from gradkit.core.io import atomic_write_text
 from gradkit.core.paths import checkpoints_dir
 from gradkit.data.features import load_split
 from gradkit.models import ResNetAudioRanker
-from gradkit.training.config import (
-    TRAIN_VERSION,
-    TrainConfig,
-    batch_size_for,
-    run_key,
-    split_fingerprint,
-)
+from gradkit.training.config import TRAIN_VERSION, TrainConfig, run_key, split_fingerprint
 from gradkit.training.loop import TrainState, cpu_threads, evaluate, new_state, train_epoch
 
 __all__ = ["Run", "find_runs", "get_run"]
@@ -323,8 +316,7 @@ def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | Non
     if not isinstance(config, TrainConfig):
         raise TypeError(f"get_run needs a TrainConfig, got {type(config).__name__}")
     split = _load_split(config)
-    if config.batch_size is None:  # the rule of TrainConfig: sized to this training split
-        config = dataclasses.replace(config, batch_size=batch_size_for(len(split.y_train)))
+    config = config.sized_for(len(split.y_train))  # batch_size=None: sized to this split
     data_hash = split_fingerprint(split)
     key = run_key(config, data_hash)
     folder = checkpoints_dir() / config.folder_name
