@@ -231,8 +231,8 @@ def conditions_html(reports_root: Path) -> str:
             f"</td><td>{status}</td><td>{html.escape(str(c.get('updated', '')))}</td></tr>")
     if not rows:
         return ""
-    return ("<h2>Conditions</h2><p>The table above is the default condition (the synthetic set); "
-            "each condition below has its own reports and figures (<code>reports/&lt;name&gt;/"
+    return ("<h2>Conditions</h2><p>Above: the default condition (the synthetic set). Each "
+            "condition below has its own reports and figures (<code>reports/&lt;name&gt;/"
             "</code>, <code>figures/&lt;name&gt;/</code>).</p><table><tr><th>condition</th>"
             "<th>material</th><th>frequency</th><th>data folder</th><th>notebooks</th>"
             f"<th>run</th></tr>{''.join(rows)}</table>")
@@ -245,7 +245,11 @@ def with_section(page: str, section: str) -> str:
 
 def write_top_index(reports_root: Path) -> Path:
     """``reports/index.html``: the default condition's notebooks, then every condition run."""
-    page = index_html(previous_results(reports_root))
+    default = previous_results(reports_root)
+    page = index_html(default)
+    if not default:
+        page = with_section(page, "<p>No run of the default condition yet (<code>make report"
+                                  "</code>).</p>")
     target = reports_root / "index.html"
     atomic_write_text(target, with_section(page, conditions_html(reports_root)))
     return target
