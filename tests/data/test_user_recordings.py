@@ -193,7 +193,8 @@ def test_hidden_and_non_wav_files_are_skipped_with_a_note(user):
     assert {Path(p).name for p in rec.skipped} == {"._take0.wav", ".DS_Store", "notes.txt"}
 
 
-@pytest.mark.parametrize("fmt, subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+@pytest.mark.parametrize("fmt, subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS"),
+                                         ("MP3", "MPEG_LAYER_III")])
 def test_compressed_audio_under_a_wav_name_is_refused(user, fmt, subtype):
     path = cond_dir(user, 90) / "exported.wav"
     sf.write(path, 0.1 * np.ones(8000), 16000, format=fmt, subtype=subtype)
