@@ -16,7 +16,8 @@ outputs are ``figures/`` and ``reports/``. Any other condition is named ``<mater
 ``GRADKIT_CONDITION``, see :mod:`gradkit.core.paths`); only the notebooks whose ``parameters``
 cell assigns ``DATA_ROOT`` run per condition (notebook 04 has its own synthetic task). A name
 already used by another data folder is refused, never overwritten. ``reports/index.html`` lists
-every condition run (:func:`write_top_index`).
+every condition run (:func:`write_top_index`). A notebook run by hand calls
+:func:`use_condition` after its ``parameters`` cell to get the same folders.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from gradkit.report.index import index_html, previous_results
 
 __all__ = ["Condition", "active", "add_arguments", "conditions_html", "declared_parameters",
            "from_arguments", "inject", "inject_active", "notebook_parameters", "parameters_cell",
-           "parse_param", "resolve_condition", "select_notebooks", "write_indexes",
-           "write_top_index"]
+           "parse_param", "resolve_condition", "select_notebooks", "use_condition",
+           "write_indexes", "write_top_index"]
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
@@ -202,6 +203,21 @@ def resolve_condition(data: str | None = None, material: str | None = None,
                              f"not {cond.data_root}: pass --name to keep both (e.g. --name "
                              f"{cond.name}_2)")
     return cond
+
+
+def use_condition(data_root: str | None, material: str, freq_hz: int) -> str | None:
+    """For a notebook run by hand (Jupyter, nbmake): send a non-default condition's figures to
+    ``figures/<material>_<freq>hz/`` as the runner would, so editing the ``parameters`` cell
+    never overwrites the default set's figures. Keeps a condition the runner already chose
+    (``GRADKIT_CONDITION`` set); returns the condition name (``None``: the default outputs)."""
+    chosen = os.environ.get(CONDITION_ENV)
+    if chosen:
+        return check_condition_name(chosen)
+    if data_root is None and (material, int(freq_hz)) == _default_condition():
+        return None
+    name = check_condition_name(f"{material}_{int(freq_hz)}hz")
+    os.environ[CONDITION_ENV] = name
+    return name
 
 
 def write_condition(cond: Condition, out_dir: Path, results: list) -> None:

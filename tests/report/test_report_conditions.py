@@ -187,3 +187,13 @@ def test_figures_and_reports_dirs_follow_the_condition(project, monkeypatch):
     monkeypatch.setenv("GRADKIT_CONDITION", "../up")
     with pytest.raises(ValueError, match="plain folder name"):
         figures_dir()
+
+
+def test_use_condition_for_a_notebook_run_by_hand(project, monkeypatch):
+    from gradkit.core.paths import figures_dir
+
+    assert P.use_condition(None, "plastic", 3000) is None and figures_dir() == project / "figures"
+    assert P.use_condition("/my/recordings", "plastic", 3000) == "plastic_3000hz"
+    assert figures_dir() == project / "figures/plastic_3000hz"
+    monkeypatch.setenv("GRADKIT_CONDITION", "chosen_by_runner")
+    assert P.use_condition(None, "wood", 500) == "chosen_by_runner"
