@@ -1,5 +1,6 @@
 # The two commands of the README. Each one sets itself up on a fresh machine:
 #   make report   generate the data set, execute the five notebooks, export reports/*.html
+#                 (DATA=<folder> MATERIAL=<name> FREQ=<Hz>: the workbook on your recordings)
 #   make test     ruff, unit tests, and pytest --nbmake over the notebooks
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -25,8 +26,11 @@ setup: $(STAMP)
 data: $(STAMP)
 	$(PY) -m gradkit.data
 
+# make report DATA=<folder> MATERIAL=<name> FREQ=<Hz> [PARAMS="EPOCHS=4 SEEDS=[42]"]: your recordings
+REPORT_ARGS = $(if $(DATA),--data "$(DATA)") $(if $(MATERIAL),--material $(MATERIAL)) \
+	$(if $(FREQ),--freq $(FREQ)) $(foreach p,$(PARAMS),--param '$(p)')
 report: data
-	$(PY) -m gradkit.report
+	$(PY) -m gradkit.report $(REPORT_ARGS)
 
 test: lint unit notebooks
 

@@ -2,12 +2,23 @@
 
 nbmake and nbconvert run a notebook with ``notebooks/`` as its working directory, so a relative
 ``figures/`` would land in the wrong place. Set ``GRADKIT_ROOT`` to use another root.
+
+**Conditions.** The workbook's default outputs (the synthetic set's plastic / 3000 Hz condition)
+are ``figures/`` and ``reports/``. A report of another condition (``python -m gradkit.report
+--data … --material … --freq …``) sets ``GRADKIT_CONDITION=<material>_<freq>hz`` for its kernels:
+:func:`figures_dir` and :func:`reports_dir` are then ``figures/<condition>/`` and
+``reports/<condition>/`` (same file names inside), so no condition overwrites another's outputs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+#: The environment variable naming the condition whose outputs are being written.
+CONDITION_ENV = "GRADKIT_CONDITION"
+_CONDITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def project_root() -> Path:
@@ -25,9 +36,39 @@ def _subdir(name: str, create: bool) -> Path:
     return path
 
 
+def check_condition_name(name: str) -> str:
+    """``name`` if it is a plain folder name (letters, digits, ``_ . -``), else ``ValueError``."""
+    if not isinstance(name, str) or not _CONDITION.match(name) or name in {".", ".."}:
+        raise ValueError(f"a condition name must be a plain folder name like 'wood_1000hz', "
+                         f"got {name!r}")
+    return name
+
+
+def condition() -> str | None:
+    """The condition named by ``GRADKIT_CONDITION`` (``None``: the default outputs)."""
+    name = os.environ.get(CONDITION_ENV) or None
+    return None if name is None else check_condition_name(name)
+
+
+def _condition_subdir(name: str, create: bool) -> Path:
+    path = project_root() / name
+    cond = condition()
+    if cond is not None:
+        path = path / cond
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def data_dir(create: bool = True) -> Path:
-    """``<root>/data``: the default data set and the user's own recordings."""
+    """``<root>/data``: the synthetic default set's parent, and a place for your recordings."""
     return _subdir("data", create)
+
+
+def synthetic_dir() -> Path:
+    """``<root>/data/synthetic``: the generated default set, owned by gradkit (never created
+    here: :func:`gradkit.data.ensure_dataset` makes it)."""
+    return data_dir(create=False) / "synthetic"
 
 
 def checkpoints_dir(create: bool = True) -> Path:
@@ -36,10 +77,11 @@ def checkpoints_dir(create: bool = True) -> Path:
 
 
 def figures_dir(create: bool = True) -> Path:
-    """``<root>/figures``: every figure, under the file names of the original reports."""
-    return _subdir("figures", create)
+    """``<root>/figures`` (or ``figures/<condition>``): every figure, under the file names of
+    the original reports."""
+    return _condition_subdir("figures", create)
 
 
 def reports_dir(create: bool = True) -> Path:
-    """``<root>/reports``: the HTML reports exported by ``make report``."""
-    return _subdir("reports", create)
+    """``<root>/reports`` (or ``reports/<condition>``): the HTML reports of ``make report``."""
+    return _condition_subdir("reports", create)

@@ -1,9 +1,54 @@
-"""``python -m gradkit.data``: generate the default data set if it is not there yet."""
+"""``python -m gradkit.data [--check FOLDER [--material M --freq HZ]]``.
 
-from gradkit.core.paths import data_dir
-from gradkit.data.recordings import MANIFEST, ensure_dataset
+Without arguments: generate the synthetic default set in ``data/synthetic/`` if it is not there
+yet. With ``--check``: the preflight table of every condition in FOLDER (or of one), read-only;
+exits 1 listing every problem found.
+"""
 
-target = data_dir()
-existed = (target / MANIFEST).exists()
-ensure_dataset(target)
-print(f"data set {'already present' if existed else 'generated'} at {target}")
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gradkit.core.paths import synthetic_dir
+from gradkit.data.preflight import preflight
+from gradkit.data.recordings import DataError
+from gradkit.data.synthetic import ensure_dataset, is_complete, list_conditions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", metavar="FOLDER", help="preflight a folder of recordings")
+    parser.add_argument("--material", help="with --check: only this material")
+    parser.add_argument("--freq", type=int, help="with --check: only this frequency (Hz)")
+    args = parser.parse_args(argv)
+    if args.check is None:
+        target = synthetic_dir()
+        existed = is_complete(target)
+        ensure_dataset(target)
+        print(f"synthetic data set {'already present' if existed else 'generated'} at {target}")
+        return 0
+    failed = False
+    try:
+        conditions = [(args.material, args.freq)] if args.material and args.freq else [
+            c for c in list_conditions(args.check)
+            if args.material in (None, c[0]) and args.freq in (None, c[1])]
+    except DataError as err:
+        print(err, file=sys.stderr)
+        return 1
+    if not conditions:
+        print(f"no <material>/<freq>hz/deg<angle:03d>/ folders found under {args.check}",
+              file=sys.stderr)
+        return 1
+    for material, freq in conditions:
+        print(f"\n== {material}, {freq} Hz ==")
+        try:
+            table = preflight(args.check, material, freq)
+            print(table.to_string())
+        except DataError as err:
+            failed = True
+            print(f"PROBLEMS:\n{err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+sys.exit(main())

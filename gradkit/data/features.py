@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-from gradkit.data.recordings import SAMPLE_RATE, ensure_dataset, load_recordings, stratified_split
+from gradkit.data.recordings import (
+    SAMPLE_RATE,
+    Recordings,
+    load_recordings,
+    problems_error,
+    stratified_split,
+)
+from gradkit.data.synthetic import data_root
 
 N_MELS = 40
 N_FFT = 512
@@ -51,16 +58,39 @@ class AudioSplit:
         return tuple(self.x_train.shape[1:])
 
 
+def split_problems(rec: Recordings, features: torch.Tensor) -> list[str]:
+    """What stops a condition from being split and trained on, one line per offending class or
+    file: a class of fewer than two clips (nothing to validate on), a clip whose log-mel
+    features are not finite (e.g. one absurd sample such as 1e30 in a float WAV)."""
+    problems = []
+    for c, name in enumerate(rec.classes):
+        members = [p for p, y in zip(rec.paths, rec.labels.tolist(), strict=True) if y == c]
+        if len(members) == 1:  # none: the loader already names the empty folder or bad files
+            problems.append(f"class {name} has {len(members)} clip(s) ({', '.join(members)}): "
+                            f"a class needs at least 2, one for training and one for validation")
+    bad = (~torch.isfinite(features.flatten(1))).any(1)
+    for i in torch.nonzero(bad).flatten().tolist():
+        peak = rec.waveforms[i].abs().max().item()
+        problems.append(f"{rec.paths[i]}: its log-mel features are not finite (peak |sample| "
+                        f"{peak:.3g} after conversion; full scale is 1)")
+    return problems
+
+
 def load_split(material: str = "plastic", freq_hz: int = 3000, root: str | Path | None = None,
                seed: int = 42, val_fraction: float = 1 / 3) -> AudioSplit:
-    """Features of ``root/<material>/<freq_hz>hz`` (the default data set if ``root`` is None).
+    """Features of ``root/<material>/<freq_hz>hz`` (the synthetic default set if ``root`` is
+    None).
 
     The split is stratified and seeded (:func:`gradkit.data.stratified_split`, the same one the
-    manifest records); features are normalised with the training split's mean and std only.
+    manifest records: ``round(val_fraction · n_c)``, at least one, of each class's ``n_c``
+    clips); features are normalised with the training split's mean and std only. Raises one
+    :class:`DataError` listing every problem (:func:`split_problems` and the loader's).
     """
-    root = ensure_dataset(root) if root is None else Path(root)
-    rec = load_recordings(root, material, freq_hz)
+    rec = load_recordings(data_root(root), material, freq_hz)
     features = log_mel(rec.waveforms, rec.sample_rate)
+    problems = split_problems(rec, features)
+    if problems:
+        raise problems_error(Path(rec.paths[0]).parent.parent, problems)
     is_val = torch.from_numpy(stratified_split(rec.labels.numpy(), val_fraction, seed))
     train, val = ~is_val, is_val
     mean = features[train].mean().item()

@@ -1,128 +1,67 @@
-"""The acoustic data set: a deterministic synthetic stand-in, and the loader for real recordings.
+"""The loader of recordings: ``<root>/<material>/<freq>hz/deg<angle:03d>/*.wav``, read-only.
 
-The study probed one material with a tone from six angles (deg000 … deg180) and recorded what came
-back. :func:`make_dataset` synthesises such recordings from a small physical model, one clip at a
-time, each from its own seeded random stream (same seed, same bytes, whatever subset is made):
+Layout (see ``data/README.md``): one folder per class named ``deg<angle:03d>`` (any angles, at
+least two classes, any number of clips each). What the loader does with each file:
 
-1. **Probe.** A Hann-windowed tone burst at the probe frequency ``f`` (60 ms), swept slightly
-   (``f`` ± 3 %) like a short chirp, starting 40–50 ms into the clip.
-2. **Direct path.** The burst itself, scaled by the microphone placement: the distance jitters
-   by about ten per cent, i.e. ± ~1 dB of level.
-3. **Specular reflection.** A delayed copy ``a(θ) s(t - τ(θ))``. The extra path grows with the
-   angle, ``τ(θ) = 3 ms + 60 ms · θ/180°``, and the reflection weakens away from normal
-   incidence, ``a(θ) = R · (0.25 + 0.75 cos²(θ/2))``. Summing the two gives comb filtering across
-   the swept band and a tail whose length and level depend on the angle.
-4. **Material.** Absorption sets the reflectance ``R`` and rises with frequency
-   (``R(f) = R0 · exp(-f / f_abs)``); the surface rings at its modal frequency with its own decay
-   time, excited the more the further the probe is from normal incidence (``∝ sin²(θ/2)``) —
-   metal rings long, wood hardly at all.
-5. **Room.** Low-passed (pinkish) room noise at a random SNR: most clips 18–30 dB, one in five a
-   hard clip at 0–8 dB.
-6. **Placement jitter.** The true angle deviates from the nominal one by N(0, 4°), so
-   neighbouring classes (36° apart) overlap a little: they are genuinely confusable.
+- **reads** WAV containers only (RIFF WAV, WAVE_FORMAT_EXTENSIBLE, RF64, Wave64), with integer or
+  float samples, any sample rate (resampled to :data:`SAMPLE_RATE`) and any channel count
+  (averaged to mono); the first :data:`CLIP_SECONDS` are kept, shorter clips are zero-padded;
+- **skips**, with a :class:`DataNote` warning listing them: hidden files (names starting with
+  ``.``, e.g. macOS ``._*.wav`` resource forks and ``.DS_Store``) and files not ending in ``.wav``;
+- **refuses** with a :class:`DataError` naming each offending file, all of them at once: a file
+  that cannot be decoded; audio of another format under a ``.wav`` name (FLAC, OGG, MP3, …:
+  convert it, e.g. ``ffmpeg -i in.flac out.wav``; lossy codecs also shift the onset); a WAV
+  truncated mid-data (its header promises more frames than the file holds); a file without
+  samples; NaN or infinite samples.
 
-A fixed global gain maps the signal to 16-bit PCM without per-clip normalisation (levels carry
-information about the angle, as they do in a real recording chain).
-
-:func:`load_recordings` reads the generated set or the user's own recordings in the same layout
-``<root>/<material>/<freq>hz/deg<angle:03d>/*.wav`` (see ``data/README.md``).
+Nothing is ever written, moved or deleted under the data folder.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
+import struct
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
-from scipy.signal import lfilter
 
-from gradkit.core.paths import data_dir
-
-ANGLES: tuple[int, ...] = (0, 36, 72, 108, 144, 180)
-MATERIALS: tuple[str, ...] = ("plastic", "metal", "wood")
-FREQS_HZ: tuple[int, ...] = (500, 1000, 3000)
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 0.5
-MANIFEST = "manifest.csv"
-
-# Per material: reflectance at 0 Hz, absorption corner (Hz),
-# modal ringing frequency (Hz), ring decay time (s), ring level.
-_MATERIALS = {
-    "plastic": dict(r0=0.65, f_abs=9000.0, f_ring=2300.0, t_ring=0.045, ring=0.5),
-    "metal": dict(r0=0.92, f_abs=30000.0, f_ring=4100.0, t_ring=0.160, ring=0.30),
-    "wood": dict(r0=0.45, f_abs=5000.0, f_ring=1300.0, t_ring=0.020, ring=0.25),
-}
-_GAIN = 0.2  # global recording gain: keeps every clip well inside 16-bit range
-_CLASS_DIR = re.compile(r"^deg(\d{3})$")
+#: libsndfile's names of the WAV containers the loader reads
+WAV_FORMATS = ("WAV", "WAVEX", "RF64", "W64")
+CLASS_DIR = re.compile(r"^deg(\d{3})$")
+FREQ_DIR = re.compile(r"^(\d+)hz$")
 
 
 class DataError(ValueError):
-    """Bad input data; the message names the offending file or folder."""
+    """Bad input data; the message names the offending file or folder (every one found)."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Generation
-# ---------------------------------------------------------------------------------------------
-def _clip_rng(seed: int, material: str, freq_hz: int, angle: int, index: int):
-    """An independent random stream per clip, so any subset of the set is byte-identical."""
-    key = [seed, zlib.crc32(material.encode()), int(freq_hz), int(angle), int(index)]
-    return np.random.default_rng(np.random.SeedSequence(key))
+class DataNote(UserWarning):
+    """Something in the data folder was skipped (hidden or non-WAV files); nothing is wrong."""
 
 
-def _burst(t: np.ndarray, f: float, onset: float, length: float, phase: float) -> np.ndarray:
-    """A Hann-windowed tone burst swept linearly from 0.97 f to 1.03 f."""
-    local = t - onset
-    inside = (local >= 0) & (local < length)
-    sweep = 0.06 * f / length  # Hz per second
-    phi = 2 * np.pi * (0.97 * f * local + 0.5 * sweep * local**2) + phase
-    window = np.where(inside, 0.5 - 0.5 * np.cos(2 * np.pi * np.clip(local / length, 0, 1)), 0.0)
-    return window * np.sin(phi)
-
-
-def synthesize_clip(material: str, freq_hz: float, angle_deg: float, rng, *, hard: bool,
-                    sample_rate: int = SAMPLE_RATE, seconds: float = CLIP_SECONDS) -> np.ndarray:
-    """One recording of ``material`` probed at ``freq_hz`` from ``angle_deg`` (see module doc)."""
-    m = _MATERIALS[material]
-    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
-    theta = np.deg2rad(np.clip(angle_deg + rng.normal(0.0, 4.0), 0.0, 180.0))
-    onset = 0.040 + rng.uniform(0.0, 0.010)
-    length = 0.060
-    level = 10 ** (rng.normal(0.0, 1.0) / 20)  # placement distance jitter
-    phase = rng.uniform(0, 2 * np.pi)
-
-    direct = _burst(t, freq_hz, onset, length, phase)
-    reflectance = m["r0"] * np.exp(-freq_hz / m["f_abs"])
-    a = reflectance * (0.25 + 0.75 * np.cos(theta / 2) ** 2)
-    tau = 0.003 + 0.060 * theta / np.pi
-    reflection = a * _burst(t, freq_hz, onset + tau, length, phase)
-
-    ring_t = t - (onset + length)
-    ring_amp = m["ring"] * np.sin(theta / 2) ** 2 * (0.5 + 0.5 * reflectance)
-    ringing = np.where(
-        ring_t >= 0,
-        ring_amp * np.exp(-np.maximum(ring_t, 0) / m["t_ring"])
-        * np.sin(2 * np.pi * m["f_ring"] * ring_t + rng.uniform(0, 2 * np.pi)),
-        0.0,
-    )
-    signal = level * (direct + reflection + ringing)
-
-    noise = rng.normal(0.0, 1.0, t.size)
-    noise = lfilter([1.0], [1.0, -0.7], noise)  # one-pole low-pass: pinkish room noise
-    snr_db = rng.uniform(0.0, 8.0) if hard else rng.uniform(18.0, 30.0)
-    signal_power = np.mean(signal[signal != 0] ** 2)
-    noise *= np.sqrt(signal_power / 10 ** (snr_db / 10) / np.mean(noise**2))
-    return _GAIN * (signal + noise)
+def problems_error(where: Path, problems: Sequence[str]) -> DataError:
+    """One :class:`DataError` listing every problem found under ``where``."""
+    if len(problems) == 1:
+        return DataError(problems[0])
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return DataError(f"{len(problems)} problems in {where}:\n{lines}")
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float = 1 / 3, seed: int = 42
                      ) -> np.ndarray:
-    """Boolean mask of validation samples: ``round(val_fraction · n_c)`` per class, seeded."""
+    """Boolean mask of validation samples: ``max(1, round(val_fraction · n_c))`` of each class
+    ``c`` with ``n_c >= 2`` clips (at least one stays in training), seeded.
+
+    A class of one clip has no validation clip; :func:`gradkit.data.load_split` refuses it.
+    """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     labels = np.asarray(labels)
@@ -130,73 +69,103 @@ def stratified_split(labels: Sequence[int], val_fraction: float = 1 / 3, seed: i
     is_val = np.zeros(labels.size, dtype=bool)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        n_val = max(1, int(round(val_fraction * members.size))) if members.size > 1 else 0
+        n_val = min(members.size - 1, max(1, int(round(val_fraction * members.size))))
         is_val[rng.permutation(members)[:n_val]] = True
     return is_val
 
 
-def _write_wav_atomic(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+# ---------------------------------------------------------------------------------------------
+# One file
+# ---------------------------------------------------------------------------------------------
+def _riff_data_check(path: Path) -> str | None:
+    """For a RIFF WAV: a message if the ``data`` chunk is cut short, else ``None``.
 
-
-def make_dataset(root: str | Path | None = None, materials: Sequence[str] = MATERIALS,
-                 freqs_hz: Sequence[int] = FREQS_HZ, per_class: int = 9, seed: int = 42,
-                 hard_fraction: float = 0.2) -> pd.DataFrame:
-    """Write ``root/<material>/<freq>hz/deg<angle:03d>/<nn>.wav`` and ``root/manifest.csv``.
-
-    Six angles (0…180° in 36° steps), ``per_class`` clips each, 16-bit PCM at 16 kHz. Returns the
-    manifest (path relative to ``root``, material, freq_hz, angle_deg, label, split). The same
-    seed gives the same bytes. ``hard_fraction`` of the clips are recorded at low SNR.
+    Walks the chunks to ``data`` and compares its declared size with the bytes that follow.
+    Sizes ``0`` and ``0xFFFFFFFF`` (streamed or RF64 files) carry no length and are not checked.
     """
-    root = Path(root) if root is not None else data_dir()
-    unknown = [m for m in materials if m not in _MATERIALS]
-    if unknown:
-        raise ValueError(f"unknown material(s) {unknown}; choose from {sorted(_MATERIALS)}")
-    if per_class < 2:
-        raise ValueError(f"per_class must be >= 2, got {per_class}")
-    rows = []
-    for material in materials:
-        for freq in freqs_hz:
-            if not 0 < freq < SAMPLE_RATE / 2:
-                raise ValueError(f"freq_hz {freq} is outside (0, {SAMPLE_RATE // 2}) Hz")
-            for label, angle in enumerate(ANGLES):
-                folder = root / material / f"{int(freq)}hz" / f"deg{angle:03d}"
-                folder.mkdir(parents=True, exist_ok=True)
-                for i in range(per_class):
-                    rng = _clip_rng(seed, material, freq, angle, i)
-                    hard = rng.uniform() < hard_fraction
-                    clip = synthesize_clip(material, freq, angle, rng, hard=hard)
-                    path = folder / f"{i:02d}.wav"
-                    _write_wav_atomic(path, clip, SAMPLE_RATE)
-                    rows.append(dict(path=path.relative_to(root).as_posix(), material=material,
-                                     freq_hz=int(freq), angle_deg=angle, label=label, hard=hard))
-    manifest = pd.DataFrame(rows)
-    manifest["split"] = "train"
-    for _, group in manifest.groupby(["material", "freq_hz"]):
-        is_val = stratified_split(group["label"].to_numpy(), seed=seed)
-        manifest.loc[group.index[is_val], "split"] = "val"
-    tmp = root / f".{MANIFEST}.tmp"
-    manifest.to_csv(tmp, index=False)
-    tmp.replace(root / MANIFEST)
-    return manifest
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        order = "<" if head[:4] == b"RIFF" else ">"
+        block_align = 0
+        offset = 12
+        while offset + 8 <= size:
+            f.seek(offset)
+            chunk_id, chunk_size = struct.unpack(order + "4sI", f.read(8))
+            if chunk_id == b"fmt " and chunk_size >= 14:
+                block_align = struct.unpack(order + "H", f.read(14)[12:14])[0]
+            if chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= available:
+                    return None
+                if block_align:
+                    return (f"{path} is truncated: its header says {chunk_size // block_align} "
+                            f"frames, the file holds {available // block_align}")
+                return (f"{path} is truncated: its header says {chunk_size} bytes of samples, "
+                        f"the file holds {available}")
+            offset += 8 + chunk_size + (chunk_size & 1)
+    return f"{path} is truncated: the file ends before its data chunk"
 
 
-def ensure_dataset(root: str | Path | None = None) -> Path:
-    """Generate the default data set under ``root`` (default ``data/``) unless it is there."""
-    root = Path(root) if root is not None else data_dir()
-    if not (root / MANIFEST).exists():
-        make_dataset(root)
-    return root
+def read_clip(path: str | Path) -> tuple[np.ndarray, sf._SoundFileInfo]:
+    """The samples ``[frames, channels]`` (float32) of one WAV file and its ``soundfile`` info,
+    after every check of the module docstring (:class:`DataError` naming the file)."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises several types for corrupt files
+        raise DataError(f"cannot read audio file {path}: {err}") from err
+    if info.format not in WAV_FORMATS:
+        raise DataError(f"{path} holds {info.format} audio ({info.format_info}), not WAV: "
+                        f"the loader reads WAV only; convert it (e.g. ffmpeg -i in out.wav)")
+    truncated = _riff_data_check(path)
+    if truncated:
+        raise DataError(truncated)
+    try:
+        samples, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise DataError(f"cannot read audio file {path}: {err}") from err
+    if samples.size == 0:
+        raise DataError(f"audio file {path} holds no samples")
+    if not np.isfinite(samples).all():
+        raise DataError(f"audio file {path} contains NaN or infinite samples")
+    return samples, info
+
+
+def fit_clip(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE,
+             seconds: float = CLIP_SECONDS) -> torch.Tensor:
+    """``[frames, channels]`` at ``rate`` -> mono float32 at ``sample_rate``, exactly ``seconds``
+    long: channels averaged, resampled with torchaudio, the first ``seconds`` kept (a probe
+    recording starts with its probe), a shorter clip zero-padded at the end."""
+    import torchaudio.functional as AF
+
+    mono = torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32))
+    if rate != sample_rate:
+        mono = AF.resample(mono, orig_freq=rate, new_freq=sample_rate)
+    n = int(round(seconds * sample_rate))
+    return torch.nn.functional.pad(mono[:n], (0, max(0, n - mono.numel())))
+
+
+def read_wav(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float = CLIP_SECONDS
+             ) -> torch.Tensor:
+    """One WAV file as mono float32 at ``sample_rate``, exactly ``seconds`` long (see
+    :func:`read_clip` for the checks, :func:`fit_clip` for the conversion)."""
+    samples, info = read_clip(path)
+    return fit_clip(samples, info.samplerate, sample_rate, seconds)
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# One condition
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Recordings:
-    """Clips of one material and probe frequency, fixed length, mono, one sample rate."""
+    """Clips of one material and probe frequency, fixed length, mono, one sample rate.
+
+    ``files``: one row per clip as found on disk (path, class, angle_deg, sample_rate,
+    channels, seconds, subtype, peak); ``skipped``: files passed over (hidden or not ``.wav``).
+    """
 
     waveforms: torch.Tensor  # [N, T] float32
     labels: torch.Tensor  # [N] int64, index into ``classes``
@@ -204,88 +173,103 @@ class Recordings:
     paths: list[str]
     sample_rate: int
     classes: list[str]
+    files: pd.DataFrame = field(default_factory=pd.DataFrame)
+    skipped: list[str] = field(default_factory=list)
 
 
-def read_wav(path: Path, sample_rate: int, seconds: float = CLIP_SECONDS) -> torch.Tensor:
-    """One WAV file as mono float32 at ``sample_rate``, exactly ``seconds`` long.
+def condition_dir(root: str | Path, material: str, freq_hz: int) -> Path:
+    """``root/<material>/<freq_hz>hz``, or a :class:`DataError` saying what is there instead."""
+    root = Path(root)
+    material_dir = root / str(material)
+    if not material_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir()
+                       if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+        raise DataError(f"material folder {material_dir} not found (found: {found})")
+    freq_dir = material_dir / f"{int(freq_hz)}hz"
+    if not freq_dir.is_dir():
+        found = sorted(p.name for p in material_dir.iterdir() if p.is_dir())
+        raise DataError(f"frequency folder {freq_dir} not found (found: {found})")
+    return freq_dir
 
-    Any sample rate (resampled with torchaudio), any channel count (averaged to mono), integer
-    or float samples. Length policy: a probe recording starts with its probe, so the first
-    ``seconds`` are kept and shorter clips are zero-padded at the end.
+
+def scan_condition(root: str | Path, material: str, freq_hz: int, sample_rate: int = SAMPLE_RATE,
+                   seconds: float = CLIP_SECONDS) -> tuple[Recordings | None, list[str]]:
+    """Read every clip of a condition; returns ``(recordings or None, problems)``: every problem
+    found (one line each, naming the file or folder) instead of stopping at the first.
+
+    A missing material or frequency folder raises at once (there is nothing else to check).
     """
-    import torchaudio.functional as AF
-
-    try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises several types for corrupt files
-        raise DataError(f"cannot read audio file {path}: {err}") from err
-    if samples.size == 0:
-        raise DataError(f"audio file {path} holds no samples")
-    if not np.isfinite(samples).all():
-        raise DataError(f"audio file {path} contains NaN or infinite samples")
-    mono = torch.from_numpy(samples.mean(axis=1))
-    if rate != sample_rate:
-        mono = AF.resample(mono, orig_freq=rate, new_freq=sample_rate)
-    n = int(round(seconds * sample_rate))
-    return torch.nn.functional.pad(mono[:n], (0, max(0, n - mono.numel())))
+    freq_dir = condition_dir(root, material, freq_hz)
+    folders = sorted(p for p in freq_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = [p for p in folders if CLASS_DIR.match(p.name)]
+    problems: list[str] = []
+    if len(class_dirs) < 2:
+        ignored = [p.name for p in folders if not CLASS_DIR.match(p.name)]
+        problems.append(f"{freq_dir} needs at least two class folders deg<angle:03d>, "
+                        f"found {[p.name for p in class_dirs]}"
+                        + (f" (ignored, not named deg<angle:03d>: {ignored})" if ignored else ""))
+    waves, labels, angles, paths, rows, skipped = [], [], [], [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        entries = sorted(p for p in class_dir.iterdir() if p.is_file())
+        files = [p for p in entries if not p.name.startswith(".") and p.suffix.lower() == ".wav"]
+        skipped += [str(p) for p in entries if p not in files]
+        if not files:
+            problems.append(f"class folder {class_dir} holds no .wav files")
+        angle = int(CLASS_DIR.match(class_dir.name).group(1))
+        for f in files:
+            try:
+                samples, info = read_clip(f)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            waves.append(fit_clip(samples, info.samplerate, sample_rate, seconds))
+            labels.append(label)
+            angles.append(angle)
+            paths.append(str(f))
+            rows.append(dict(path=str(f), **{"class": class_dir.name}, angle_deg=angle,
+                             sample_rate=info.samplerate, channels=info.channels,
+                             seconds=info.frames / info.samplerate, subtype=info.subtype,
+                             peak=float(np.abs(samples).max())))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} hidden or non-.wav file(s) under {freq_dir}: "
+                      + ", ".join(Path(s).relative_to(freq_dir).as_posix() for s in skipped),
+                      DataNote, stacklevel=3)
+    if not waves:
+        return None, problems
+    rec = Recordings(
+        waveforms=torch.stack(waves).float(),
+        labels=torch.tensor(labels, dtype=torch.long),
+        angles_deg=torch.tensor(angles, dtype=torch.float32),
+        paths=paths, sample_rate=sample_rate, classes=[p.name for p in class_dirs],
+        files=pd.DataFrame(rows), skipped=skipped,
+    )
+    return rec, problems
 
 
 def load_recordings(root: str | Path, material: str, freq_hz: int,
                     sample_rate: int = SAMPLE_RATE, seconds: float = CLIP_SECONDS) -> Recordings:
     """Read ``root/<material>/<freq_hz>hz/deg<angle>/*.wav`` (read-only; nothing is modified).
 
-    Raises :class:`DataError` naming the folder or file for: a missing material or frequency
-    folder, an empty class folder, fewer than two classes, an unreadable or corrupt file.
+    Raises one :class:`DataError` listing every problem (see the module docstring): a missing
+    material or frequency folder, an empty class folder, fewer than two classes, each file that
+    is unreadable, not WAV, truncated, empty or not finite.
     """
-    root = Path(root)
-    material_dir = root / material
-    if not material_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise DataError(f"material folder {material_dir} not found (found: {found})")
-    freq_dir = material_dir / f"{int(freq_hz)}hz"
-    if not freq_dir.is_dir():
-        found = sorted(p.name for p in material_dir.iterdir() if p.is_dir())
-        raise DataError(f"frequency folder {freq_dir} not found (found: {found})")
-    folders = sorted(p for p in freq_dir.iterdir() if p.is_dir())
-    class_dirs = [p for p in folders if _CLASS_DIR.match(p.name)]
-    if len(class_dirs) < 2:
-        ignored = [p.name for p in folders if not _CLASS_DIR.match(p.name)]
-        raise DataError(f"{freq_dir} needs at least two class folders deg<angle:03d>, "
-                        f"found {[p.name for p in class_dirs]}"
-                        + (f" (ignored, not named deg<angle:03d>: {ignored})" if ignored else ""))
-    waves, labels, angles, paths = [], [], [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() == ".wav")
-        if not files:
-            raise DataError(f"class folder {class_dir} holds no .wav files")
-        angle = int(_CLASS_DIR.match(class_dir.name).group(1))
-        for f in files:
-            waves.append(read_wav(f, sample_rate, seconds))
-            labels.append(label)
-            angles.append(angle)
-            paths.append(str(f))
-    return Recordings(
-        waveforms=torch.stack(waves).float(),
-        labels=torch.tensor(labels, dtype=torch.long),
-        angles_deg=torch.tensor(angles, dtype=torch.float32),
-        paths=paths,
-        sample_rate=sample_rate,
-        classes=[p.name for p in class_dirs],
-    )
+    rec, problems = scan_condition(root, material, freq_hz, sample_rate, seconds)
+    if problems or rec is None:
+        raise problems_error(condition_dir(root, material, freq_hz), problems)
+    return rec
 
 
-
-_FREQ_DIR = re.compile(r"^(\d+)hz$")
-
-
-def list_conditions(root: str | Path | None = None) -> list[tuple[str, int]]:
+def list_conditions_in(root: str | Path) -> list[tuple[str, int]]:
     """``(material, freq_hz)`` of every ``root/<material>/<freq>hz/`` that holds at least one
-    class folder ``deg<angle:03d>``, sorted; ``root=None`` is the default data set. Reads only."""
-    root = ensure_dataset(root) if root is None else Path(root)
+    class folder ``deg<angle:03d>``, sorted. Reads only."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} not found")
     found = []
     for material in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for freq in sorted(p for p in material.iterdir() if p.is_dir()):
-            m = _FREQ_DIR.match(freq.name)
-            if m and any(_CLASS_DIR.match(c.name) for c in freq.iterdir() if c.is_dir()):
+            m = FREQ_DIR.match(freq.name)
+            if m and any(CLASS_DIR.match(c.name) for c in freq.iterdir() if c.is_dir()):
                 found.append((material.name, int(m.group(1))))
     return sorted(found, key=lambda c: (c[0], c[1]))

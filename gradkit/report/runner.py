@@ -7,6 +7,11 @@ script: widget state is dropped (there is no kernel behind a report) and the Mat
 out, so a report opens with the network off. ``reports/index.html`` links them with each notebook's
 headline numbers (:mod:`gradkit.report.headlines`) and run time. A notebook that fails keeps its
 previous report; the index marks it failed and the command exits non-zero.
+
+``--data FOLDER --material NAME --freq HZ`` runs the workbook on another condition, ``--param
+NAME=VALUE`` overrides any notebook parameter (:mod:`gradkit.report.parameters`: the injected
+``parameters`` cell, the condition's own ``figures/<name>/`` and ``reports/<name>/``). A data
+folder is preflighted first (:func:`gradkit.data.preflight`): nothing runs on bad data.
 """
 
 from __future__ import annotations
@@ -24,7 +29,17 @@ from gradkit.core.io import atomic_write_text
 from gradkit.core.paths import project_root, reports_dir
 from gradkit.report.export import strip_widgets, to_html
 from gradkit.report.headlines import collect_headlines
-from gradkit.report.index import NotebookResult, index_html, previous_results
+from gradkit.report.index import NotebookResult, previous_results
+from gradkit.report.parameters import (
+    Condition,
+    active,
+    add_arguments,
+    from_arguments,
+    inject_active,
+    notebook_parameters,
+    select_notebooks,
+    write_indexes,
+)
 
 KERNEL = "gradkit"
 
@@ -52,6 +67,7 @@ def execute(path: Path, timeout: int = 900):
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    inject_active(nb, path.stem)  # the parameters of build_reports' condition, if any
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
                             resources={"metadata": {"path": str(path.parent)}})
     previous = os.environ.get("GRADKIT_REPORT")
@@ -86,30 +102,45 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResul
                           headlines=collect_headlines(nb))
 
 
-def build_reports(only: list[str] | None = None) -> list[NotebookResult]:
-    """Execute the notebooks (all, or those whose names contain one of ``only``) and export."""
-    out_dir = reports_dir()
-    executed_dir = project_root() / "build" / "executed"
-    executed_dir.mkdir(parents=True, exist_ok=True)
+def build_reports(only: list[str] | None = None, *, condition: Condition | None = None,
+                  parameters: dict | None = None) -> list[NotebookResult]:
+    """Execute the notebooks (all, or those whose names contain one of ``only``) and export.
+
+    ``condition`` (:func:`gradkit.report.parameters.resolve_condition`; ``None``: the default)
+    runs the notebooks that read recordings on it, after its preflight, into its own folders;
+    ``parameters`` are injected into each notebook's ``parameters`` cell.
+    """
     paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
-    results = [run_notebook(p, out_dir, executed_dir) for p in paths]
+    paths = select_notebooks(paths, condition)
+    with active(notebook_parameters(condition, parameters), condition and condition.name):
+        out_dir = reports_dir()
+        executed_dir = project_root() / "build" / "executed" / (condition.name if condition else "")
+        executed_dir.mkdir(parents=True, exist_ok=True)
+        results = [run_notebook(p, out_dir, executed_dir) for p in paths]
     # A partial run (``only``) keeps the other notebooks' entries from the last run.
     entries = {r.name: r for r in previous_results(out_dir)}
     entries.update({r.name: r for r in results})
     ordered = [entries[p.stem] for p in notebook_paths() if p.stem in entries]
     atomic_write_text(out_dir / "index.json",
                       json.dumps([asdict(r) for r in ordered], indent=1, ensure_ascii=False))
-    atomic_write_text(out_dir / "index.html", index_html(ordered))
-    print(f"[report] index -> {out_dir / 'index.html'}")
+    top = write_indexes(out_dir, ordered, condition, parameters)
+    print(f"[report] index -> {out_dir / 'index.html'}" + (f", {top}" if condition else ""))
     for r in results:
         print(f"[report] {r.name:<28} {'ok' if r.ok else 'FAILED':<6} {r.seconds:6.0f} s")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gradkit.data import DataError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("only", nargs="*", help="run only notebooks whose name contains this")
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    results = build_reports(args.only or None)
+    try:
+        condition, parameters = from_arguments(args)  # bad arguments or folder: ValueError
+        results = build_reports(args.only or None, condition=condition, parameters=parameters)
+    except (DataError, ValueError) as err:  # raised before any notebook runs
+        print(f"[report] refused: {err}", flush=True)
+        return 2
     return 0 if all(r.ok for r in results) else 1
-

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_EPOCHS", "MODES", "OBJECTIVES", "TRAIN_VERSION", "TrainConfig", "run_key",
-           "split_fingerprint"]
+__all__ = ["DEFAULT_EPOCHS", "MODES", "OBJECTIVES", "TRAIN_VERSION", "TrainConfig",
+           "batch_size_for", "run_key", "split_fingerprint"]
 
 #: Bump when training semantics change, so that runs cached by an older version are not reused.
 TRAIN_VERSION = 1
@@ -53,8 +53,9 @@ class TrainConfig:
     """Everything that defines a training run (and, with the data, identifies it).
 
     ``epochs=None`` means 60 for ``mode="full"`` and 30 for ``mode="prompt"``.
-    ``batch_size=12`` cuts the 36 training clips into three equal batches (no ragged last batch
-    whose GHM histogram would rest on a handful of samples). ``lr=3e-3`` (Adam) for full
+    ``batch_size=None`` is :func:`batch_size_for` the training split, resolved by ``get_run``:
+    12 for the default set's 36 training clips, three equal batches (no ragged last batch whose
+    GHM histogram would rest on a handful of samples). ``lr=3e-3`` (Adam) for full
     training; prompt tuning trains only the prompt and the heads and uses ``prompt_lr``.
     ``rank_weight=0.1`` puts both terms on the same scale at the start: an untrained model has
     ``CE ~ ln 6 = 1.8`` and ranking loss ``~ softplus(margin) = 10``. (Both tuned on plastic /
@@ -78,7 +79,7 @@ class TrainConfig:
     margin: float = 10.0
     lr: float = 3e-3
     prompt_lr: float = 1e-2
-    batch_size: int = 12
+    batch_size: int | None = None
     rank_weight: float = 0.1
     weight_decay: float = 0.0
     widths: tuple[int, ...] = (8, 16, 32)
@@ -103,7 +104,7 @@ class TrainConfig:
         if self.epochs is None:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS[self.mode])
         for name, minimum in [("epochs", 1), ("save_every", 1), ("seed", 0), ("split_seed", 0),
-                              ("bins", 1), ("batch_size", 1), ("base_epochs", 1)]:
+                              ("bins", 1), ("base_epochs", 1)]:
             _check_int(name, getattr(self, name), minimum)
         _check_float("momentum", self.momentum, 0.0, 1.0)
         _check_float("margin", self.margin, 0.0)
@@ -118,8 +119,11 @@ class TrainConfig:
                              f"got {widths!r}")
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
         # Canonical Python types, so that equal configs hash equally (3000 vs np.int64(3000)).
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1)
+            object.__setattr__(self, "batch_size", int(self.batch_size))
         for name in ("freq_hz", "epochs", "save_every", "seed", "split_seed", "bins",
-                     "batch_size", "base_epochs"):
+                     "base_epochs"):
             object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("momentum", "margin", "lr", "prompt_lr", "rank_weight", "weight_decay"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -140,6 +144,13 @@ class TrainConfig:
         """The Adam step size actually used: ``lr`` (full) or ``prompt_lr`` (prompt)."""
         return self.lr if self.mode == "full" else self.prompt_lr
 
+    def sized_for(self, n_train: int) -> TrainConfig:
+        """This config with ``batch_size=None`` resolved for ``n_train`` training clips
+        (:func:`batch_size_for`); an explicit batch size is kept."""
+        if self.batch_size is not None:
+            return self
+        return dataclasses.replace(self, batch_size=batch_size_for(n_train))
+
     def base_config(self) -> TrainConfig:
         """Prompt mode: the raw full run whose trunk is reused (same data, seeds, sizes)."""
         return dataclasses.replace(self, objective="raw", mode="full", epochs=self.base_epochs)
@@ -158,6 +169,18 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}")
         return cls(**d)
+
+
+def batch_size_for(n_train: int, target: int = 12) -> int:
+    """The batch size of a run on ``n_train`` training clips: all of them when
+    ``n_train <= 4/3 · target`` (one batch), else the size ``B`` in ``[3/4 · target, 4/3 ·
+    target]`` (9…16) whose last batch is fullest, ties to the one nearest ``target`` (36 -> 12,
+    48 -> 12, 30 -> 10, 17 -> 9): the last batch always holds at least ~45 % of a full one."""
+    lo, hi = math.ceil(0.75 * target), math.floor(4 * target / 3)
+    if n_train <= hi:
+        return max(1, int(n_train))
+    last = lambda b: (n_train - (math.ceil(n_train / b) - 1) * b) / b  # noqa: E731
+    return max(range(lo, hi + 1), key=lambda b: (last(b), -abs(b - target), -b))
 
 
 def split_fingerprint(split: Any) -> str:

@@ -316,6 +316,7 @@ def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | Non
     if not isinstance(config, TrainConfig):
         raise TypeError(f"get_run needs a TrainConfig, got {type(config).__name__}")
     split = _load_split(config)
+    config = config.sized_for(len(split.y_train))  # batch_size=None: sized to this split
     data_hash = split_fingerprint(split)
     key = run_key(config, data_hash)
     folder = checkpoints_dir() / config.folder_name
