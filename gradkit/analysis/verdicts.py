@@ -3,7 +3,8 @@
 A *run* is one (objective, seed, fold) of :func:`gradkit.training.ensemble.train_ensemble`;
 its *end* is the epoch it stopped at (plateau or cap). Per run, :func:`run_summary` gives
 
-- ``final_val_acc`` / ``final_val_raw_loss``: at the end epoch (the primary metrics);
+- ``final_val_acc`` / ``final_val_raw_loss``: at the end epoch (the primary metrics), and
+  ``final_val_ghm_loss`` (the GHM objective on the validation clips, for both objectives);
 - ``tail_val_acc`` / ``tail_val_raw_loss``: the mean over the last ``tail`` epochs up to the end;
 - ``best_val_acc`` and ``best_epoch``: the maximum over epochs, *selected on the validation
   clips themselves* and therefore optimistic; shown, never compared;
@@ -59,6 +60,7 @@ def run_summary(metrics: pd.DataFrame, stopped: Mapping[tuple[int, int], tuple[i
             "end_epoch": int(end["epoch"]), "stopped_by": why,
             "final_val_acc": float(end["val_acc"]),
             "final_val_raw_loss": float(end["val_raw_loss"]),
+            "final_val_ghm_loss": float(end["val_ghm_loss"]),
             "tail_val_acc": float(last["val_acc"].mean()),
             "tail_val_raw_loss": float(last["val_raw_loss"].mean()),
             "best_val_acc": float(best["val_acc"]), "best_epoch": int(best["epoch"]),

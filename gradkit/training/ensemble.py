@@ -232,7 +232,7 @@ def train_ensemble(config: TrainConfig, members: Sequence[Member],
         groups.setdefault(shape, []).append(mb)
     device, start = pick_device(), time.perf_counter()
     rows, stopped = [], {}
-    with cpu_threads(device, torch.get_num_threads()):
+    with cpu_threads(device):  # one thread, as a single run (gradkit.training.loop)
         for group in groups.values():
             rows += _train_group(config, group, device, stop, stopped, progress)
     return EnsembleResult(config, pd.DataFrame(rows), stopped, time.perf_counter() - start)
