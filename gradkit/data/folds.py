@@ -6,8 +6,8 @@ For labels ``y`` and a seed: per class ``c`` the clips of ``c`` are shuffled by
 (``numpy.array_split``); fold ``j`` validates chunk ``j`` of every class and trains on the rest.
 Every clip is validated exactly once per seed.
 
-When every class holds a multiple of ``k`` clips, fold 0 of ``seed`` is exactly the validation set
-of ``stratified_split(y, 1/k, seed)``, so fold 0 of :func:`fold_splits` equals
+When ``k = 3`` and every class holds a multiple of 3 clips, fold 0 of ``seed`` is exactly the
+validation set of ``stratified_split(y, 1/3, seed)``, so fold 0 of :func:`fold_splits` equals
 ``load_split(..., seed=seed)`` tensor for tensor (same order, same normalisation): the single
 runs of :func:`gradkit.training.get_run` are fold 0 of their ``split_seed``. :func:`fold_splits`
 checks this and says so in ``FoldSet.fold0_is_load_split``.
@@ -18,6 +18,7 @@ clips only (as :func:`gradkit.data.load_split`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradkit.data.features import AudioSplit, log_mel
+from gradkit.data.features import AudioSplit, load_split, log_mel
 from gradkit.data.recordings import ensure_dataset, load_recordings, stratified_split
 
 __all__ = ["ConditionFeatures", "FoldSet", "fold_splits", "load_features", "split_of",
            "stratified_folds"]
+
+
+#: The validation fraction of :func:`gradkit.data.load_split` (the single runs' split).
+LOAD_SPLIT_FRACTION = inspect.signature(load_split).parameters["val_fraction"].default
 
 
 def stratified_folds(labels: Sequence[int], k: int = 3, seed: int = 42) -> np.ndarray:
@@ -100,7 +105,7 @@ class FoldSet:
 def fold_splits(data: ConditionFeatures, k: int = 3, seed: int = 42) -> FoldSet:
     """The ``k`` stratified folds of ``data`` for ``seed`` as :class:`AudioSplit` objects."""
     folds = stratified_folds(data.labels.numpy(), k, seed)
-    reference = stratified_split(data.labels.numpy(), 1 / k, seed)
+    reference = stratified_split(data.labels.numpy(), LOAD_SPLIT_FRACTION, seed)
     return FoldSet(seed=int(seed), folds=folds,
                    splits=[split_of(data, folds == j) for j in range(k)],
                    fold0_is_load_split=bool(np.array_equal(folds == 0, reference)))

@@ -38,7 +38,7 @@ def plot_event_examples(fig: plt.Figure, data, classes: Sequence[str], n: int = 
     for ax, i in zip(axes.flat, range(n), strict=False):
         t0, f0, t1, f1 = data.boxes[i].tolist()
         size = data.x.shape[-1]
-        ax.imshow(data.x[i, 0], origin="lower", cmap="magma", extent=(0, size, 0, size))
+        ax.imshow(np.asarray(data.x[i, 0]), origin="lower", cmap="magma", extent=(0, size, 0, size))
         ax.add_patch(plt.Rectangle((t0, f0), t1 - t0, f1 - f0, fill=False, ec="cyan", lw=1.5))
         ax.set_title(f"{classes[int(data.labels[i])]}: box t {t0:.0f}-{t1:.0f}, "
                      f"f {f0:.0f}-{f1:.0f}", fontsize=9)
