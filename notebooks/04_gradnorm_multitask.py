@@ -130,8 +130,10 @@ display(Markdown(
     f"**{w_steps.min().min():.3f}** and the weights summed to T = {T} within "
     f"{float((w_steps.sum(axis=1) - T).abs().max()):.1e}. Final weights, mean over seeds: "
     f"detection {gn.final_w_det.mean():.3f} ± {gn.final_w_det.std():.3f}, classification "
-    f"{gn.final_w_cls.mean():.3f} ± {gn.final_w_cls.std():.3f}; they stayed within 5 % of their "
-    f"final epoch's mean from epoch {gn.weights_stable_epoch.max():.0f} on in every seed. From the "
+    f"{gn.final_w_cls.mean():.3f} ± {gn.final_w_cls.std():.3f}. They settled (every later "
+    f"epoch's mean within 5 % of the last epoch's) before the cap in {int(gn.weights_settled.sum())}"
+    f" of {len(gn)} seeds, at epochs {', '.join(map(str, gn.weights_stable_epoch))} (0 = the "
+    f"first, {EPOCHS - 1} = the last). From the "
     f"study's start the classification weight went from {h0.w_cls.iloc[0]:.3f} to "
     f"{h0.w_cls.iloc[-1]:.3f} and the detection weight from {h0.w_det.iloc[0]:.3f} to "
     f"{h0.w_det.iloc[-1]:.3f}: " + ("a weight ended near zero (collapse)." if collapsed

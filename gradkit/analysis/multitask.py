@@ -47,6 +47,7 @@ def run_table(runs: Sequence[MultitaskRun]) -> pd.DataFrame:
             "final_w_det": float(h["w_det"].iloc[-1]), "final_w_cls": float(h["w_cls"].iloc[-1]),
             "min_w": float(h[["w_det", "w_cls"]].min().min()),
             "weights_stable_epoch": weights_stable_epoch(h)[0],
+            "weights_settled": weights_stable_epoch(h)[1],
         })
     return pd.DataFrame(rows)
 
