@@ -53,6 +53,8 @@ torch.manual_seed(0)
 NOTEBOOK_START = time.perf_counter()
 print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
 print(f"figures go to {figures_dir()}")
+
+# %%
 pd.set_option("display.precision", 4)
 TAIL = 10  # epochs in the tail means; also the plateau test's window
 MIN_EPOCHS = 20  # the plateau test is asked from this epoch on
@@ -159,6 +161,10 @@ metrics = {name: run.metrics for name, run in runs.items()}
 histories = {name: run.ghm_history for name, run in runs.items()}
 split, ghm_run_id = runs["ghm"].split, runs["ghm"].run_id
 print(f"single runs ready in {train_seconds:.1f} s: " + ", ".join(map(repr, runs.values())))
+STAGE_EPOCHS = tuple(ga.stage_epochs(metrics["ghm"]["epoch"]).values())
+print(f"early / middle / late epochs: {STAGE_EPOCHS}")
+
+# %%
 if is_fold0:
     twin = {n: all_metrics[(all_metrics.objective == n) & (all_metrics.seed == FIG_SEED)
                            & (all_metrics.fold == 0)].set_index("epoch") for n in LABELS}
@@ -171,8 +177,6 @@ if is_fold0:
 else:
     print(f"with {FOLDS} folds, fold 0 is not load_split's validation third: the single pair "
           "below is trained on load_split's split, outside the cross-validation")
-STAGE_EPOCHS = tuple(ga.stage_epochs(metrics["ghm"]["epoch"]).values())
-print(f"early / middle / late epochs: {STAGE_EPOCHS}")
 
 # %%
 # Same split and same initial weights: checked, not assumed.
@@ -346,6 +350,7 @@ display(Markdown(
 # %%
 acc, loss = results["final_val_acc"], results["final_val_raw_loss"]
 n_improving = int(len(improving))
+best_mean = summary.groupby("objective").best_val_acc.mean()
 lines = [
     f"- **Validation accuracy at the last epoch**: {vd.verdict_sentence(acc, scale=100)}.",
     f"- **Raw validation loss at the last epoch**: {vd.verdict_sentence(loss, digits=3)}.",
@@ -354,10 +359,8 @@ lines = [
     f"- Training: {n_improving} of {len(summary)} runs were still improving on validation when "
     f"they stopped (cap {EPOCHS} epochs), {len(at_chance)} ended at chance; a verdict about runs "
     "that were still improving is a verdict at this training budget, not at convergence.",
-    f"- The best-epoch accuracies (mean over runs: raw "
-    f"{summary[summary.objective == 'raw'].best_val_acc.mean():.1%}, GHM "
-    f"{summary[summary.objective == 'ghm'].best_val_acc.mean():.1%}) are selected on the "
-    "validation clips themselves and are not compared.",
+    f"- The best-epoch accuracies (mean over runs: raw {best_mean['raw']:.1%}, GHM "
+    f"{best_mean['ghm']:.1%}) are selected on the validation clips themselves: not compared.",
     f"- Training the {2 * len(members)} runs (or finding them again) took "
     f"{ensemble_seconds:.1f} s, the single pair {train_seconds:.1f} s in this session.",
 ]

@@ -45,10 +45,13 @@ from gradkit.viz.scrubber import Scrubber
 
 torch.manual_seed(0)
 print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
+
+# %%
 # The tensors are tiny (batches of 64 clips of 16 x 16 bins): one intra-op thread is faster than
 # two, and the runs are reproducible bit for bit. Everything trains on the CPU on purpose.
 torch.set_num_threads(1)
 NOTEBOOK_START = time.perf_counter()
+TREND_WINDOW = 5  # epochs in the plateau test of the per-epoch losses
 SMOOTH = 8  # steps in the running means of the per-step curves (and the scrubber's stride)
 METHODS = list(mt.METHODS)
 CONFIG = mt.MultitaskConfig(epochs=EPOCHS)
@@ -142,14 +145,14 @@ display(Markdown(
 # %% [markdown]
 # ## Task losses over training, and whether the cap was enough
 #
-# Per run and task, `gradkit.stats.plateau_test` of the per-epoch mean training loss over the last five epochs (OLS slope, $\alpha = 0.05$): "still improving" means the cap stopped a falling curve.
+# Per run and task, `gradkit.stats.plateau_test` of the per-epoch mean training loss over the last `TREND_WINDOW` epochs (OLS slope, $\alpha = 0.05$): "still improving" means the cap stopped a falling curve.
 
 # %%
 fig = plt.figure(figsize=(13, 4.2))
 mv.plot_task_losses(fig, steps, METHODS, LABELS, COLORS, smooth=SMOOTH)
 publish(fig, "task_losses.png")
 trends = pd.DataFrame([{"method": r.config.method, "seed": r.config.seed,
-                        **mta.loss_trends(r.history)} for r in runs])
+                        **mta.loss_trends(r.history, TREND_WINDOW)} for r in runs])
 improving = trends.melt(["method", "seed"], var_name="task", value_name="trend")
 display(improving.assign(still=improving.trend == "still improving")
         .pivot_table(index="method", columns="task", values="still", aggfunc="sum", sort=False)
@@ -231,7 +234,7 @@ display(cost.T)
 # %% [markdown]
 # ## Did GradNorm beat equal weighting?
 #
-# Same seed, same initial network, same batch order: each method's run pairs with the equal-weighting run of its seed. Verdicts come from `gradkit.stats.compare_paired` (paired t-test, 95 % interval, and the smallest difference this design detects with 80 % power); with five seeds, five wins out of five with similar differences is a win.
+# Same seed, same initial network, same batch order: each method's run pairs with the equal-weighting run of its seed. Verdicts come from `gradkit.stats.compare_paired` (paired t-test, 95 % interval, and the smallest difference this design detects with 80 % power): a run of wins on every seed with similar differences is a win, a run of wins with very unequal differences may not be (the table shows wins and losses beside each verdict).
 
 # %%
 verdicts = mta.paired_table(per_run, "equal", dict(metrics), LABELS)
