@@ -21,9 +21,10 @@ settings, :data:`~gradkit.training.TRAIN_VERSION` and :data:`ENSEMBLE_VERSION` (
 written atomically).
 
 **Stopping.** ``stop`` (e.g. :func:`plateau_stop`) is asked after every epoch with a member's
-metrics so far; a stopped member's record ends at that epoch (its later epochs, computed
-alongside the others, are discarded: a run's first ``e`` epochs do not depend on later ones, so
-this is exactly early stopping). Training ends when every member has stopped or at ``epochs``.
+metrics so far; a stopped member's record ends at that epoch and the ensemble goes on without it
+(its slices of parameters, Adam moments, GHM state and data are dropped: the other members do not
+depend on it, so this is exactly early stopping). Training ends when every member has stopped or
+at ``epochs``.
 
 Limits: ``mode="full"`` only (prompt runs reuse a base run's trunk); the members of one call
 must have equally many training and validation clips (:func:`train_ensemble` groups members by
@@ -60,7 +61,7 @@ __all__ = ["ENSEMBLE_VERSION", "EnsembleResult", "Member", "batched_ghm_weights"
            "ensemble_key", "plateau_stop", "train_ensemble"]
 
 #: Bump when the ensemble's semantics change, so that stored results are not reused.
-ENSEMBLE_VERSION = 1
+ENSEMBLE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,26 @@ class _Ensemble:
         self.data["a_train"] = stack("angles_train").float()
         self.data["a_val"] = stack("angles_val").float()
 
+    def keep(self, rows: Sequence[int]) -> None:
+        """Go on with members ``rows`` only: their slices of the parameters, of Adam's moments
+        (its step count is shared: every member has taken every step), of the GHM state and of
+        the data. The kept members continue exactly as before."""
+        idx = torch.as_tensor(list(rows), device=self.device)
+        old = {k: (p, self.opt.state.get(p, {})) for k, p in self.params.items()}
+        self.members = [self.members[i] for i in rows]
+        self.params = {k: p.detach()[idx].clone().requires_grad_(p.requires_grad)
+                       for k, (p, _) in old.items()}
+        self.buffers = {k: b[idx] for k, b in self.buffers.items()}
+        self.opt = torch.optim.Adam(list(self.params.values()), lr=self.cfg.learning_rate,
+                                    weight_decay=self.cfg.weight_decay)
+        for k, p in self.params.items():
+            state = old[k][1]
+            if state:
+                self.opt.state[p] = {name: (v.clone() if name == "step" else v[idx].clone())
+                                     for name, v in state.items()}
+        self.acc = {k: v[idx] for k, v in self.acc.items()}
+        self.data = {k: v[idx] for k, v in self.data.items()}
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         call = lambda p, bf, xb: functional_call(self.base, (p, bf), (xb,))  # noqa: E731
         return vmap(call)(self.params, self.buffers, x)
@@ -252,8 +273,11 @@ def _train_group(config, group, device, stop, stopped, progress) -> list[dict[st
             history[key].append(row)
             if stop is not None and stop(history[key]):
                 stopped[key] = (epoch, "plateau")
-        if all(k in stopped for k in history):
+        active = [i for i, m in enumerate(ens.members) if (m.seed, m.fold) not in stopped]
+        if not active:
             break
+        if len(active) < len(ens.members):
+            ens.keep(active)  # stopped members cost nothing from here on
     for key, rows in history.items():
         stopped.setdefault(key, (rows[-1]["epoch"], "cap"))
     return [r for rows in history.values() for r in rows]

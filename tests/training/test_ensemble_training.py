@@ -71,6 +71,24 @@ def test_every_member_equals_its_separate_run(folds, objective):
     assert finals.nunique() == 4
 
 
+def test_members_that_stop_leave_and_the_others_go_on_unchanged(folds):
+    members = [Member(seed, f, split) for seed in (3, 7) for f, split in enumerate(folds)]
+    leave = {(3, 0): 2, (7, 1): 4}                 # (seed, fold) -> the epoch it stops at
+
+    def stop(history):
+        row = history[-1]
+        return leave.get((row["seed"], row["fold"])) == row["epoch"]
+
+    cfg = small(objective="ghm")
+    result = train_ensemble(cfg, members, stop=stop)
+    assert result.stopped[(3, 0)] == (2, "plateau") and result.stopped[(3, 1)] == (5, "cap")
+    full = train_ensemble(cfg, members).metrics.set_index(["seed", "fold", "epoch"])
+    part = result.metrics.set_index(["seed", "fold", "epoch"])
+    assert len(part) == 2 + 5 + 5 + 4
+    diff = (part[COLUMNS] - full.loc[part.index, COLUMNS]).abs().to_numpy().max()
+    assert diff < 1e-6
+
+
 def test_batched_ghm_weights_match_the_single_member_rule():
     gen = torch.Generator().manual_seed(0)
     edges = bin_edges(10)
