@@ -47,7 +47,7 @@ from gradkit.training.ensemble import Member, get_ensemble
 from gradkit.viz import ghm as gv
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
-from gradkit.viz.verdicts import plot_paired_differences
+from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
 
 torch.manual_seed(0)
 NOTEBOOK_START = time.perf_counter()
@@ -163,6 +163,8 @@ split, ghm_run_id = runs["ghm"].split, runs["ghm"].run_id
 print(f"single runs ready in {train_seconds:.1f} s: " + ", ".join(map(repr, runs.values())))
 STAGE_EPOCHS = tuple(ga.stage_epochs(metrics["ghm"]["epoch"]).values())
 print(f"early / middle / late epochs: {STAGE_EPOCHS}")
+UNIT = (f"seed {FIG_SEED}, fold 0: one of {len(members)} pairs" if is_fold0
+        else f"seed {FIG_SEED}, load_split's split (outside the {FOLDS}-fold study)")
 
 # %%
 if is_fold0:
@@ -199,14 +201,17 @@ display(params)
 # %%
 fig = plt.figure(figsize=(15, 4.2))
 gv.plot_training_comparison(fig, metrics)
+stamp_unit(fig, UNIT)
 publish(fig, f"training_comparison_{ghm_run_id}.png")
 
 fig = plt.figure(figsize=(9, 7))
 gv.plot_loss_comparison_detailed(fig, metrics["ghm"], run_name="ghm")
+stamp_unit(fig, UNIT)
 publish(fig, "loss_comparison_detailed.png")
 
 fig = plt.figure(figsize=(9, 4.5))
 gv.plot_accuracy_trend(fig, metrics)
+stamp_unit(fig, UNIT)
 publish(fig, "accuracy_trend.png")
 
 # %%
@@ -244,6 +249,7 @@ bins = configs["ghm"].bins
 print(f"{bins} GHM bins of width {1 / bins:g}")
 fig = plt.figure(figsize=(13, 4.5))
 gv.plot_gradient_density_evolution(fig, histories["ghm"], bins=bins, run_name="ghm")
+stamp_unit(fig, UNIT)
 publish(fig, "gradient_density_evolution.png")
 
 # %%
@@ -260,8 +266,10 @@ display(density_scrubber)
 # %%
 fig = plt.figure(figsize=(13, 4.5))
 gv.plot_ghm_weights_comparison(fig, histories["ghm"], bins=bins, run_name="ghm")
+stamp_unit(fig, UNIT)
 publish(fig, "ghm_weights_comparison.png")
 
+# %%
 by_epoch = {name: ga.history_by_epoch(h) for name, h in histories.items()}
 missing = [(name, e) for name in runs for e in STAGE_EPOCHS if e not in by_epoch[name]]
 assert not missing, f"(run, epoch) without GHM diagnostics: {missing}"
@@ -297,6 +305,7 @@ for epoch in STAGE_EPOCHS:
     fig = plt.figure(figsize=(12, 4))
     gv.plot_batch_distribution(fig, by_epoch["ghm"][epoch], bins=bins, batch=0,
                                title=f"ghm run {ghm_run_id}: epoch {epoch}, batch 0")
+    stamp_unit(fig, UNIT)
     publish(fig, f"epoch{epoch}_batch0_{ghm_run_id}.png")
 
 # %% [markdown]
@@ -313,6 +322,7 @@ for epoch in STAGE_EPOCHS:
     fig = plt.figure(figsize=(12, 4))
     gv.plot_ghm_stats(fig, by_epoch["ghm"][epoch], bins=bins,
                       title=f"ghm run: GHM statistics of epoch {epoch}")
+    stamp_unit(fig, UNIT)
     publish(fig, f"ghm_stats_epoch_{epoch}.png")
 print("classification g, GHM run, every epoch:")
 display(stats["ghm"])

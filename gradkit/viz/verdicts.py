@@ -9,7 +9,7 @@ import numpy as np
 
 from gradkit.stats import PairedComparison
 
-__all__ = ["plot_paired_differences"]
+__all__ = ["plot_paired_differences", "stamp_unit"]
 
 
 def plot_paired_differences(fig: plt.Figure, panels: Sequence[dict], title: str = "") -> None:
@@ -53,3 +53,11 @@ def plot_paired_differences(fig: plt.Figure, panels: Sequence[dict], title: str 
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+
+
+def stamp_unit(fig: plt.Figure, text: str) -> None:
+    """Write which unit of a multi-run study a single-run figure shows (e.g. ``"seed 42,
+    fold 0: one of 15 pairs"``) in the figure's bottom-right corner, off the axes."""
+    if not text:
+        raise ValueError("stamp_unit needs a text")
+    fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=8, color="0.35")

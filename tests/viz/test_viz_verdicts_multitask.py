@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from gradkit.data.events import CLASSES, make_event_data  # noqa: E402
 from gradkit.stats import compare_paired  # noqa: E402
 from gradkit.viz import multitask as mv  # noqa: E402
-from gradkit.viz.verdicts import plot_paired_differences  # noqa: E402
+from gradkit.viz.verdicts import plot_paired_differences, stamp_unit  # noqa: E402
 
 METHODS = ["equal", "gradnorm", "two_backbones"]
 LABELS = {m: m.upper() for m in METHODS}
@@ -90,3 +90,13 @@ def test_gradient_step_picture():
     mv.plot_gradient_step(fig, history, layers, step=1, smooth=2)
     assert "step 1" in fig.axes[0].get_title()
     _labelled(fig)
+
+
+def test_stamp_unit_writes_the_unit_on_the_figure():
+    fig = plt.figure()
+    fig.subplots().plot([0, 1], [0, 1])
+    stamp_unit(fig, "seed 42, fold 0")
+    assert [t.get_text() for t in fig.texts] == ["seed 42, fold 0"]
+    with pytest.raises(ValueError):
+        stamp_unit(fig, "")
+    plt.close(fig)
