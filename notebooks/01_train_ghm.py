@@ -70,7 +70,7 @@ LABELS = {"raw": "raw", "ghm": "GHM"}
 # - **Metrics.** Per run, at its last epoch: validation accuracy and raw validation loss (primary), their means over the last `TAIL` epochs, and the best epoch's accuracy (selected on the same validation clips, so optimistic: shown, never compared). Verdicts: `gradkit.stats.compare_paired` over the (seed, fold) pairs; runs at chance: `gradkit.stats.above_chance`.
 
 # %%
-features = load_features(MATERIAL, FREQ_HZ, DATA_ROOT)
+features = load_features(MATERIAL, FREQ_HZ, root=DATA_ROOT)
 fold_sets = {s: fold_splits(features, FOLDS, s) for s in SEEDS}
 members = [Member(s, f, split) for s, fs in fold_sets.items() for f, split in enumerate(fs.splits)]
 n_classes = len(features.classes)
