@@ -17,44 +17,45 @@
 # %% [markdown]
 # # GradNorm on a detection + classification network
 #
-# Does GradNorm balance two tasks that share a backbone without collapsing a task weight? We compare it with fixed weights, uncertainty weighting, PCGrad and two independent backbones, over several seeds.
+# Does GradNorm balance two tasks that share a backbone without collapsing a task weight? We compare it with fixed weights, uncertainty weighting, PCGrad and two independent backbones over several seeds, each method against equal weighting on the same seeds, pair by pair (`gradkit.stats.compare_paired`).
+
+# %%
+SEEDS = [0, 1, 2, 3, 4]  # one run per method and seed; a seed fixes the initial network and batch order
+EPOCHS = 8  # the cap; the plateau test below says which runs were still improving at it
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
 import gradkit
-from gradkit.core.device import pick_device
-from gradkit.core.paths import figures_dir
-
-torch.manual_seed(0)
-device = pick_device()
-print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {device}")
-print(f"figures go to {figures_dir()}")
-
-# %%
 from gradkit.analysis import multitask as mta
+from gradkit.core.device import pick_device
 from gradkit.core.params import count_parameters
 from gradkit.data.events import CLASSES
 from gradkit.models import SharedNet, TwoBackbones
 from gradkit.training import multitask as mt
+from gradkit.viz import multitask as mv
 from gradkit.viz.figures import publish
 from gradkit.viz.scrubber import Scrubber
 
+torch.manual_seed(0)
+print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
+
+# %%
 # The tensors are tiny (batches of 64 clips of 16 x 16 bins): one intra-op thread is faster than
 # two, and the runs are reproducible bit for bit. Everything trains on the CPU on purpose.
 torch.set_num_threads(1)
 NOTEBOOK_START = time.perf_counter()
-SEEDS = (0, 1, 2)
+TREND_WINDOW = 5  # epochs in the plateau test of the per-epoch losses
 SMOOTH = 8  # steps in the running means of the per-step curves (and the scrubber's stride)
 METHODS = list(mt.METHODS)
-CONFIG = mt.MultitaskConfig()
+CONFIG = mt.MultitaskConfig(epochs=EPOCHS)
+TABLE_SEED = 3 if 3 in SEEDS else SEEDS[0]  # the study's tables were of its seed 003
 COLORS = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
 LABELS = {"equal": "equal 1/1", "study": "study 1/0.01", "gradnorm": "GradNorm",
           "uncertainty": "uncertainty", "pcgrad": "PCGrad", "two_backbones": "two backbones"}
@@ -68,18 +69,8 @@ pd.DataFrame({"method": METHODS, "what it is": [mt.METHODS[m] for m in METHODS]}
 # %%
 train_data = mt.event_data(CONFIG.n_train, CONFIG.data_seed)
 test_data = mt.event_data(CONFIG.n_test, CONFIG.data_seed + 1)
-fig, axes = plt.subplots(2, 4, figsize=(11, 5.6))
-for ax, i in zip(axes.flat, range(8), strict=True):
-    t0, f0, t1, f1 = train_data.boxes[i].tolist()
-    ax.imshow(train_data.x[i, 0], origin="lower", cmap="magma", extent=(0, 16, 0, 16))
-    ax.add_patch(plt.Rectangle((t0, f0), t1 - t0, f1 - f0, fill=False, ec="cyan", lw=1.5))
-    ax.set_title(f"{CLASSES[int(train_data.labels[i])]}: box t {t0:.0f}-{t1:.0f}, f {f0:.0f}-{f1:.0f}",
-                 fontsize=9)
-    ax.set_xlabel("time frame")
-    ax.set_ylabel("frequency bin")
-fig.suptitle(f"Eight training clips and their boxes ({len(train_data)} train, "
-             f"{len(test_data)} held-out clips, {len(CLASSES)} balanced classes)")
-fig.tight_layout()
+fig = plt.figure(figsize=(11, 5.6))
+mv.plot_event_examples(fig, train_data, CLASSES, n_test=len(test_data))
 plt.show()
 
 # %% [markdown]
@@ -104,118 +95,77 @@ pd.DataFrame([
 # %% [markdown]
 # ## Training every method on every seed
 #
-# Adam, the same learning rate, batch size and epochs for every method (printed below). At every step, before the method combines the losses, we probe each task's own gradient on the shared parameters (two extra backward passes, left out of the timing), and record its norm, the cosine between the tasks (negative: conflict), their magnitude similarity `2|g1||g2| / (|g1|^2 + |g2|^2)`, the weights and the losses.
+# Adam, the same learning rate, batch size and epochs for every method (printed below). At every step, before the method combines the losses, we probe each task's own gradient on the shared parameters (two extra backward passes, left out of the timing and the memory count), and record its norm, the cosine between the tasks (negative: conflict), their magnitude similarity $2\|g_1\|\|g_2\| / (\|g_1\|^2 + \|g_2\|^2)$, the weights and the losses. Held-out metrics are measured before and after training.
 
 # %%
 steps_per_epoch = -(-CONFIG.n_train // CONFIG.batch_size)
 print(f"Adam (lr {CONFIG.lr}), batches of {CONFIG.batch_size}, {CONFIG.epochs} epochs "
       f"({CONFIG.epochs * steps_per_epoch} steps), {len(METHODS)} methods x {len(SEEDS)} seeds")
-runs = mt.run_comparison(METHODS, SEEDS)
+runs = mt.run_comparison(METHODS, SEEDS, epochs=EPOCHS)
 steps = mt.step_table(runs)
 per_run = mta.run_table(runs)
 summary = mta.summarise(per_run)
 # GradNorm from the study's starting weights, detection 1.0 and classification 0.01 (renormalised
 # to sum to T): the start from which the study's weight collapsed. One seed, for the trajectory.
 study_start = mt.train_multitask(mt.MultitaskConfig(method="gradnorm", seed=SEEDS[0],
-                                                    init_weights=(1.0, 0.01)))
+                                                    epochs=EPOCHS, init_weights=(1.0, 0.01)))
 per_run.round(3)
 
 # %% [markdown]
 # ## Task weights over training
 #
-# Fixed weights are flat lines (equal, PCGrad and two backbones all sit at 1 and hide each other). Uncertainty weights are not normalised; GradNorm's sum to the number of tasks T at every step.
+# Fixed weights are flat lines (equal, PCGrad and two backbones all sit at 1 and hide each other). Uncertainty weights are not normalised; GradNorm's sum to the number of tasks $T$ at every step.
 
 # %%
-def mean_over_seeds(column, method, smooth=1):
-    """Per-step mean over seeds (and its min/max) of one history column, optionally smoothed."""
-    table = steps[steps.method == method].pivot(index="step", columns="seed", values=column)
-    table = table.rolling(smooth, min_periods=1).mean()
-    return table.index.values, table.mean(axis=1).values, table.min(axis=1).values, table.max(axis=1).values
-
-
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-for ax, column, task in zip(axes[:2], ("w_det", "w_cls"), mt.TASKS, strict=True):
-    for m in METHODS:
-        x, mean, low, high = mean_over_seeds(column, m)
-        ax.plot(x, mean, color=COLORS[m], label=LABELS[m])
-        ax.fill_between(x, low, high, color=COLORS[m], alpha=0.15)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"{task} weight (log scale)")
-    ax.set_title(f"{task} weight: mean over {len(SEEDS)} seeds, band = min..max")
-axes[0].legend(fontsize=8)
-h0 = study_start.history
-for column, task, style in (("w_det", "detection", "-"), ("w_cls", "classification", "--")):
-    axes[2].plot(h0.step, h0[column], style, color=COLORS["gradnorm"], label=f"{task} weight")
-axes[2].set_yscale("log")
-axes[2].set_xlabel("training step")
-axes[2].set_ylabel("weight (log scale)")
-axes[2].set_title(f"GradNorm from the study's start 1.0 / 0.01 (seed {SEEDS[0]})")
-axes[2].legend(fontsize=8)
-fig.tight_layout()
+fig = plt.figure(figsize=(15, 4.2))
+mv.plot_task_weights(fig, steps, METHODS, LABELS, COLORS, study=study_start.history,
+                     study_seed=SEEDS[0])
 publish(fig, "gradnorm_weights.png")
 
 # %%
 gn = per_run[per_run.method == "gradnorm"]
 T = len(mt.TASKS)
-weights_every_step = steps[steps.method == "gradnorm"][["w_det", "w_cls"]]
-sums = weights_every_step.sum(axis=1)
+w_steps = steps[steps.method == "gradnorm"][["w_det", "w_cls"]]
+h0 = study_start.history
+collapsed = mta.weight_collapsed(h0)
 display(Markdown(
-    f"Over all {len(weights_every_step)} GradNorm steps ({len(SEEDS)} seeds) the smallest weight "
-    f"was **{weights_every_step.min().min():.3f}** (positive: {bool((weights_every_step > 0).all().all())}) "
-    f"and the weights summed to T = {T} within {float((sums - T).abs().max()):.1e}. Final weights, mean "
-    f"over seeds: detection {gn.final_w_det.mean():.3f} ± {gn.final_w_det.std():.3f}, "
-    f"classification {gn.final_w_cls.mean():.3f} ± {gn.final_w_cls.std():.3f}. "
-    f"From the study's start (1.0 / 0.01) the classification weight went from "
-    f"{h0.w_cls.iloc[0]:.3f} to {h0.w_cls.iloc[-1]:.3f} and the detection weight from "
-    f"{h0.w_det.iloc[0]:.3f} to {h0.w_det.iloc[-1]:.3f}; its smallest weight at any step was "
-    f"{h0[['w_det', 'w_cls']].min().min():.3f}"
-    + (" - no collapse to zero." if h0[["w_det", "w_cls"]].iloc[-1].min() > 0.05
-       else " - a weight did end near zero.")
-))
+    f"Over all {len(w_steps)} GradNorm steps ({len(SEEDS)} seeds) the smallest weight was "
+    f"**{w_steps.min().min():.3f}** and the weights summed to T = {T} within "
+    f"{float((w_steps.sum(axis=1) - T).abs().max()):.1e}. Final weights, mean over seeds: "
+    f"detection {gn.final_w_det.mean():.3f} ± {gn.final_w_det.std():.3f}, classification "
+    f"{gn.final_w_cls.mean():.3f} ± {gn.final_w_cls.std():.3f}. They settled (every later "
+    f"epoch's mean within 5 % of the last epoch's) before the cap in {int(gn.weights_settled.sum())}"
+    f" of {len(gn)} seeds, at epochs {', '.join(map(str, gn.weights_stable_epoch))} (0 = the "
+    f"first, {EPOCHS - 1} = the last). From the "
+    f"study's start the classification weight went from {h0.w_cls.iloc[0]:.3f} to "
+    f"{h0.w_cls.iloc[-1]:.3f} and the detection weight from {h0.w_det.iloc[0]:.3f} to "
+    f"{h0.w_det.iloc[-1]:.3f}: " + ("a weight ended near zero (collapse)." if collapsed
+                                    else "no collapse to zero.")))
 
 # %% [markdown]
-# ## Task losses over training
+# ## Task losses over training, and whether the cap was enough
+#
+# Per run and task, `gradkit.stats.plateau_test` of the per-epoch mean training loss over the last `TREND_WINDOW` epochs (OLS slope, $\alpha = 0.05$): "still improving" means the cap stopped a falling curve.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-for ax, column, task in zip(axes, ("loss_det", "loss_cls"), mt.TASKS, strict=True):
-    for m in METHODS:
-        x, mean, low, high = mean_over_seeds(column, m, smooth=SMOOTH)
-        ax.plot(x, mean, color=COLORS[m], label=LABELS[m])
-        ax.fill_between(x, low, high, color=COLORS[m], alpha=0.12)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"{task} loss (unweighted, training batch)")
-    ax.set_title(f"{task} loss ({SMOOTH}-step running mean; band: seed min..max)")
-axes[0].legend(fontsize=8)
-fig.tight_layout()
+fig = plt.figure(figsize=(13, 4.2))
+mv.plot_task_losses(fig, steps, METHODS, LABELS, COLORS, smooth=SMOOTH)
 publish(fig, "task_losses.png")
+trends = pd.DataFrame([{"method": r.config.method, "seed": r.config.seed,
+                        **mta.loss_trends(r.history, TREND_WINDOW)} for r in runs])
+improving = trends.melt(["method", "seed"], var_name="task", value_name="trend")
+display(improving.assign(still=improving.trend == "still improving")
+        .pivot_table(index="method", columns="task", values="still", aggfunc="sum", sort=False)
+        .rename(index=LABELS).astype(int).rename_axis(columns=f"runs still improving at the "
+                                                             f"cap (of {len(SEEDS)})"))
 
 # %% [markdown]
 # ## Do the tasks' gradients conflict on the shared backbone?
 
 # %%
 shared_methods = [m for m in METHODS if m != "two_backbones"]
-fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-for m in shared_methods:
-    x, mean, low, high = mean_over_seeds("cosine", m, smooth=SMOOTH)
-    axes[0].plot(x, mean, color=COLORS[m], label=LABELS[m])
-    conflict = (steps[steps.method == m].assign(conflict=lambda d: d.cosine < 0)
-                .groupby(["epoch", "seed"]).conflict.mean().groupby("epoch").agg(["mean", "std"]))
-    axes[1].errorbar(conflict.index + 0.05 * shared_methods.index(m), conflict["mean"],
-                     yerr=conflict["std"], color=COLORS[m], marker="o", ms=3, capsize=2,
-                     label=LABELS[m])
-    x, mean, low, high = mean_over_seeds("magsim", m, smooth=SMOOTH)
-    axes[2].plot(x, mean, color=COLORS[m], label=LABELS[m])
-axes[0].axhline(0, color="k", lw=0.8)
-axes[0].set(xlabel="training step", ylabel="cos(g_det, g_cls)",
-            title=f"cosine of the task gradients ({SMOOTH}-step running mean)")
-axes[1].set(xlabel="epoch", ylabel="share of steps with cosine < 0",
-            title="conflict share per epoch (mean ± std over seeds)", ylim=(-0.02, 1.02))
-axes[2].set(xlabel="training step", ylabel="2|g1||g2| / (|g1|² + |g2|²)",
-            title=f"magnitude similarity ({SMOOTH}-step running mean)", ylim=(0, 1.02))
-axes[0].legend(fontsize=8)
-fig.tight_layout()
+fig = plt.figure(figsize=(17, 4.2))
+mv.plot_task_gradient_cosine(fig, steps, shared_methods, LABELS, COLORS, smooth=SMOOTH)
 publish(fig, "task_gradient_cosine.png")
 
 # %% [markdown]
@@ -224,19 +174,9 @@ publish(fig, "task_gradient_cosine.png")
 # %%
 metrics = [("mean_iou", "detection: mean IoU"), ("iou50", "detection: share IoU ≥ 0.5"),
            ("accuracy", "classification accuracy")]
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-for ax, (column, title) in zip(axes, metrics, strict=True):
-    for k, m in enumerate(METHODS):
-        values = per_run[per_run.method == m][column]
-        ax.bar(k, values.mean(), yerr=values.std(), color=COLORS[m], capsize=4, alpha=0.8)
-        ax.scatter(np.full(len(values), k), values, color="k", s=10, zorder=3)
-    ax.set_xticks(range(len(METHODS)), [LABELS[m] for m in METHODS], rotation=30, ha="right")
-    ax.set_ylabel(title + " (held-out)")
-    ax.set_title(f"{title}: mean ± std, dots = {len(SEEDS)} seeds")
-    ax.set_ylim(0, 1)
-axes[2].axhline(1 / len(CLASSES), color="k", ls=":", lw=1, label="chance")
-axes[2].legend(fontsize=8)
-fig.tight_layout()
+fig = plt.figure(figsize=(15, 4.2))
+mv.plot_heldout_comparison(fig, per_run, metrics, METHODS, LABELS, COLORS,
+                           chance=1 / len(CLASSES))
 publish(fig, "multitask_comparison.png")
 
 # %% [markdown]
@@ -251,100 +191,95 @@ def pm(column, digits=3):
     return summary[(column, "mean")].map(fmt) + " ± " + summary[(column, "std")].map(fmt)
 
 
-def passes(row):
-    return f"{row.backbone_passes:.0f} / {row.last_shared_passes:.0f}"
-
-
 first = per_run.groupby("method", sort=False).first()
 table = pd.DataFrame({
-    "complexity: backward passes per step (backbone / last shared layer)": first.apply(passes, axis=1),
+    "complexity: backward passes per step (backbone / last shared layer)":
+        first.backbone_passes.map("{:.0f}".format) + " / "
+        + first.last_shared_passes.map("{:.0f}".format),
     "complexity: scalars the method adapts": first.adapted_scalars,
-    "time per epoch [s]": pm("epoch_s", 3),
+    "time per batch [ms]": pm("batch_ms", 2), "peak step memory [KiB]": pm("peak_step_kib", 1),
     "parameters": first.params,
     "interference: mean cosine": pm("mean_cosine"),
     "interference: conflict share": pm("conflict_share"),
     "interference: magnitude similarity": pm("magsim"),
-    "detection: mean IoU": pm("mean_iou"),
-    "detection: IoU ≥ 0.5": pm("iou50"),
+    "detection: mean IoU": pm("mean_iou"), "detection: IoU ≥ 0.5": pm("iou50"),
     "classification: accuracy": pm("accuracy"),
 }).rename(index=LABELS)
-table = table.replace("nan ± nan", "none shared")
-display(table.T)
+display(table.replace("nan ± nan", "none shared").T)
+
+# %% [markdown]
+# ## The study's tables, measured on one seed
+#
+# For the seed the study tabulated (or the first seed when it is not run): the held-out metrics before and after training, the per-epoch mean training loss of each task, the time per batch and the peak memory of a training step (tensor bytes held at the backward pass: parameters, gradients, Adam's moments and the activations autograd saved, counted with `torch.autograd.graph.saved_tensors_hooks`; see `gradkit.training.multitask`), and the epoch from which the task weights stay within 5 % of their final epoch's mean.
+
+# %%
+seed_runs = {r.config.method: r for r in runs if r.config.seed == TABLE_SEED}
+core = pd.DataFrame({(LABELS[m], k): {"initial": r.initial_metrics[k], "final": r.metrics[k]}
+                     for m, r in seed_runs.items() for k, _ in metrics}).T
+core["change"] = core["final"] - core["initial"]
+print(f"seed {TABLE_SEED}: held-out metrics, initial -> final")
+display(core.round(3))
+losses = pd.concat({LABELS[m]: mta.epoch_losses(r.history) for m, r in seed_runs.items()},
+                   axis=1)
+print(f"seed {TABLE_SEED}: mean training loss per epoch and task")
+display(losses.round(3))
+cost = pd.DataFrame({LABELS[m]: {
+    "time per batch [ms]": 1e3 * r.seconds_per_batch,
+    "peak step memory [KiB]": r.peak_step_bytes / 1024,
+    "weights stable from epoch": mta.weights_stable_epoch(r.history)[0],
+    "weights stable before the cap": mta.weights_stable_epoch(r.history)[1]}
+    for m, r in seed_runs.items()})
+display(cost.T)
 
 # %% [markdown]
 # ## Did GradNorm beat equal weighting?
 #
-# A difference counts only if it is larger than the seed-to-seed spread (the larger of the two standard deviations over seeds); otherwise it is "within noise". With a handful of seeds that is a rough guard, not a significance test.
+# Same seed, same initial network, same batch order: each method's run pairs with the equal-weighting run of its seed. Verdicts come from `gradkit.stats.compare_paired` (paired t-test, 95 % interval, and the smallest difference this design detects with 80 % power): a run of wins on every seed with similar differences is a win, a run of wins with very unequal differences may not be (the table shows wins and losses beside each verdict).
 
 # %%
-def verdict(method, baseline, column, name):
-    a = per_run[per_run.method == method][column]
-    b = per_run[per_run.method == baseline][column]
-    diff, noise, word = mta.compare(a, b)
-    outcome = {"higher": "better", "lower": "worse", "within noise": "no different, within noise"}[word]
-    # Same seed, same initial network and batch order: the seeds pair up.
-    wins = int((a.values > b.values).sum())
-    return (f"{name}: {LABELS[method]} {a.mean():.3f} ± {a.std():.3f} vs {LABELS[baseline]} "
-            f"{b.mean():.3f} ± {b.std():.3f}, difference {diff:+.3f} against a seed spread of "
-            f"{noise:.3f}: **{outcome}** ({LABELS[method]} ahead on {wins} of {len(a)} seeds, "
-            "paired by initialisation)")
-
-
-lines = [verdict("gradnorm", "equal", c, n) for c, n in metrics]
-display(Markdown("GradNorm against equal weighting, held-out, over "
-                 f"{len(SEEDS)} seeds:\n\n" + "\n".join(f"- {s}" for s in lines)))
-rows = []
-for m in METHODS:
-    if m == "equal":
-        continue
-    for column, name in metrics:
-        a, b = per_run[per_run.method == m][column], per_run[per_run.method == "equal"][column]
-        diff, noise, word = mta.compare(a, b)
-        rows.append({"method": LABELS[m], "metric": name, "difference vs equal": round(diff, 3),
-                     "seed spread": round(noise, 3), "verdict": word})
-pd.DataFrame(rows).pivot(index="method", columns="metric", values="verdict")
+verdicts = mta.paired_table(per_run, "equal", dict(metrics), LABELS)
+display(verdicts.pivot(index="method", columns="metric", values="verdict")
+        .rename(index=LABELS).rename_axis(columns="against equal weighting"))
+display(verdicts.set_index(["method", "metric"])[
+    ["diff", "ci_low", "ci_high", "p_value", "wins", "losses", "min_detectable"]].round(3))
+gn_results = {name: mta.paired_vs(per_run, "gradnorm", "equal", c, LABELS) for c, name in metrics}
+display(Markdown("GradNorm against equal weighting, held-out:\n\n" + "\n".join(
+    f"- {name}: {r.sentence(digits=3)} ({r.wins} of {r.n} seeds ahead)"
+    for name, r in gn_results.items())))
 
 # %%
 eq, gnr = per_run[per_run.method == "equal"], per_run[per_run.method == "gradnorm"]
-t_ratio = gnr.epoch_s.mean() / eq.epoch_s.mean()
 two = per_run[per_run.method == "two_backbones"]
-relation = {"higher": "above", "lower": "below", "within noise": "within noise of"}
-two_det = relation[mta.compare(two.mean_iou, eq.mean_iou)[2]]
-two_cls = relation[mta.compare(two.accuracy, eq.accuracy)[2]]
+time_gn = mta.paired_vs(per_run, "gradnorm", "equal", "batch_ms", LABELS,
+                        higher_is_better=False, unit="ms")
+two_det = mta.paired_vs(per_run, "two_backbones", "equal", "mean_iou", LABELS)
+two_cls = mta.paired_vs(per_run, "two_backbones", "equal", "accuracy", LABELS)
 display(Markdown(
-    f"GradNorm's training step took {t_ratio:.2f}x the time of equal weighting "
-    f"({gnr.epoch_s.mean():.3f} s vs {eq.epoch_s.mean():.3f} s per epoch, at the same "
-    f"{int(gnr.params.iloc[0])} parameters). Two independent backbones ({int(two.params.iloc[0])} "
-    f"parameters, {two.epoch_s.mean():.3f} s per epoch) came out {two_det} equal weighting on "
-    f"mean IoU ({two.mean_iou.mean():.3f} vs {eq.mean_iou.mean():.3f}) and {two_cls} it on "
-    f"accuracy ({two.accuracy.mean():.3f} vs {eq.accuracy.mean():.3f})"
-    + "."
-))
+    f"- Time per batch: GradNorm {gnr.batch_ms.mean():.2f} ms vs equal {eq.batch_ms.mean():.2f} "
+    f"ms ({gnr.batch_ms.mean() / eq.batch_ms.mean():.2f}x); {time_gn.sentence(digits=2)} "
+    "(\"worse\": slower).\n"
+    f"- Two independent backbones ({int(two.params.iloc[0])} parameters against "
+    f"{int(eq.params.iloc[0])}): mean IoU {two_det.sentence(digits=3)}; accuracy "
+    f"{two_cls.sentence(digits=3)}."))
 
 # %% [markdown]
 # What kind of interference is it: the directions of the two tasks' gradients (cosine) or their sizes (magnitude similarity)?
 
 # %%
 eq_steps = steps[steps.method == "equal"]
-mean_cos, conflict = eq.mean_cosine.mean(), eq.conflict_share.mean()
+cos_test = mta.cosine_against_zero(per_run, "equal")
+direction = {"better": "aligned on average", "worse": "conflicting on average",
+             "no detectable difference": "not detectably aligned or conflicting on average"}
 start = eq_steps[eq_steps.step == 0]
-ratio0 = float((start.gnorm_det / start.gnorm_cls).mean())
 late = eq_steps[eq_steps.epoch == CONFIG.epochs - 1]
-ratio_late = float((late.gnorm_det / late.gnorm_cls).median())
-if abs(mean_cos) < 0.05:
-    direction = (f"close to orthogonal on average (mean cosine {mean_cos:+.3f}); they pointed "
-                 f"against each other on {conflict:.0%} of steps, about what two unrelated noisy "
-                 "directions would give")
-elif mean_cos < 0:
-    direction = f"conflicting on average (mean cosine {mean_cos:+.3f}, {conflict:.0%} of steps)"
-else:
-    direction = f"mostly aligned (mean cosine {mean_cos:+.3f}; conflict on {conflict:.0%} of steps)"
 display(Markdown(
-    f"Under equal weighting the task gradients on the shared backbone were {direction}. Their "
-    f"sizes differed more: at the first step the detection gradient was {ratio0:.1f}x the "
-    f"classification gradient (magnitude similarity {start.magsim.mean():.2f}); in the last epoch "
-    f"the median ratio was {ratio_late:.1f}x (magnitude similarity {late.magsim.mean():.2f})."
-))
+    f"Under equal weighting the task gradients on the shared backbone were "
+    f"{direction[cos_test.verdict]} ({cos_test.sentence(digits=3)}); they pointed against each "
+    f"other on {eq.conflict_share.mean():.0%} of steps. Their sizes: at the first step the "
+    f"detection gradient was {float((start.gnorm_det / start.gnorm_cls).mean()):.1f}x the "
+    f"classification gradient (magnitude similarity {start.magsim.mean():.2f}); in the last "
+    f"epoch the median ratio was {float((late.gnorm_det / late.gnorm_cls).median()):.1f}x "
+    f"(magnitude similarity {late.magsim.mean():.2f})."))
 
 # %% [markdown]
 # ## The per-task gradient picture, step by step
@@ -353,62 +288,24 @@ display(Markdown(
 
 # %%
 scrub_run = next(r for r in runs if r.config.method == "gradnorm" and r.config.seed == SEEDS[0])
-H, LN = scrub_run.history.set_index("step"), scrub_run.layer_norms
-
-
-def draw_step(fig, step):
-    row = H.loc[step]
-    ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.2, 1.2]})
-    arrows = [((row.g1_x, row.g1_y), "C0", 0.8, "g_det"), ((row.g2_x, row.g2_y), "C1", 0.8, "g_cls"),
-              ((row.w_det * row.g1_x, row.w_det * row.g1_y), "C0", 2.5, f"{row.w_det:.2f} g_det"),
-              ((row.w_cls * row.g2_x, row.w_cls * row.g2_y), "C1", 2.5, f"{row.w_cls:.2f} g_cls"),
-              ((row.u_x, row.u_y), "k", 2.0, "applied update")]
-    for (x, y), color, lw, label in arrows:
-        ax1.annotate("", xy=(x, y), xytext=(0, 0),
-                     arrowprops={"arrowstyle": "->", "color": color, "lw": lw})
-        ax1.plot([], [], color=color, lw=lw, label=label)
-    reach = max(np.hypot(*a[0]) for a in arrows) * 1.15
-    ax1.set(xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal",
-            xlabel="along g_det (gradient units)", ylabel="orthogonal, towards g_cls",
-            title=f"step {step}: cos {row.cosine:+.2f}, mag. sim. {row.magsim:.2f}")
-    ax1.legend(fontsize=7, loc="lower left")
-    layers = LN[LN.step == step]
-    k = np.arange(len(layers))
-    ax2.bar(k - 0.2, layers.det, 0.4, color="C0", label="detection")
-    ax2.bar(k + 0.2, layers.cls, 0.4, color="C1", label="classification")
-    names = layers.tensor.str.replace("backbone.0", "conv1").str.replace("backbone.3", "conv2 (W)")
-    ax2.set_xticks(k, names.str.replace(".", " "), rotation=20, fontsize=7)
-    ax2.set(yscale="log", ylabel="raw gradient norm (log)", title="per shared tensor")
-    ax2.legend(fontsize=7)
-    ax3.plot(H.index, H.w_det, color="C0", label="detection weight")
-    ax3.plot(H.index, H.w_cls, color="C1", label="classification weight")
-    ax3.set(xlabel="training step", ylabel="weight", title="weights and cosine over training")
-    ax3b = ax3.twinx()
-    ax3b.plot(H.index, H.cosine.rolling(SMOOTH, min_periods=1).mean(), color="0.5", lw=1,
-              label=f"cosine ({SMOOTH}-step mean)")
-    ax3b.axhline(0, color="0.5", lw=0.5)
-    ax3b.set_ylabel("cosine of the task gradients")
-    ax3b.legend(fontsize=7, loc="upper right")
-    ax3.axvline(step, color="k", ls=":")
-    ax3.legend(fontsize=7, loc="upper left")
-
-
-step_values = list(H.index[::SMOOTH]) + ([int(H.index[-1])] if H.index[-1] % SMOOTH else [])
-scrubber = Scrubber(draw_step, step_values, label="step", figsize=(15, 4.2))
+H, LN = scrub_run.history, scrub_run.layer_norms
+last_step = int(H.step.iloc[-1])
+step_values = list(H.step[::SMOOTH]) + ([last_step] if last_step % SMOOTH else [])
+scrubber = Scrubber(lambda fig, step: mv.plot_gradient_step(fig, H, LN, step, SMOOTH),
+                    step_values, label="step", figsize=(15, 4.2))
 display(scrubber)
 
 # %%
 elapsed = time.perf_counter() - NOTEBOOK_START
-print(f"notebook body ran in {elapsed:.1f} s "
-      f"({len(runs) + 1} training runs, {per_run.epoch_s.sum() * CONFIG.epochs:.1f} s of it timed training)")
+print(f"notebook body ran in {elapsed:.1f} s ({len(runs) + 1} training runs, "
+      f"{per_run.epoch_s.sum() * CONFIG.epochs:.1f} s of it timed training)")
 
 # %%
 from gradkit.report.headlines import show_headlines
 
-gn_words = {n: mta.compare(gnr[c], eq[c])[2] for c, n in metrics}
 show_headlines(**{
-    "GradNorm vs equal weighting": "; ".join(f"{n}: {w}" for n, w in gn_words.items()),
-    "smallest GradNorm weight (any step, any seed)": f"{weights_every_step.min().min():.3f}",
-    "accuracy, GradNorm / equal": f"{gnr.accuracy.mean():.3f} / {eq.accuracy.mean():.3f}",
-    "mean IoU, GradNorm / equal": f"{gnr.mean_iou.mean():.3f} / {eq.mean_iou.mean():.3f}",
+    **{f"GradNorm vs equal, {n}": f"{r.verdict} ({r.wins}/{r.n} seeds ahead, "
+       f"diff {r.diff:+.3f} [{r.ci[0]:+.3f}, {r.ci[1]:+.3f}])" for n, r in gn_results.items()},
+    "smallest GradNorm weight (any step, any seed)": f"{w_steps.min().min():.3f}",
+    "seeds": f"{len(SEEDS)}, {EPOCHS} epochs each",
 })

@@ -32,7 +32,6 @@ __all__ = [
     "batch_values",
     "best_epoch_summary",
     "bin_shares",
-    "compare_runs",
     "density_table",
     "epoch_bin_weights",
     "g_statistics",
@@ -207,24 +206,4 @@ def loss_change(metrics: pd.DataFrame) -> dict[str, float]:
     m = metrics.sort_values("epoch")
     return {k: float(m[f"train_{k}_loss"].iloc[0] - m[f"train_{k}_loss"].iloc[-1])
             for k in ("raw", "ghm")}
-
-
-def compare_runs(raw: pd.DataFrame, ghm: pd.DataFrame, n_val: int, last: int = 10
-                 ) -> dict[str, Any]:
-    """Did GHM help? The criterion, stated and computed:
-
-    ``delta`` = mean validation accuracy of the GHM run over its last ``last`` epochs minus the
-    raw run's. One validation clip is worth ``1 / n_val`` of accuracy, so a difference smaller
-    than that is not a measurable effect. ``helped = delta >= 1 / n_val``;
-    ``hurt = delta <= -1 / n_val``; otherwise neither (no measurable difference).
-    """
-    if n_val < 1:
-        raise ValueError(f"n_val must be >= 1, got {n_val}")
-    tail = lambda m: float(m.sort_values("epoch")["val_acc"].iloc[-last:].mean())  # noqa: E731
-    raw_tail, ghm_tail = tail(raw), tail(ghm)
-    delta = ghm_tail - raw_tail
-    resolution = 1.0 / n_val
-    return {"raw_tail_acc": raw_tail, "ghm_tail_acc": ghm_tail, "delta": delta,
-            "resolution": resolution, "last": int(min(last, len(raw), len(ghm))),
-            "helped": delta >= resolution, "hurt": delta <= -resolution}
 

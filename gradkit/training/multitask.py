@@ -6,6 +6,15 @@ and records, at every step, the two task losses, the weights, and the two tasks'
 shared parameters (norms, :func:`~gradkit.grads.similarity.cosine`,
 :func:`~gradkit.grads.similarity.magnitude_similarity`, the plane picture).
 :func:`run_comparison` trains every method on every seed.
+
+**Peak memory** of a training step (``MultitaskRun.peak_step_bytes``): the tensor bytes held at
+the step's backward pass, i.e. the parameters, their gradients, Adam's two moments and every
+tensor autograd saved for backward during the step's forward and the method's backward
+(counted with ``torch.autograd.graph.saved_tensors_hooks``, each storage once), maximised over
+steps. It is a count of tensor storage, exact and independent of the allocator and the other
+processes (``tracemalloc`` does not see PyTorch's CPU allocations and the process RSS mixes in
+everything else the kernel holds); the probes of the task gradients are left out, as in the
+timing.
 """
 
 from __future__ import annotations
@@ -100,6 +109,14 @@ class MultitaskRun:
     n_params: int
     passes: dict[str, float] = field(default_factory=dict)
     adapted_scalars: int = 0
+    initial_metrics: dict[str, float] = field(default_factory=dict)
+    peak_step_bytes: int = 0
+    steps: int = 0
+
+    @property
+    def seconds_per_batch(self) -> float:
+        """Mean training seconds per step (forward, combine, backward, optimiser step)."""
+        return sum(self.epoch_times) / max(self.steps, 1)
 
 
 _data_cache: dict[tuple[int, int, int], EventData] = {}
@@ -132,6 +149,35 @@ def _plane(g1: torch.Tensor, g2: torch.Tensor, u: torch.Tensor) -> list[float]:
     return [float(v @ e) for v in (g1, g2, u) for e in (e1, e2)]
 
 
+class _SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward inside the context."""
+
+    def __init__(self):
+        self.seen: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        self.seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def context(self):
+        self.seen.clear()
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def _state_bytes(params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> int:
+    """Parameters, their gradients and the optimiser's tensors, in bytes."""
+    total = sum(p.numel() * p.element_size() * (2 if p.grad is not None else 1) for p in params)
+    for state in optimizer.state.values():
+        total += sum(v.numel() * v.element_size() for v in state.values()
+                     if isinstance(v, torch.Tensor))
+    return total
+
+
 def train_multitask(config: MultitaskConfig, progress: bool = False) -> MultitaskRun:
     """Train ``config.method`` with Adam and measure the two tasks' gradients at every step."""
     train, test = event_data(config.n_train, config.data_seed), event_data(
@@ -158,6 +204,9 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
 
     order_gen = torch.Generator().manual_seed(config.seed)
     rows, layer_rows, epoch_times, step = [], [], [], 0
+    initial = evaluate(model, test)
+    saved, peak = _SavedBytes(), 0
+    all_params = list(model.parameters()) + extra
     epochs = range(config.epochs)
     if progress:
         from tqdm.auto import tqdm
@@ -169,19 +218,24 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
             idx = order[start:start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
-            det, logits = model(train.x[idx])
-            losses = [detection_loss(det, train.boxes[idx], train.size),
-                      classification_loss(logits, train.labels[idx])]
+            with saved.context():
+                det, logits = model(train.x[idx])
+                losses = [detection_loss(det, train.boxes[idx], train.size),
+                          classification_loss(logits, train.labels[idx])]
             seconds += time.perf_counter() - t0
+            forward_saved = dict(saved.seen)
             # Probe (not timed): each task's own gradient on the shared parameters.
             g = [flat_grad(loss, shared, retain_graph=True) for loss in losses] if shared else None
             weights = combiner.weights.clone()     # the weights this step is taken with
             t1 = time.perf_counter()
             counting[0] = True
-            combiner.backward(losses, combine_on)
+            with saved.context():
+                combiner.backward(losses, combine_on)
             counting[0] = False
             optimizer.step()
             seconds += time.perf_counter() - t1
+            saved.seen.update(forward_saved)
+            peak = max(peak, saved.total + _state_bytes(all_params, optimizer))
             row = {"step": step, "epoch": epoch,
                    "loss_det": float(losses[0].detach()), "loss_cls": float(losses[1].detach()),
                    "w_det": float(weights[0]), "w_cls": float(weights[1])}
@@ -214,6 +268,7 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
         passes={k: v / steps for k, v in counts.items()},
         adapted_scalars=sum(p.numel() for p in extra)
         + (combiner.num_tasks if isinstance(combiner, GradNorm) else 0),
+        initial_metrics=initial, peak_step_bytes=int(peak), steps=step,
     )
 
 

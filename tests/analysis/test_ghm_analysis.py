@@ -145,18 +145,6 @@ def test_best_epoch_gain_and_loss_change():
     assert ga.loss_change(m) == pytest.approx({"raw": 2.0, "ghm": 3.0})
 
 
-def test_compare_runs_criterion():
-    raw = _metrics([0.5] * 12)
-    up = ga.compare_runs(raw, _metrics([0.0] * 2 + [0.56] * 10), n_val=18, last=10)
-    assert up["helped"] and not up["hurt"] and up["delta"] == pytest.approx(0.06)
-    within = ga.compare_runs(raw, _metrics([0.54] * 12), n_val=18)
-    assert not within["helped"] and not within["hurt"]
-    down = ga.compare_runs(raw, _metrics([0.4] * 12), n_val=18)
-    assert down["hurt"] and not down["helped"]
-    with pytest.raises(ValueError, match="n_val"):
-        ga.compare_runs(raw, raw, n_val=0)
-
-
 def _titles(fig):
     return [ax.get_title() for ax in fig.axes]
 
