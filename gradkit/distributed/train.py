@@ -126,6 +126,12 @@ def _features(cfg: DDPConfig) -> dict[str, torch.Tensor]:
                 mean=mean, std=std)
 
 
+def training_split(cfg: DDPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised training features and labels of a run of ``cfg`` (its data must exist)."""
+    data = _features(cfg)
+    return data["x_train"], data["y_train"]
+
+
 def _say(cfg: DDPConfig, rank: int, text: str) -> None:
     if cfg.verbose and rank == 0:
         print(text, flush=True)
