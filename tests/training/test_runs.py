@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import gradkit.training.runs as T
+import gradkit.training.session as S
 from gradkit.core.checkpoint import CheckpointError
 from gradkit.training import Run, TrainConfig, build_model, epoch_order, get_run, sample_loss
 
@@ -201,17 +202,17 @@ def test_crash_keeps_the_good_checkpoint_and_resume_is_exact(root, monkeypatch):
     cfg = small(objective="ghm", epochs=10, save_every=5)
     whole = get_run(cfg, progress=False)
     monkeypatch.setenv("GRADKIT_ROOT", str(root / "crashed"))
-    real_save = T.save_checkpoint
+    real_save = S.save_checkpoint
 
     def crash_at_10(path, payload):
         if payload["epoch"] == 10:
             raise KeyboardInterrupt("killed while saving")
         return real_save(path, payload)
 
-    monkeypatch.setattr(T, "save_checkpoint", crash_at_10)
+    monkeypatch.setattr(S, "save_checkpoint", crash_at_10)
     with pytest.raises(KeyboardInterrupt):
         get_run(cfg, progress=False)
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    monkeypatch.setattr(S, "save_checkpoint", real_save)
     folder = root / "crashed" / "checkpoints" / "plastic_3000hz_ghm"
     assert [f for f in files(folder) if f.endswith(".pt")] == [
         next(f for f in files(folder) if "epoch_5_" in f)
@@ -314,13 +315,19 @@ def test_consistent_checkpoint_of_another_architecture_is_refused(root):
         run.load_model(6)
 
 
-def test_corrupt_latest_checkpoint_stops_the_resume_naming_the_file(root):
+def test_a_run_whose_only_checkpoint_is_unreadable_is_rebuilt_after_saying_so(root, monkeypatch):
     cfg = small(epochs=6, save_every=3)
+    whole = get_run(cfg, progress=False)
+    monkeypatch.setenv("GRADKIT_ROOT", str(root / "damaged"))
     first = get_run(cfg, progress=False, stop_after=3)
     path = first.checkpoint_path(3)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=path.name):
-        get_run(cfg, progress=False)
+    with pytest.warns(RuntimeWarning, match=f"{path.name}.*corrupt") as caught:
+        again = get_run(cfg, progress=False)
+    assert any("trained again from the start" in str(w.message) for w in caught)
+    assert path.with_name(path.name + ".corrupt").read_bytes() == b"not a checkpoint"
+    assert again.run_id == first.run_id and again.checkpoint_epochs == [3, 6]
+    assert_same_run(whole, again)
 
 
 def test_data_root_is_recorded_but_the_data_content_identifies_the_run(tmp_path):
