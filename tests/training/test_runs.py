@@ -41,13 +41,18 @@ def fake_split(n_train=12, n_val=6, shape=(1, 8, 8), seed=0, shift=0.0):
     )
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
+def fake_root(tmp_path, monkeypatch):
+    """``GRADKIT_ROOT=tmp_path``, the CPU, and :func:`fake_split` as every run's data."""
     monkeypatch.setenv("GRADKIT_ROOT", str(tmp_path))
     monkeypatch.setenv("GRADKIT_DEVICE", "cpu")
     split = fake_split()
     monkeypatch.setattr(T, "_load_split", lambda config: split)
     return tmp_path
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    return fake_root(tmp_path, monkeypatch)
 
 
 def small(**kw):
