@@ -99,8 +99,8 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
 
 def probe_writable(folder: str | Path, nbytes: int = 1, needed_bytes: int = 0) -> None:
-    """Raise :class:`StorageError` naming ``folder`` unless it takes a write of ``nbytes``
-    (written, ``fsync``-ed and renamed like every output, then removed) and the file system has
+    """Raise :class:`StorageError` naming ``folder`` unless it takes a write of ``nbytes`` (a
+    temporary file written, ``fsync``-ed, then removed) and the file system has
     ``needed_bytes`` free (e.g. all the checkpoints a run is about to write)."""
     folder = Path(folder)
     try:
@@ -111,10 +111,17 @@ def probe_writable(folder: str | Path, nbytes: int = 1, needed_bytes: int = 0) -
         raise StorageError(f"folder {folder} has {free / 1e6:.1f} MB free, but about "
                            f"{needed_bytes / 1e6:.1f} MB will be written: free some space or "
                            f"point GRADKIT_ROOT elsewhere")
-    probe = folder / f".gradkit-write-probe-{os.getpid()}"
     try:
-        atomic_write_bytes(probe, b"\0" * max(int(nbytes), 1))
-        probe.unlink()
+        # Named like atomic_write's temporary files, so that a probe killed half-way is stale
+        # by remove_stale_temps' rule and cleaned at the next start.
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".gradkit-write-probe.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\0" * max(int(nbytes), 1))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            Path(probe).unlink(missing_ok=True)
     except OSError as err:
         raise StorageError(f"folder {folder} cannot be written "
                            f"({type(err).__name__}: {err.strerror or err}): fix its "

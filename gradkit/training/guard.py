@@ -41,15 +41,21 @@ class TrainingDiverged(RuntimeError):
     """A training stopped because its loss or parameters stopped being finite (or bounded).
 
     Attributes: ``epoch`` and ``batch`` (1-based epoch, 0-based batch index of the failing
-    step), ``reason`` (what failed), ``value`` (the loss, NaN for parameters), ``lr`` (the
-    learning rate, if known), ``run`` (the :class:`~gradkit.training.runs.Run`, attached by
-    ``get_run``; its ``metrics`` hold the epochs up to the last finite checkpoint) and
+    step; ``None`` when only the epoch is known), ``reason`` (what failed), ``value`` (the
+    loss, NaN for parameters), ``lr`` (the learning rate, if known), ``run`` (the
+    :class:`~gradkit.training.runs.Run`, attached by ``get_run``; its ``metrics`` hold the
+    epochs up to the last finite checkpoint, none if it failed in the first ones) and
     ``summary``: one line for a notebook to print instead of plotting NaN, e.g.
     ``"run plastic_3000hz_raw 20261202_010203 diverged at epoch 1, batch 1 (loss is nan);
-    lower the learning rate (lr = 1e+20)"``.
+    lower the learning rate (lr = 1e+20; try 1e+19)"``. In a notebook::
+
+        try:
+            run = get_run(config)
+        except TrainingDiverged as err:
+            display(Markdown(err.summary))   # and skip the figures of this run
     """
 
-    def __init__(self, epoch: int, batch: int, reason: str, value: float = math.nan,
+    def __init__(self, epoch: int, batch: int | None, reason: str, value: float = math.nan,
                  lr: float | None = None, name: str = "training"):
         self.epoch, self.batch, self.reason, self.value, self.lr = epoch, batch, reason, value, lr
         self.name = name
@@ -65,8 +71,9 @@ class TrainingDiverged(RuntimeError):
     @property
     def summary(self) -> str:
         """One line: which training, where it diverged, why, what to change."""
-        return (f"{self.name} diverged at epoch {self.epoch}, batch {self.batch} "
-                f"({self.reason}); {self.advice}")
+        where = f"epoch {self.epoch}" + (f", batch {self.batch}" if self.batch is not None
+                                          else "")
+        return f"{self.name} diverged at {where} ({self.reason}); {self.advice}"
 
     def _message(self) -> str:
         return (f"{self.summary}. The run is recorded as failed and never reused as a result; "

@@ -22,11 +22,16 @@ generator seeded by ``(seed, e)`` (:func:`epoch_order`), cut into consecutive sl
 run sees exactly the batches it would have seen.
 
 **Other loops.** :func:`gradkit.training.multitask.train_multitask` could run on the same core
-unchanged in its results: its batches are any iterable of index tensors (its own permutation
-generator), its ``step`` returns the two task losses after the probe gradients, its
-``backward`` is ``lambda losses: combiner.backward(losses, combine_on)`` (the guard checks each
-loss of a list), and its per-step row goes into ``on_step`` (``p.grad`` is still the update's
-gradient there). Timing a step stays inside ``step`` / ``backward``.
+with unchanged results: its batches are any iterable of index tensors (its own permutation
+generator, drawn per epoch); its ``step`` does the forward pass, the probe gradients
+(``flat_grad(..., retain_graph=True)``, which leave ``.grad`` alone) and the copy of the
+combiner's weights, and returns the two task losses; its ``backward`` is
+``lambda losses: combiner.backward(losses, combine_on)`` (with the pass counter switched on);
+its per-step row goes into ``on_step`` (``p.grad`` still holds the update's gradient there).
+Timing: ``step`` times its forward pass, and the clock started at the top of ``backward`` and
+read in ``on_step`` covers combine/backward plus the optimiser step, as today. Its guard may be
+``None`` (no check, as today) or a :class:`~gradkit.training.guard.DivergenceGuard` (a list of
+losses is checked loss by loss).
 """
 
 from __future__ import annotations

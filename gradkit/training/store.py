@@ -104,7 +104,10 @@ def set_aside(path: Path, reason: str) -> Path:
     while target.exists():
         k += 1
         target = path.with_name(f"{path.name}.corrupt.{k}")
-    path.rename(target)
+    try:
+        path.rename(target)
+    except FileNotFoundError:  # another process set it aside first
+        return target
     warnings.warn(f"{reason}; moved it aside to {target.name} (kept, not deleted)",
                   RuntimeWarning, stacklevel=3)
     return target

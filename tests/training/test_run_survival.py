@@ -83,6 +83,8 @@ def test_a_huge_learning_rate_fails_the_run_and_it_is_never_reused(root, monkeyp
     assert err.epoch == 1 and err.lr == 1e20
     run = err.run
     assert run.failed and not run.finished and "lower the learning rate" in err.summary
+    assert err.summary.startswith(f"run plastic_3000hz_raw {run.run_id} diverged at epoch 1")
+    assert "\n" not in err.summary  # one line, for a notebook to print instead of NaN plots
     assert run.checkpoint_epochs == []  # nothing non-finite was ever saved
     assert run.metrics.empty and "val_acc" in run.metrics.columns
     info = json.loads(run.meta_path.read_text())
@@ -132,7 +134,7 @@ def test_a_finished_run_with_nan_weights_from_before_the_guard_is_not_reused(roo
     payload["model"]["classifier.weight"].fill_(math.nan)
     payload["metrics"][-1]["train_loss"] = math.nan
     torch.save(payload, path)
-    with pytest.raises(TrainingDiverged, match="non-finite") as caught:
+    with pytest.raises(TrainingDiverged, match=r"at epoch 6 \(non-finite") as caught:
         get_run(small(), progress=False)
     assert caught.value.run.failed and not caught.value.run.finished
 

@@ -327,9 +327,11 @@ def test_a_run_whose_only_checkpoint_is_unreadable_is_rebuilt_after_saying_so(ro
     first = get_run(cfg, progress=False, stop_after=3)
     path = first.checkpoint_path(3)
     path.write_bytes(b"not a checkpoint")
-    with pytest.warns(RuntimeWarning, match=f"{path.name}.*corrupt") as caught:
+    with pytest.warns(RuntimeWarning) as caught:
         again = get_run(cfg, progress=False)
-    assert any("trained again from the start" in str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught]
+    assert any(path.name in m and "corrupt" in m for m in messages)
+    assert any("trained again from the start" in m for m in messages)
     assert path.with_name(path.name + ".corrupt").read_bytes() == b"not a checkpoint"
     assert again.run_id == first.run_id and again.checkpoint_epochs == [3, 6]
     assert_same_run(whole, again)
