@@ -17,7 +17,15 @@ import torch.nn.functional as F
 import gradkit.training.runs as T
 import gradkit.training.session as S
 from gradkit.core.checkpoint import CheckpointError
-from gradkit.training import Run, TrainConfig, build_model, epoch_order, get_run, sample_loss
+from gradkit.training import (
+    GHMRecord,
+    Run,
+    TrainConfig,
+    build_model,
+    epoch_order,
+    get_run,
+    sample_loss,
+)
 
 ANGLES = torch.tensor([0.0, 36, 72, 108, 144, 180])
 
@@ -150,6 +158,10 @@ def test_files_metrics_and_history(root):
     assert len(run.run_id) == 15 and run.run_id[8] == "_"
     csv = pd.read_csv(folder / f"metrics_ghm_{run.run_id}.csv")
     m = run.metrics
+    assert list(m.columns) == [  # the columns notebooks read, in their order
+        "epoch", "train_loss", "train_raw_loss", "train_ghm_loss", "train_ce", "train_rank",
+        "train_acc", "val_loss", "val_raw_loss", "val_ghm_loss", "val_ce", "val_rank", "val_acc",
+        "val_pair_acc"]
     assert list(m.epoch) == list(range(1, 8)) and len(csv) == 7
     pd.testing.assert_frame_equal(csv, m, check_dtype=False, atol=1e-12, rtol=0)
     for col in ("train_raw_loss", "train_ghm_loss", "train_acc", "val_raw_loss", "val_ghm_loss",
@@ -159,7 +171,9 @@ def test_files_metrics_and_history(root):
     assert m.train_raw_loss.iloc[-1] < m.train_raw_loss.iloc[0]
 
     hist = run.ghm_history
-    assert [h["epoch"] for h in hist] == list(range(1, 8))
+    assert all(isinstance(h, GHMRecord) for h in hist)
+    assert [h["epoch"] for h in hist] == [h.epoch for h in hist] == list(range(1, 8))
+    assert hist[0]["rank_batch_sizes"] == hist[0].rank.batch_sizes and len(hist[0]) == 14
     for h in hist:
         assert h["g"].shape == (12,) and ((h["g"] >= 0) & (h["g"] <= 1)).all()
         assert h["counts"].shape == (3, cfg.bins)  # 12 samples / batch 4 = 3 batches
