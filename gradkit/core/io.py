@@ -92,7 +92,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         if TEMP_PATTERN.match(path.name) and path.is_file() and not path.is_symlink():
             try:
                 path.unlink()
-            except FileNotFoundError:
+            except OSError:  # gone already, or a read-only folder: nothing to clean there
                 continue
             removed.append(path)
     return removed

@@ -91,6 +91,12 @@ def folder_lock(folder: Path, timeout: float = -1, poll: float = 0.2) -> Iterato
         except Timeout:
             raise TimeoutError(f"{folder} stayed locked by another process for {timeout} s "
                                f"(lock {folder / LOCK_NAME})") from None
+    except OSError as err:  # a read-only folder: finished runs can still be read
+        warnings.warn(f"cannot lock {folder} ({err}): going on without the lock; reading "
+                      f"finished runs works, training would fail the write probe",
+                      RuntimeWarning, stacklevel=3)
+        yield
+        return
     try:
         yield
     finally:

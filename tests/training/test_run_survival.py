@@ -320,3 +320,21 @@ def test_a_failed_write_mid_run_keeps_every_earlier_checkpoint(root, monkeypatch
         for p in _folder(root).glob("run_*.json")), data_hash="")
     assert run.checkpoint_epochs == [3] and list(run.metrics.epoch) == [1, 2, 3]
     assert get_run(small(), progress=False).finished
+
+
+def test_a_finished_run_in_a_folder_that_cannot_be_locked_is_still_read(root, monkeypatch):
+    import gradkit.training.store as store
+
+    run = get_run(small(), progress=False)
+
+    class ReadOnlyLock:
+        def __init__(self, path):
+            self.path = path
+
+        def acquire(self, **kwargs):
+            raise PermissionError(errno.EROFS, "Read-only file system", self.path)
+
+    monkeypatch.setattr(store, "FileLock", ReadOnlyLock)
+    with pytest.warns(RuntimeWarning, match="cannot lock.*without the lock"):
+        again = get_run(small(), progress=False)
+    assert again.run_id == run.run_id and again.finished
