@@ -140,7 +140,3 @@ def evaluate_state(state: TrainState, x: Tensor, y: Tensor, angles: Tensor) -> d
                 "val_acc": float((logits.argmax(1) == y).float().mean()),
                 "val_pair_acc": pair_accuracy(scores, angles)}
     return evaluate(state.model, measure)
-
-
-def epoch_metrics(epoch: int, train: dict[str, float], val: dict[str, float]) -> EpochMetrics:
-    return EpochMetrics(epoch=epoch, **train, **val)
