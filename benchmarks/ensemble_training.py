@@ -3,7 +3,7 @@
 ``python benchmarks/ensemble_training.py [epochs] [rounds]`` trains the 15 (seed, fold) runs of
 one objective (5 seeds × 3 folds of plastic / 3000 Hz, the notebook's default design) for
 ``epochs`` epochs, once as one ensemble (:func:`gradkit.training.ensemble.train_ensemble`) and
-once as 15 separate runs of :func:`gradkit.training.loop.train_epoch` + ``evaluate`` (what
+once as 15 separate runs of :func:`gradkit.training.state.train_epoch` + ``evaluate`` (what
 ``get_run`` does, without its checkpoint files), both single-threaded, alternating in
 ``rounds`` rounds so that a slow spell of the shared machine hits both. Prints wall and CPU
 seconds (``time.process_time``: less sensitive to the other processes) per round, and the
@@ -21,7 +21,7 @@ import torch
 from gradkit.data.folds import fold_splits, load_features
 from gradkit.training import TrainConfig
 from gradkit.training.ensemble import Member, train_ensemble
-from gradkit.training.loop import evaluate, new_state, train_epoch
+from gradkit.training.state import evaluate_state, new_state, train_epoch
 
 SEEDS = (42, 0, 1, 2, 3)
 COLUMNS = ["train_loss", "train_raw_loss", "train_ghm_loss", "val_raw_loss", "val_ghm_loss"]
@@ -36,10 +36,9 @@ def loop(config: TrainConfig, members: list[Member]) -> pd.DataFrame:
         d["angles_train"] = mb.split.angles_train.float()
         val_angles = mb.split.angles_val.float()
         for epoch in range(1, cfg.epochs + 1):
-            row = train_epoch(state, d, epoch)["row"]
-            val = evaluate(state, d["x_val"], d["y_val"], val_angles)
-            rows.append({"seed": mb.seed, "fold": mb.fold, **row,
-                         **{f"val_{k}": v for k, v in val.items()}})
+            row, _ = train_epoch(state, d, epoch)
+            val = evaluate_state(state, d["x_val"], d["y_val"], val_angles)
+            rows.append({"seed": mb.seed, "fold": mb.fold, **row, **val})
     return pd.DataFrame(rows)
 
 

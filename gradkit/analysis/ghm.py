@@ -4,10 +4,14 @@ Inputs are what :mod:`gradkit.training` records:
 
 - ``metrics``: a DataFrame with one row per epoch (``epoch``, ``train_raw_loss``,
   ``train_ghm_loss``, ``train_acc``, ``val_raw_loss``, ``val_ghm_loss``, ``val_acc``, ...);
-- ``ghm_history``: one dict per epoch with ``g`` (the classification gradient norms
-  ``g = 1 - p_true`` of every training sample, batch after batch), ``w`` (their GHM weights),
-  ``batch_sizes``, and per batch (rows) the bin ``counts``, EMA counts ``acc`` and per-bin
-  weights ``bin_weights``; the same for the ranking pairs under ``rank_*`` (``g = sigmoid(-z)``).
+- ``ghm_history``: one :class:`~gradkit.training.records.GHMRecord` per epoch; its heads
+  (``record.head("")`` classification, ``g = 1 - p_true``; ``record.head("rank_")`` ranking
+  pairs, ``g = sigmoid(-z)``) hold ``g`` of every term batch after batch, ``w`` (their GHM
+  weights), ``batch_sizes``, and per batch (rows) the bin ``counts``, EMA counts ``acc`` and
+  per-bin weights ``bin_weights``. A record in the flat dict form of a checkpoint is accepted
+  too (rebuilt with :meth:`GHMRecord.from_dict`).
+
+The ``head`` argument of the functions below is that key prefix: ``""`` or ``"rank_"``.
 
 Bins are GHM's own (:func:`gradkit.losses.ghm.bin_edges`: ``[i/bins, (i+1)/bins)``, the last one
 closed at 1), so a "bin" here is exactly the bin whose weight GHM computes.
@@ -25,10 +29,12 @@ import pandas as pd
 import torch
 
 from gradkit.losses.ghm import bin_edges, bin_index
+from gradkit.training.records import GHMRecord
 
 __all__ = [
     "HEADS",
     "accuracy_gain_table",
+    "as_record",
     "batch_values",
     "best_epoch_summary",
     "bin_shares",
@@ -42,7 +48,7 @@ __all__ = [
     "stage_epochs",
 ]
 
-#: The two harmonised quantities: key prefix in ``ghm_history`` -> readable name.
+#: The two harmonised quantities: head prefix (:meth:`GHMRecord.head`) -> readable name.
 HEADS = {"": "classification (g = 1 - p_true)", "rank_": "ranking pairs (g = sigmoid(-z))"}
 
 
@@ -98,59 +104,70 @@ def g_statistics(g: Any, bins: int = 10) -> dict[str, float]:
     }
 
 
-def history_by_epoch(history: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
-    """``{epoch: record}`` of a ``ghm_history`` list; checks each record names its epoch."""
+def as_record(record: GHMRecord | Mapping[str, Any]) -> GHMRecord:
+    """``record`` as a :class:`GHMRecord` (a flat checkpoint dict is rebuilt; an incomplete one
+    raises ``ValueError`` naming the missing keys)."""
+    return GHMRecord.from_dict(record)
+
+
+def history_by_epoch(history: Sequence[GHMRecord | Mapping[str, Any]]) -> dict[int, GHMRecord]:
+    """``{epoch: record}`` of a ``ghm_history`` list (each record checked to be complete)."""
     out = {}
     for k, record in enumerate(history):
-        if "epoch" not in record or "g" not in record:
-            raise ValueError(f"ghm_history[{k}] lacks 'epoch' or 'g': keys {sorted(record)}")
-        out[int(record["epoch"])] = record
+        try:
+            record = as_record(record)
+        except ValueError as err:
+            raise ValueError(f"ghm_history[{k}]: {err}") from None
+        out[record.epoch] = record
     return out
 
 
-def ghm_stats_table(history: Sequence[Mapping[str, Any]], bins: int = 10,
+def ghm_stats_table(history: Sequence[GHMRecord | Mapping[str, Any]], bins: int = 10,
                     head: str = "") -> pd.DataFrame:
     """:func:`g_statistics` of every epoch's ``<head>g`` (all batches), one row per epoch."""
-    rows = {e: g_statistics(r[head + "g"], bins) for e, r in history_by_epoch(history).items()}
+    rows = {e: g_statistics(r.head(head).g, bins) for e, r in history_by_epoch(history).items()}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "epoch"
     return table
 
 
-def density_table(history: Sequence[Mapping[str, Any]], bins: int = 10,
+def density_table(history: Sequence[GHMRecord | Mapping[str, Any]], bins: int = 10,
                   head: str = "") -> pd.DataFrame:
     """Bin shares of ``<head>g`` per epoch: rows epochs, columns the bins' ``[lo, hi)`` labels."""
     edges = bin_edges(bins).tolist()
     columns = [f"[{edges[i]:.1f}, {min(edges[i + 1], 1.0):.1f})" for i in range(bins)]
-    rows = {e: bin_shares(r[head + "g"], bins) for e, r in history_by_epoch(history).items()}
+    rows = {e: bin_shares(r.head(head).g, bins) for e, r in history_by_epoch(history).items()}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     table.index.name = "epoch"
     return table
 
 
-def batch_values(record: Mapping[str, Any], batch: int = 0, head: str = "") -> dict[str, Any]:
+def batch_values(record: GHMRecord | Mapping[str, Any], batch: int = 0, head: str = ""
+                 ) -> dict[str, Any]:
     """One batch of an epoch record: its ``g`` and ``w`` (sliced by the batch sizes) and its
     ``counts``, ``acc`` and ``bin_weights`` rows."""
-    sizes = list(record[head + "batch_sizes"])
+    h = as_record(record).head(head)
+    sizes = list(h.batch_sizes)
     if not -len(sizes) <= batch < len(sizes):
         raise IndexError(f"batch {batch} out of range: the epoch has {len(sizes)} batches")
     batch %= len(sizes)
     start = int(sum(sizes[:batch]))
     stop = start + int(sizes[batch])
     return {
-        "g": as_numpy(record[head + "g"])[start:stop],
-        "w": as_numpy(record[head + "w"])[start:stop],
-        "counts": as_numpy(record[head + "counts"][batch]),
-        "acc": as_numpy(record[head + "acc"][batch]),
-        "bin_weights": as_numpy(record[head + "bin_weights"][batch]),
+        "g": as_numpy(h.g)[start:stop],
+        "w": as_numpy(h.w)[start:stop],
+        "counts": as_numpy(h.counts[batch]),
+        "acc": as_numpy(h.acc[batch]),
+        "bin_weights": as_numpy(h.bin_weights[batch]),
     }
 
 
-def epoch_bin_weights(record: Mapping[str, Any], head: str = "") -> np.ndarray:
+def epoch_bin_weights(record: GHMRecord | Mapping[str, Any], head: str = "") -> np.ndarray:
     """GHM weight per bin over one epoch: the mean of ``bin_weights`` over the batches in which
     the bin was non-empty (NaN for a bin empty in every batch)."""
-    weights = np.asarray(record[head + "bin_weights"], dtype=np.float64)
-    counts = np.asarray(record[head + "counts"], dtype=np.float64)
+    h = as_record(record).head(head)
+    weights = np.asarray(h.bin_weights, dtype=np.float64)
+    counts = np.asarray(h.counts, dtype=np.float64)
     used = counts > 0
     total = np.where(used, weights, 0.0).sum(axis=0)
     n = used.sum(axis=0)
@@ -158,11 +175,12 @@ def epoch_bin_weights(record: Mapping[str, Any], head: str = "") -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
-def hard_easy_weights(record: Mapping[str, Any], threshold: float = 0.5,
+def hard_easy_weights(record: GHMRecord | Mapping[str, Any], threshold: float = 0.5,
                       head: str = "") -> dict[str, float]:
     """Mean GHM weight of the hard (``g >= threshold``) and easy (``g < threshold``) terms of an
     epoch, and how many of each there were (NaN mean when a group is empty)."""
-    g, w = as_numpy(record[head + "g"]), as_numpy(record[head + "w"])
+    h = as_record(record).head(head)
+    g, w = as_numpy(h.g), as_numpy(h.w)
     hard = g >= threshold
     mean = lambda a: float(a.mean()) if a.size else float("nan")  # noqa: E731
     return {"hard_mean_w": mean(w[hard]), "easy_mean_w": mean(w[~hard]),

@@ -6,12 +6,17 @@
   while loading, so a payload may hold only tensors and primitive containers (dict, list, tuple,
   str, int, float, bool, None). Store configs as dicts and metrics as lists of dicts.
 - Anything wrong with a file (missing, truncated, corrupt, not a checkpoint, another
-  architecture, other state-dict keys or shapes) raises :class:`CheckpointError` naming it.
+  architecture, other state-dict keys or shapes) raises :class:`CheckpointError` naming it;
+  a file that cannot be read as a checkpoint at all (truncated, garbage, a pickle holding other
+  objects) raises its subclass :class:`CorruptCheckpoint`, which callers may set aside and
+  replace. A refused pickle is reported as "not a gradkit checkpoint"; the message never
+  suggests loading it unsafely.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,6 +28,7 @@ from gradkit.core.io import atomic_write
 
 __all__ = [
     "CheckpointError",
+    "CorruptCheckpoint",
     "check_state_dict",
     "load_checkpoint",
     "save_checkpoint",
@@ -31,6 +37,32 @@ __all__ = [
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A file that cannot be read as a gradkit checkpoint (truncated, garbage, foreign pickle)."""
+
+
+def _unreadable(path: Path, err: Exception) -> CorruptCheckpoint:
+    """The error for a file ``torch.load(weights_only=True)`` refused, in gradkit's words.
+
+    torch's own message for a refused pickle advises re-running with ``weights_only=False``,
+    which would execute the file's code: it is never passed on. Only the name of the refused
+    global (``GLOBAL module.name``), if torch reports one, is kept.
+    """
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return CorruptCheckpoint(
+            f"checkpoint {path} is not a gradkit checkpoint: it holds objects other than "
+            f"tensors and plain containers (it asks for {found.group(1)}); it was refused "
+            f"without running any of its code. Delete it or move it away; never load it unsafely")
+    # Keep torch's diagnosis, drop its advice (every line that mentions weights_only).
+    lines = [line.strip() for line in text.splitlines() if line.strip()
+             and not re.search(r"weights_only|Weights only|documentation|file an issue", line)]
+    detail = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return CorruptCheckpoint(f"checkpoint {path} is corrupt or unreadable, not a gradkit "
+                             f"checkpoint ({detail})")
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
@@ -104,12 +136,9 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, disallowed global, ...
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''})"
-        ) from err
+        raise _unreadable(path, err) from None  # torch's advice must not travel in __cause__
     if not isinstance(payload, dict):
-        raise CheckpointError(
+        raise CorruptCheckpoint(
             f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict"
         )
     if expected_arch is not None:

@@ -6,7 +6,9 @@ Jupyter would. Its HTML goes to ``reports/<name>.html`` with every image inline 
 script: widget state is dropped (there is no kernel behind a report) and the MathJax tag is left
 out, so a report opens with the network off. ``reports/index.html`` links them with each notebook's
 headline numbers (:mod:`gradkit.report.headlines`) and run time. A notebook that fails keeps its
-previous report; the index marks it failed and the command exits non-zero.
+previous report; the command prints the failing cell and the exception, the index marks it
+failed with a clean traceback and shows the kept report as stale (:mod:`gradkit.report.index`),
+and the command exits non-zero.
 
 ``--data FOLDER --material NAME --freq HZ`` runs the workbook on another condition, ``--param
 NAME=VALUE`` overrides any notebook parameter (:mod:`gradkit.report.parameters`: the injected
@@ -29,7 +31,12 @@ from gradkit.core.io import atomic_write_text
 from gradkit.core.paths import project_root, reports_dir
 from gradkit.report.export import strip_widgets, to_html
 from gradkit.report.headlines import collect_headlines
-from gradkit.report.index import NotebookResult, previous_results
+from gradkit.report.index import (
+    NotebookResult,
+    describe_failure,
+    keep_previous,
+    previous_results,
+)
 from gradkit.report.parameters import (
     Condition,
     active,
@@ -90,16 +97,20 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResul
         nb = execute(path)
     except Exception as err:  # keep going: the index shows what failed, the old report stays
         seconds = time.perf_counter() - start
-        message = str(err).strip().splitlines()
-        print(f"[report] {name}: FAILED after {seconds:.0f} s", flush=True)
-        return NotebookResult(name, name, seconds, ok=False, error="\n".join(message[-20:]))
+        failure = describe_failure(path, err)
+        lines = failure.lines(name)
+        lines[0] = lines[0].replace("FAILED", f"FAILED after {seconds:.0f} s", 1)
+        print("\n".join(f"[report] {line}" for line in lines), flush=True)
+        return NotebookResult(name, name, seconds, ok=False, error=failure.traceback,
+                              failed_cell=failure.cell, failed_source=failure.source)
     seconds = time.perf_counter() - start
     strip_widgets(nb)
     nbformat.write(nb, str(executed_dir / path.name))
     atomic_write_text(out_dir / f"{name}.html", to_html(nb))
     print(f"[report] {name}: {seconds:.0f} s -> {out_dir / (name + '.html')}", flush=True)
     return NotebookResult(name, _title(nb) or name, seconds, ok=True,
-                          headlines=collect_headlines(nb))
+                          headlines=collect_headlines(nb),
+                          report_date=time.strftime("%Y-%m-%d %H:%M"))
 
 
 def build_reports(only: list[str] | None = None, *, condition: Condition | None = None,
@@ -117,8 +128,11 @@ def build_reports(only: list[str] | None = None, *, condition: Condition | None 
         executed_dir = project_root() / "build" / "executed" / (condition.name if condition else "")
         executed_dir.mkdir(parents=True, exist_ok=True)
         results = [run_notebook(p, out_dir, executed_dir) for p in paths]
-    # A partial run (``only``) keeps the other notebooks' entries from the last run.
+    # A partial run (``only``) keeps the other notebooks' entries from the last run; a failed
+    # notebook keeps its previous report and headline numbers, marked stale.
     entries = {r.name: r for r in previous_results(out_dir)}
+    for r in results:
+        keep_previous(r, entries.get(r.name), out_dir / f"{r.name}.html")
     entries.update({r.name: r for r in results})
     ordered = [entries[p.stem] for p in notebook_paths() if p.stem in entries]
     atomic_write_text(out_dir / "index.json",

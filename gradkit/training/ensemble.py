@@ -55,7 +55,8 @@ from gradkit.core.paths import checkpoints_dir
 from gradkit.losses.ghm import bin_edges
 from gradkit.stats import plateau_test
 from gradkit.training.config import TRAIN_VERSION, TrainConfig, split_fingerprint
-from gradkit.training.loop import build_model, cpu_threads, epoch_order
+from gradkit.training.loop import cpu_threads, epoch_order
+from gradkit.training.state import build_model
 
 __all__ = ["ENSEMBLE_VERSION", "EnsembleResult", "Member", "batched_ghm_weights", "get_ensemble",
            "ensemble_key", "plateau_stop", "train_ensemble"]

@@ -1,27 +1,12 @@
 """Seeded, resumable training runs of :class:`~gradkit.models.ResNetAudioRanker`, found again by
 their configuration.
 
-**Objectives** (``TrainConfig.objective``), on a batch with logits ``z``, labels ``y``, scores
-``s`` and angles ``a`` (``lambda = rank_weight``):
-
-- ``"raw"``: ``CE(z, y) + lambda * R(s, a)`` with ``R`` the smooth pairwise ranking loss
-  (:func:`gradkit.losses.pairwise_ranking_loss`, margin ``margin``);
-- ``"ghm"``: ``GHMC(z, y) + lambda * GHMRanking(s, a)`` (:mod:`gradkit.losses`).
-
-Every epoch logs both values (``*_raw_loss`` and ``*_ghm_loss``) on the training batches (their
-sample-weighted mean over the epoch, as computed at each step) and on the validation set (one
-pass after the epoch; evaluation never updates the GHM EMA). A raw run also carries a pair of
-*shadow* GHM modules: they see the raw run's detached outputs at every step and move their EMA
-exactly as the GHM run's modules do, but never enter the gradient. Its GHM loss values and
-diagnostics are therefore the same quantities as the GHM run's, measured along the raw run's
-trajectory. (A GHM module that never updated would keep its EMA at zero and inflate every weight
-by ``1 / (1 - momentum)``.)
-
-**GHM diagnostics** (``Run.ghm_history``): one dict per epoch with the classification ``g``
-of every training sample of that epoch in data order (``g = 1 - p_true``; ``index`` gives the
-sample indices), their GHM weights ``w``, and per batch (row 0 = batch 0, row -1 = last batch) the
-bin ``counts``, the EMA counts ``acc`` after that batch and the per-bin weights ``bin_weights``;
-the same for the ranking pairs under ``rank_*``.
+**Objectives and records** (:mod:`gradkit.training.objective`, :mod:`gradkit.training.records`):
+``"raw"`` (CE + ranking) or ``"ghm"`` (GHM-C + GHM ranking); every epoch logs both values on the
+training batches and on the validation set (evaluation never updates the GHM EMA; a raw run's
+GHM values come from shadow GHM modules). ``Run.metrics`` is a DataFrame of
+:class:`~gradkit.training.records.EpochMetrics` rows, ``Run.ghm_history`` a list of
+:class:`~gradkit.training.records.GHMRecord` (one epoch's GHM diagnostics of both heads).
 
 **Determinism.** The initial weights come from ``torch.manual_seed(seed)``; the data order of
 epoch ``e`` from a ``torch.Generator`` seeded by ``(seed, e)``; there is no other randomness. On
@@ -35,17 +20,36 @@ objective (``raw`` / ``ghm``) for full training and ``prompt_<objective>`` for p
 
 - ``model_<label>_epoch_<N>_<run>.pt`` every ``save_every`` epochs and at the last epoch
   (``<run>`` = start time ``YYYYmmdd_HHMMSS``): arch, model, optimiser and GHM state, epoch,
-  config, config hash, metrics (list of dicts), ``ghm_history``; loadable with
-  ``torch.load(weights_only=True)``;
+  config, config hash, data hash, run id, metrics and ``ghm_history`` (as dicts: the records'
+  ``to_dict()``); loadable with ``torch.load(weights_only=True)``;
 - ``metrics_<label>_<run>.csv``: the metrics up to the latest checkpoint;
-- ``run_<label>_<run>.json``: the run's config and its identity hash, for finding it again.
+- ``run_<label>_<run>.json``: the run's config, its identity hash and its status (failed or
+  not), for finding it again; rebuilt from the checkpoints when missing or damaged.
 
 All are written atomically; a new run never writes into another run's files, so a failed run
-cannot destroy an earlier good one.
+cannot destroy an earlier good one. :mod:`gradkit.training.store` holds the folder's lock,
+removes stale temporary files, sets corrupt files aside and rebuilds sidecars.
 
 **Identity.** :func:`get_run` hashes the config dict, the data (a fingerprint of the split's
 tensors) and :data:`TRAIN_VERSION`: a finished run with that hash is reused, an unfinished one
 resumed from its latest checkpoint, otherwise a new run is trained.
+
+**Surviving damage and divergence.** Under the folder's lock, :func:`get_run`
+
+1. removes temporary files of killed writes, rebuilds missing sidecars from the checkpoints;
+2. refuses a run recorded as failed: it raises its :class:`~gradkit.training.guard.TrainingDiverged`
+   again (``retry_failed=True`` resumes it from its last finite checkpoint instead);
+3. reads the newest checkpoint of the run; an unreadable one is moved aside (``*.corrupt``) with
+   a warning and the next older one is used: the run then resumes from there; a run whose
+   checkpoints are all unreadable is trained again from the start, after a warning. A finished
+   run whose final checkpoint holds non-finite values (written before the guard existed) is
+   recorded as failed;
+4. before training, probes the folder with a write of a checkpoint's size and checks the free
+   space for the checkpoints to come (:func:`gradkit.core.io.probe_writable`);
+5. trains with a :class:`~gradkit.training.guard.DivergenceGuard`: a non-finite or unbounded loss
+   or a non-finite parameter stops the run with ``TrainingDiverged`` (naming epoch and batch,
+   the run attached as ``err.run``); the sidecar records the failure, the checkpoints written so
+   far (all finite) are kept. A notebook catches it and prints ``err.summary``.
 
 **Prompt tuning** (``mode="prompt"``, the study's set-up for the gradient-noise-scale analysis):
 the trunk is initialised from the finished ``raw`` full run of the same condition (obtained
@@ -58,25 +62,46 @@ a full run's to 60.
 
 from __future__ import annotations
 
-import json
-import re
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from gradkit.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gradkit.core.checkpoint import (
+    CheckpointError,
+    CorruptCheckpoint,
+    load_checkpoint,
+)
 from gradkit.core.device import pick_device
-from gradkit.core.io import atomic_write_text
+from gradkit.core.io import remove_stale_temps
 from gradkit.core.paths import checkpoints_dir
 from gradkit.data.features import load_split
 from gradkit.models import ResNetAudioRanker
 from gradkit.training.config import TRAIN_VERSION, TrainConfig, run_key, split_fingerprint
-from gradkit.training.loop import TrainState, cpu_threads, evaluate, new_state, train_epoch
+from gradkit.training.guard import TrainingDiverged
+from gradkit.training.loop import cpu_threads
+from gradkit.training.payload import is_finite, read_records, restore_state
+from gradkit.training.records import EpochMetrics, GHMRecord
+from gradkit.training.session import clear_failure, probe_run, record_failure, train_run
+from gradkit.training.state import new_state
+from gradkit.training.store import (
+    checkpoint_files,
+    checkpoint_name,
+    folder_lock,
+    meta_name,
+    new_run_id,
+    read_meta,
+    recover_sidecars,
+    set_aside,
+    write_meta,
+)
 
 __all__ = ["Run", "find_runs", "get_run"]
+
+_COLUMNS = [f for f in EpochMetrics.__dataclass_fields__]
 
 
 def _load_split(config: TrainConfig):
@@ -85,77 +110,17 @@ def _load_split(config: TrainConfig):
                       seed=config.split_seed)
 
 
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-def _checkpoint_name(label: str, epoch: int, run_id: str) -> str:
-    return f"model_{label}_epoch_{epoch}_{run_id}.pt"
-
-
-def _checkpoint_files(folder: Path, label: str, run_id: str) -> dict[int, Path]:
-    pattern = re.compile(rf"^model_{re.escape(label)}_epoch_(\d+)_{re.escape(run_id)}\.pt$")
-    found = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            m = pattern.match(path.name)
-            if m:
-                found[int(m.group(1))] = path
-    return dict(sorted(found.items()))
-
-
-def _new_run_id(folder: Path) -> str:
-    """The start time ``YYYYmmdd_HHMMSS``, moved on by seconds while the folder already uses it."""
-    t = time.time()
-    while True:
-        run_id = time.strftime("%Y%m%d_%H%M%S", time.localtime(t))
-        if not folder.is_dir() or not any(folder.glob(f"*_{run_id}.*")):
-            return run_id
-        t += 1
-
-
-def _payload(state: TrainState, run: Run) -> dict[str, Any]:
-    return {
-        "format": f"gradkit.training/{TRAIN_VERSION}",
-        "arch": state.model.arch_config(),
-        "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "ghm": {"ghmc": state.ghmc.state_dict(), "ghm_ranking": state.ghm_rank.state_dict()},
-        "epoch": state.epoch,
-        "config": state.config.to_dict(),
-        "config_hash": run.key,
-        "data_hash": run.data_hash,
-        "run_id": run.run_id,
-        "metrics": [dict(r) for r in state.metrics],
-        "ghm_history": state.ghm_history,
-    }
-
-
-def _restore(state: TrainState, payload: dict[str, Any], path: Path) -> None:
-    """Load model, optimiser, GHM state, epoch, metrics and history from a checkpoint payload."""
-    try:
-        state.optimizer.load_state_dict(payload["optimizer"])
-        state.ghmc.load_state_dict(payload["ghm"]["ghmc"])
-        state.ghm_rank.load_state_dict(payload["ghm"]["ghm_ranking"])
-        state.epoch = int(payload["epoch"])
-        state.metrics = [dict(r) for r in payload["metrics"]]
-        state.ghm_history = list(payload["ghm_history"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {path} cannot resume this run: {err}") from err
-    if len(state.metrics) != state.epoch:
-        raise CheckpointError(f"checkpoint {path} holds {len(state.metrics)} metric rows "
-                              f"for epoch {state.epoch}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Runs
 # ---------------------------------------------------------------------------------------------
 class Run:
     """One training run on disk: its config, folder, id, checkpoints, metrics, data.
 
-    ``metrics`` and ``ghm_history`` come from the latest checkpoint; ``load_model(epoch)`` gives
-    the model of one checkpoint in eval mode on the CPU (trunk frozen for prompt runs, as it was
-    trained, so that gradients cover the trained parameters only).
+    ``metrics`` and ``ghm_history`` come from the newest readable checkpoint (an unreadable one
+    is set aside as ``*.corrupt`` with a warning); ``load_model(epoch)`` gives the model of one
+    checkpoint in eval mode on the CPU (trunk frozen for prompt runs, as it was trained, so
+    that gradients cover the trained parameters only). ``failed`` / ``failure``: the run
+    diverged (see :class:`~gradkit.training.guard.TrainingDiverged`); it is never ``finished``.
     """
 
     def __init__(self, config: TrainConfig, folder: Path, run_id: str, key: str,
@@ -163,19 +128,25 @@ class Run:
         self.config, self.dir, self.run_id = config, Path(folder), run_id
         self.key, self.data_hash = key, data_hash
         self._split = split
-        self._latest: tuple[int, dict[str, Any]] | None = None
+        self._latest: tuple[int, dict[str, Any], list[EpochMetrics], list[GHMRecord]] | None
+        self._latest = None
 
     def __repr__(self) -> str:
+        state = " failed" if self.failed else ""
         return (f"Run({self.config.folder_name}, run_id={self.run_id!r}, "
-                f"epochs={self.last_epoch}/{self.config.epochs})")
+                f"epochs={self.last_epoch}/{self.config.epochs}{state})")
+
+    @property
+    def name(self) -> str:
+        return f"run {self.config.folder_name} {self.run_id}"
 
     # -- files ----------------------------------------------------------------------------------
     @property
     def checkpoint_epochs(self) -> list[int]:
-        return list(_checkpoint_files(self.dir, self.config.label, self.run_id))
+        return list(checkpoint_files(self.dir, self.config.label, self.run_id))
 
     def checkpoint_path(self, epoch: int) -> Path:
-        return self.dir / _checkpoint_name(self.config.label, epoch, self.run_id)
+        return self.dir / checkpoint_name(self.config.label, epoch, self.run_id)
 
     @property
     def metrics_path(self) -> Path:
@@ -183,7 +154,7 @@ class Run:
 
     @property
     def meta_path(self) -> Path:
-        return self.dir / f"run_{self.config.label}_{self.run_id}.json"
+        return self.dir / meta_name(self.config.label, self.run_id)
 
     @property
     def last_epoch(self) -> int:
@@ -191,31 +162,73 @@ class Run:
         return epochs[-1] if epochs else 0
 
     @property
+    def failure(self) -> dict[str, Any] | None:
+        """The recorded divergence (epoch, batch, reason, lr, summary), or ``None``."""
+        info = read_meta(self.meta_path) or {}
+        return info.get("failure") if info.get("status") == "failed" else None
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+    @property
     def finished(self) -> bool:
-        return self.last_epoch >= self.config.epochs
+        return self.last_epoch >= self.config.epochs and not self.failed
+
+    def divergence(self) -> TrainingDiverged:
+        """The recorded failure as the exception ``get_run`` raises (``None`` if not failed)."""
+        f = self.failure
+        if f is None:
+            return None
+        err = TrainingDiverged(int(f["epoch"]), f.get("batch"), str(f["reason"]),
+                               math.nan if f.get("value") is None else float(f["value"]),
+                               f.get("lr"))
+        return err.attach(self, self.name)
 
     # -- contents -------------------------------------------------------------------------------
+    def _check(self, payload: dict[str, Any], path: Path) -> None:
+        if payload.get("config_hash") != self.key:
+            raise CheckpointError(f"checkpoint {path} belongs to another configuration "
+                                  f"({payload.get('config_hash')} != {self.key})")
+
+    def _read_latest(self):
+        """``(epoch, payload, metrics, history)`` of the newest readable checkpoint (``None``
+        without checkpoints); unreadable ones are set aside, newest first."""
+        epochs = self.checkpoint_epochs
+        if self._latest is not None and epochs and self._latest[0] == epochs[-1]:
+            return self._latest
+        self._latest = None
+        for epoch in reversed(epochs):
+            path = self.checkpoint_path(epoch)
+            try:
+                payload = load_checkpoint(path)
+                metrics, history = read_records(payload, path)
+            except CorruptCheckpoint as err:
+                set_aside(path, f"{err}; {self.name} falls back to its previous checkpoint")
+                continue
+            self._check(payload, path)
+            self._latest = (epoch, payload, metrics, history)
+            return self._latest
+        if epochs:
+            raise CorruptCheckpoint(f"none of the checkpoints of {self.name} in {self.dir} is "
+                                    f"readable (epochs {epochs}, set aside as *.corrupt)")
+        return None
+
     def load_checkpoint(self, epoch: int | None = None) -> dict[str, Any]:
-        """The payload of checkpoint ``epoch`` (default: the latest), checked to be this run's."""
+        """The payload of checkpoint ``epoch``, checked to be this run's; default: the newest
+        readable one (older ones are used when newer ones are unreadable, see the class)."""
         if epoch is None:
-            epoch = self.last_epoch
-            if epoch == 0:
-                raise CheckpointError(f"run {self.run_id} in {self.dir} has no checkpoint yet")
+            latest = self._read_latest()
+            if latest is None:
+                raise CheckpointError(f"{self.name} in {self.dir} has no checkpoint yet")
+            return latest[1]
         path = self.checkpoint_path(epoch)
         if epoch not in self.checkpoint_epochs:
             raise CheckpointError(f"checkpoint {path} does not exist; this run has epochs "
                                   f"{self.checkpoint_epochs}")
         payload = load_checkpoint(path)
-        if payload.get("config_hash") != self.key:
-            raise CheckpointError(f"checkpoint {path} belongs to another configuration "
-                                  f"({payload.get('config_hash')} != {self.key})")
+        self._check(payload, path)
         return payload
-
-    def _latest_payload(self) -> dict[str, Any]:
-        epoch = self.last_epoch
-        if self._latest is None or self._latest[0] != epoch:
-            self._latest = (epoch, self.load_checkpoint(epoch))
-        return self._latest[1]
 
     def load_model(self, epoch: int | None = None) -> ResNetAudioRanker:
         """The model of checkpoint ``epoch`` (default: the latest), eval mode, on the CPU."""
@@ -240,13 +253,18 @@ class Run:
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """One row per epoch: train and validation raw / GHM loss, accuracy, ranking terms."""
-        return pd.DataFrame(self._latest_payload()["metrics"])
+        """One row per epoch (:class:`~gradkit.training.records.EpochMetrics`): train and
+        validation raw / GHM loss, accuracy, ranking terms; no rows before the first
+        checkpoint."""
+        latest = self._read_latest()
+        rows = [m.to_dict() for m in latest[2]] if latest else []
+        return pd.DataFrame(rows, columns=None if rows else _COLUMNS)
 
     @property
-    def ghm_history(self) -> list[dict[str, Any]]:
-        """Per-epoch GHM diagnostics (see the module docstring)."""
-        return self._latest_payload()["ghm_history"]
+    def ghm_history(self) -> list[GHMRecord]:
+        """Per-epoch GHM diagnostics (:class:`~gradkit.training.records.GHMRecord`)."""
+        latest = self._read_latest()
+        return list(latest[3]) if latest else []
 
     @property
     def split(self):
@@ -269,49 +287,61 @@ def find_runs(config: TrainConfig, key: str) -> list[tuple[str, int]]:
     found = []
     if folder.is_dir():
         for meta in sorted(folder.glob(f"run_{config.label}_*.json")):
-            try:
-                info = json.loads(meta.read_text())
-            except (OSError, ValueError):
-                continue  # unreadable sidecar: not a run we can identify
-            if info.get("config_hash") == key:
-                files = _checkpoint_files(folder, config.label, info["run_id"])
+            info = read_meta(meta)
+            if info is not None and info["config_hash"] == key:
+                files = checkpoint_files(folder, config.label, info["run_id"])
                 found.append((info["run_id"], max(files, default=0)))
     return found
 
 
-def _train(run: Run, state: TrainState, device: torch.device, progress: bool,
-           stop_after: int | None) -> None:
-    from tqdm.auto import tqdm
-
-    cfg = run.config
-    split = run.split
-    data = {k: getattr(split, k).to(device) for k in
-            ("x_train", "y_train", "angles_train", "x_val", "y_val", "angles_val")}
-    data["angles_train"] = data["angles_train"].float()
-    data["angles_val"] = data["angles_val"].float()
-    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    bar = tqdm(range(state.epoch + 1, last + 1), desc=f"{cfg.folder_name} {run.run_id}",
-               initial=state.epoch, total=cfg.epochs, disable=not progress, leave=False)
-    for epoch in bar:
-        out = train_epoch(state, data, epoch)
-        val = evaluate(state, data["x_val"], data["y_val"], data["angles_val"])
-        state.metrics.append({**out["row"], **{f"val_{k}": v for k, v in val.items()}})
-        state.ghm_history.append(out["history"])
-        state.epoch = epoch
-        bar.set_postfix(loss=f"{out['row']['train_loss']:.3f}", val_acc=f"{val['acc']:.2f}")
-        if epoch % cfg.save_every == 0 or epoch == cfg.epochs:
-            save_checkpoint(run.checkpoint_path(epoch), _payload(state, run))
-            atomic_write_text(run.metrics_path, pd.DataFrame(state.metrics).to_csv(index=False))
-    bar.close()
+_train = train_run  # one name to patch in tests
 
 
-def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | None = None
-            ) -> Run:
+def _warn_rebuild(run: Run, err: Exception) -> None:
+    warnings.warn(f"{err}: {run.name} is trained again from the start", RuntimeWarning,
+                  stacklevel=3)
+
+
+def _existing_run(runs: list[Run], retry_failed: bool) -> Run | None:
+    """The stored run to reuse or resume: a finished one (newest first, checked), else the
+    newest one; a failed run raises its divergence unless ``retry_failed``."""
+    for run in reversed(runs):
+        if run.failed or run.last_epoch < run.config.epochs:
+            continue
+        try:
+            latest = run._read_latest()
+        except CorruptCheckpoint as err:
+            _warn_rebuild(run, err)
+            return run
+        if latest is not None and latest[0] >= run.config.epochs:
+            if not is_finite(latest[1], latest[2]):
+                bad = next((m.epoch for m in latest[2] if not m.finite()), latest[0])
+                record_failure(run, TrainingDiverged(
+                    bad, None, "non-finite values in its checkpoint", lr=run.config.learning_rate))
+                raise run.divergence()
+            return run
+        return run  # its final checkpoint was set aside: resume from the one before
+    if not runs:
+        return None
+    run = runs[-1]
+    if run.failed:
+        if not retry_failed:
+            raise run.divergence()
+        clear_failure(run)
+    return run
+
+
+def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | None = None,
+            retry_failed: bool = False) -> Run:
     """The finished run of ``config`` on its data: reused if stored, resumed if unfinished,
-    trained otherwise (see the module docstring).
+    trained otherwise (see the module docstring, also for what survives what).
 
     ``stop_after``: train at most up to that epoch in this call (the run stays unfinished and a
-    later call resumes it), e.g. to spread a long run over sessions.
+    later call resumes it), e.g. to spread a long run over sessions. Raises
+    :class:`~gradkit.training.guard.TrainingDiverged` (``err.run``, ``err.summary``) for a run
+    that diverged, now or before (``retry_failed=True``: resume it from its last finite
+    checkpoint instead of refusing), and :class:`~gradkit.core.io.StorageError` for a folder
+    that cannot take the checkpoints, before any epoch is trained.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"get_run needs a TrainConfig, got {type(config).__name__}")
@@ -320,33 +350,47 @@ def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | Non
     data_hash = split_fingerprint(split)
     key = run_key(config, data_hash)
     folder = checkpoints_dir() / config.folder_name
-    runs = find_runs(config, key)
-    finished = [r for r in runs if r[1] >= config.epochs]
-    if finished:
-        return Run(config, folder, finished[-1][0], key, data_hash, split)
-
-    base_state = None
-    if config.mode == "prompt":
-        base = get_run(config.base_config(), progress=progress)
-        base_state = base.load_checkpoint(base.last_epoch)["model"]
-    device = pick_device()
-    with cpu_threads(device):
-        if runs:  # resume the most recent unfinished run from its latest checkpoint
-            run_id, last = runs[-1]
-            run = Run(config, folder, run_id, key, data_hash, split)
+    with folder_lock(folder):
+        removed = remove_stale_temps(folder)
+        if removed:
+            warnings.warn(f"removed {len(removed)} temporary file(s) of interrupted writes in "
+                          f"{folder}: {[p.name for p in removed]}", RuntimeWarning, stacklevel=2)
+        recover_sidecars(folder, config.label)
+        runs = [Run(config, folder, run_id, key, data_hash, split)
+                for run_id, _ in find_runs(config, key)]
+        run = _existing_run(runs, retry_failed)
+        if run is not None and run.finished:
+            return run
+        base_state = None
+        if config.mode == "prompt":
+            base = get_run(config.base_config(), progress=progress)
+            base_state = base.load_checkpoint()["model"]
+        device = pick_device()
+        with cpu_threads(device):
             state = new_state(config, split, device, base_state)
-            if last > 0:
-                payload = run.load_checkpoint(last)
-                load_checkpoint(run.checkpoint_path(last),
-                                expected_arch=state.model.arch_config(), model=state.model)
-                _restore(state, payload, run.checkpoint_path(last))
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            run = Run(config, folder, _new_run_id(folder), key, data_hash, split)
-            meta = {"run_id": run.run_id, "config_hash": key, "data_hash": data_hash,
+            last = config.epochs if stop_after is None else min(config.epochs, stop_after)
+            if run is None:
+                run = Run(config, folder, new_run_id(folder), key, data_hash, split)
+                probe_run(run, state, last)
+                write_meta(run.meta_path, {
+                    "run_id": run.run_id, "config_hash": key, "data_hash": data_hash,
                     "train_version": TRAIN_VERSION, "config": config.to_dict(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            atomic_write_text(run.meta_path, json.dumps(meta, indent=2) + "\n")
-            state = new_state(config, split, device, base_state)
-        _train(run, state, device, progress, stop_after)
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            else:
+                try:
+                    latest = run._read_latest()
+                except CorruptCheckpoint as err:
+                    _warn_rebuild(run, err)
+                    latest = None
+                if latest is not None:
+                    path = run.checkpoint_path(latest[0])
+                    load_checkpoint(path, expected_arch=state.model.arch_config(),
+                                    model=state.model)
+                    restore_state(state, *latest[1:], path)
+                probe_run(run, state, last)
+            try:
+                _train(run, state, device, progress, stop_after)
+            except TrainingDiverged as err:
+                record_failure(run, err)
+                raise err.attach(run, run.name) from None
     return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.core.params import trainable_parameters
-from gradkit.training.loop import epoch_order
+from gradkit.training.guard import DivergenceGuard
+from gradkit.training.loop import epoch_batches, evaluate, fit_epoch
 from gradkit.training.objective import sample_loss
 
 __all__ = ["train_short"]
@@ -30,7 +32,7 @@ def train_short(
 ) -> pd.DataFrame:
     """Train ``model`` in place on ``split.x_train`` for ``epochs``; one row per epoch.
 
-    Mini-batches of ``batch_size`` in the order of :func:`gradkit.training.loop.epoch_order`;
+    Mini-batches of :func:`gradkit.training.loop.epoch_batches` (``batch_size``, ``seed``);
     the optimiser is Adam or SGD (``optimizer="adam"|"sgd"``) with ``lr`` times
     ``schedule(step)`` (a per-step factor, e.g. :func:`gradkit.lectures.optimizers.warmup_cosine`).
     ``loss_fn`` defaults to :func:`gradkit.training.objective.sample_loss` (cross-entropy on the
@@ -38,6 +40,10 @@ def train_short(
     ``train_loss``/``train_acc`` (the whole training set after the epoch, eval mode),
     ``val_loss``/``val_acc``, ``lr`` (at the epoch's last step), ``seconds`` (the epoch's
     optimisation steps, wall clock).
+
+    The epochs run through :func:`gradkit.training.loop.fit_epoch` with a finiteness guard: a
+    NaN / infinite loss or parameter raises
+    :class:`~gradkit.training.guard.TrainingDiverged` naming the epoch and batch.
     """
     loss_fn = loss_fn or sample_loss
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -50,27 +56,27 @@ def train_short(
            else torch.optim.SGD(params, lr=lr))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule else None
     x, y = split.x_train, split.y_train
+    guard = DivergenceGuard(max_loss=math.inf, lr=lr)  # finiteness only: the loss is the caller's
+
+    def step(idx: Tensor) -> Tensor:
+        return loss_fn(model(x[idx]), y[idx])
+
+    def measure() -> dict[str, float]:
+        row = {}
+        for part, xs, ys in (("train", x, y), ("val", split.x_val, split.y_val)):
+            out = model(xs)
+            logits = out[0] if isinstance(out, tuple) else out
+            row[f"{part}_loss"] = float(loss_fn(out, ys))
+            row[f"{part}_acc"] = float((logits.argmax(1) == ys).float().mean())
+        return row
+
     rows = []
     for epoch in range(1, epochs + 1):
-        order = epoch_order(len(x), seed, epoch)
-        model.train()
+        batches = epoch_batches(len(x), batch_size, seed, epoch)
         start = time.perf_counter()
-        for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
+        fit_epoch(model, opt, batches, step, epoch=epoch, scheduler=sched, guard=guard)
         seconds = time.perf_counter() - start
         lr_now = opt.param_groups[0]["lr"] if sched is None else sched.get_last_lr()[0]
-        row = {"epoch": epoch, "seconds": seconds, "lr": lr_now}
-        model.eval()
-        with torch.no_grad():
-            for part, xs, ys in (("train", x, y), ("val", split.x_val, split.y_val)):
-                out = model(xs)
-                logits = out[0] if isinstance(out, tuple) else out
-                row[f"{part}_loss"] = float(loss_fn(out, ys))
-                row[f"{part}_acc"] = float((logits.argmax(1) == ys).float().mean())
-        rows.append(row)
+        rows.append({"epoch": epoch, "seconds": seconds, "lr": lr_now,
+                     **evaluate(model, measure)})
     return pd.DataFrame(rows)

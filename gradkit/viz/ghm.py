@@ -2,7 +2,8 @@
 
 Every function draws onto a given (empty) matplotlib figure: the notebook publishes it with
 :func:`gradkit.viz.figures.publish` and a :class:`gradkit.viz.scrubber.Scrubber` can redraw it.
-Inputs are what :mod:`gradkit.training` records (see :mod:`gradkit.analysis.ghm`).
+Inputs are what :mod:`gradkit.training` records (see :mod:`gradkit.analysis.ghm`): metrics
+DataFrames and :class:`~gradkit.training.records.GHMRecord` histories.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from gradkit.analysis.ghm import (
     HEADS,
     as_numpy,
+    as_record,
     batch_values,
     best_epoch_summary,
     bin_shares,
@@ -134,7 +136,7 @@ def plot_density_epoch(fig: plt.Figure, histories: Mapping[str, Sequence[Mapping
     for ax, (head, label) in zip(axes, HEADS.items(), strict=True):
         for k, (name, history) in enumerate(histories.items()):
             record = history_by_epoch(history)[epoch]
-            shares = bin_shares(record[head + "g"], bins)
+            shares = bin_shares(record.head(head).g, bins)
             offset = (k - (len(histories) - 1) / 2) * width / bins
             ax.bar(centers + offset, shares, width=width / bins, color=_color(name),
                    label=f"{name} run")
@@ -177,6 +179,7 @@ def plot_batch_distribution(fig: plt.Figure, record: Mapping[str, Any], bins: in
                             batch: int = 0, title: str = "") -> None:
     """One batch: histogram of ``g`` over GHM's bins (bars) and the GHM weight each bin got
     (points, right axis), classification and ranking side by side."""
+    record = as_record(record)
     axes = fig.subplots(1, 2)
     centers = (np.arange(bins) + 0.5) / bins
     for ax, (head, label) in zip(axes, HEADS.items(), strict=True):
@@ -195,7 +198,7 @@ def plot_batch_distribution(fig: plt.Figure, record: Mapping[str, Any], bins: in
         ax.legend(handles=handles, fontsize=8, loc="upper center", ncol=2,
                   bbox_to_anchor=(0.5, -0.2))
         ax.grid(alpha=0.3)
-    fig.suptitle(title or f"epoch {record['epoch']}, batch {batch}")
+    fig.suptitle(title or f"epoch {record.epoch}, batch {batch}")
     fig.tight_layout()
 
 
@@ -204,10 +207,11 @@ def plot_ghm_stats(fig: plt.Figure, record: Mapping[str, Any], bins: int = 10,
     """One epoch (classification ``g``): the bin shares with mean and median, a panel listing
     :func:`g_statistics`, and the EMA counts after the last batch with the epoch's per-bin
     weights (:func:`epoch_bin_weights`)."""
+    record = as_record(record)
     left, panel, right = fig.subplots(1, 3, width_ratios=(3, 1.1, 3))
-    stats = g_statistics(record["g"], bins)
+    stats = g_statistics(record.cls.g, bins)
     centers = (np.arange(bins) + 0.5) / bins
-    left.bar(centers, bin_shares(record["g"], bins), width=0.9 / bins, color="tab:blue")
+    left.bar(centers, bin_shares(record.cls.g, bins), width=0.9 / bins, color="tab:blue")
     left.axvline(stats["mean"], color="tab:red", label=f"mean {stats['mean']:.3f}")
     left.axvline(stats["median"], color="tab:green", ls="--",
                  label=f"median {stats['median']:.3f}")
@@ -223,7 +227,7 @@ def plot_ghm_stats(fig: plt.Figure, record: Mapping[str, Any], bins: int = 10,
     left.set(xlabel="gradient norm g = 1 - p_true", ylabel="share of the epoch's samples",
              xlim=(0, 1), ylim=(0, 1), title="gradient-norm distribution")
     left.legend(fontsize=8, loc="upper left")
-    acc = as_numpy(record["acc"][-1])
+    acc = as_numpy(record.cls.acc[-1])
     right.bar(centers, acc, width=0.9 / bins, color="tab:gray", label="EMA count after the epoch")
     right.set(xlabel="gradient norm g", ylabel="EMA count (samples)", xlim=(0, 1),
               title="EMA counts and GHM weights")
@@ -237,6 +241,6 @@ def plot_ghm_stats(fig: plt.Figure, record: Mapping[str, Any], bins: int = 10,
                  bbox_to_anchor=(0.5, -0.2))
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.suptitle(title or f"GHM statistics, epoch {record['epoch']}")
+    fig.suptitle(title or f"GHM statistics, epoch {record.epoch}")
     fig.tight_layout()
 

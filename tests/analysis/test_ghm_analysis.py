@@ -16,11 +16,13 @@ import torch  # noqa: E402
 
 from gradkit.analysis import ghm as ga
 from gradkit.losses import GHMC  # noqa: E402
+from gradkit.training.records import GHMRecord, HeadDiagnostics  # noqa: E402
 from gradkit.viz import ghm as gv  # noqa: E402
 
 
 def _record(epoch: int, g, w, rank_g, rank_w, sizes=(2, 2), rank_sizes=(1, 2)):
-    """A ghm_history record: two batches, counts / acc / bin_weights per batch."""
+    """A ghm_history record (typed, as training records it): two batches, counts / acc /
+    bin_weights per batch."""
     def per_batch(values, weights, batch_sizes):
         counts, bin_weights, start = [], [], 0
         for size in batch_sizes:
@@ -36,14 +38,13 @@ def _record(epoch: int, g, w, rank_g, rank_w, sizes=(2, 2), rank_sizes=(1, 2)):
 
     counts, bin_weights = per_batch(g, w, sizes)
     rank_counts, rank_bin_weights = per_batch(rank_g, rank_w, rank_sizes)
-    return {
-        "epoch": epoch, "batch_sizes": list(sizes), "rank_batch_sizes": list(rank_sizes),
-        "g": torch.tensor(g), "w": torch.tensor(w), "counts": counts,
-        "acc": counts.cumsum(0) * 0.25, "bin_weights": bin_weights,
-        "rank_g": torch.tensor(rank_g), "rank_w": torch.tensor(rank_w),
-        "rank_counts": rank_counts, "rank_acc": rank_counts * 0.25,
-        "rank_bin_weights": rank_bin_weights,
-    }
+    return GHMRecord(
+        epoch, torch.arange(len(g)),
+        HeadDiagnostics(torch.tensor(g), torch.tensor(w), list(sizes), counts,
+                        counts.cumsum(0) * 0.25, bin_weights),
+        HeadDiagnostics(torch.tensor(rank_g), torch.tensor(rank_w), list(rank_sizes),
+                        rank_counts, rank_counts * 0.25, rank_bin_weights),
+    )
 
 
 HISTORY = [
@@ -95,8 +96,21 @@ def test_ghm_stats_and_density_tables():
     density = ga.density_table(HISTORY)
     assert density.shape == (2, 10)
     assert density.iloc[1].tolist() == [0.25, 0, 0.5] + [0] * 6 + [0.25]
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match=r"ghm_history\[0\].*lacks"):
         ga.ghm_stats_table([{"epoch": 1}])
+
+
+def test_flat_checkpoint_records_and_typed_records_agree():
+    """The checkpoint form (flat dict) round-trips and gives the same statistics."""
+    flat = [r.to_dict() for r in HISTORY]
+    assert set(flat[0]) == set(HISTORY[0]) and flat[0]["rank_batch_sizes"] == [1, 2]
+    rebuilt = ga.history_by_epoch(flat)
+    assert all(isinstance(r, GHMRecord) for r in rebuilt.values())
+    pd.testing.assert_frame_equal(ga.ghm_stats_table(flat), ga.ghm_stats_table(HISTORY))
+    assert torch.equal(rebuilt[1].rank.g, HISTORY[0]["rank_g"])
+    assert HISTORY[0].head("rank_") is HISTORY[0].rank
+    with pytest.raises(KeyError):
+        HISTORY[0].head("detection_")
 
 
 def test_batch_values_and_epoch_bin_weights():

@@ -84,3 +84,34 @@ def test_a_partial_run_keeps_the_other_entries_of_the_index(root):
     assert [r.name for r in results] == ["02_b"]
     index = (root / "reports/index.html").read_text()
     assert "01_a.html" in index and "first" in index and "second, again" in index
+
+
+def test_a_failing_notebook_is_reported_with_its_cell_and_a_stale_report(root, capsys):
+    _notebook(root / "notebooks/01_fails.ipynb",
+              "from gradkit.report.headlines import show_headlines\nx = 1",
+              "show_headlines(accuracy='81 %')\nif x == 1:\n    total = 1 / (x - 1)\nmore = 2")
+    # A good run first (x = 1 is harmless when the division is guarded) ...
+    nb = nbformat.read(str(root / "notebooks/01_fails.ipynb"), as_version=4)
+    good = nb.cells[2].source.replace("if x == 1", "if x == 2")
+    _notebook(root / "notebooks/01_fails.ipynb", nb.cells[1].source, good)
+    (ok,) = report.build_reports()
+    assert ok.ok and ok.report_date and ok.headlines == {"accuracy": "81 %"}
+    # ... then the same notebook fails in its second code cell.
+    _notebook(root / "notebooks/01_fails.ipynb", nb.cells[1].source, nb.cells[2].source)
+    capsys.readouterr()
+    (failed,) = report.build_reports()
+    printed = capsys.readouterr().out
+    assert "01_fails: FAILED after" in printed and "in code cell 2" in printed
+    assert "show_headlines(accuracy='81 %')" in printed and "if x == 1:" in printed
+    assert "ZeroDivisionError: division by zero" in printed
+    assert failed.failed_cell == 2 and failed.stale and failed.report_date == ok.report_date
+    assert failed.headlines == {"accuracy": "81 %"}, "the previous headline numbers are kept"
+    index = (root / "reports/index.html").read_text()
+    assert "\x1b[" not in index and "[0;31m" not in index, "no raw ANSI escape codes"
+    assert "ZeroDivisionError" in index and "code cell 2" in index
+    assert f"stale report of {ok.report_date}" in index
+    assert f"81 % <span class='stale'>(stale, {ok.report_date})" in index
+    # A notebook that never had a report links nothing.
+    (root / "reports/01_fails.html").unlink()
+    (again,) = report.build_reports()
+    assert not again.stale and "no report yet" in (root / "reports/index.html").read_text()

@@ -15,8 +15,17 @@ import torch
 import torch.nn.functional as F
 
 import gradkit.training.runs as T
+import gradkit.training.session as S
 from gradkit.core.checkpoint import CheckpointError
-from gradkit.training import Run, TrainConfig, build_model, epoch_order, get_run, sample_loss
+from gradkit.training import (
+    GHMRecord,
+    Run,
+    TrainConfig,
+    build_model,
+    epoch_order,
+    get_run,
+    sample_loss,
+)
 
 ANGLES = torch.tensor([0.0, 36, 72, 108, 144, 180])
 
@@ -40,13 +49,18 @@ def fake_split(n_train=12, n_val=6, shape=(1, 8, 8), seed=0, shift=0.0):
     )
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
+def fake_root(tmp_path, monkeypatch):
+    """``GRADKIT_ROOT=tmp_path``, the CPU, and :func:`fake_split` as every run's data."""
     monkeypatch.setenv("GRADKIT_ROOT", str(tmp_path))
     monkeypatch.setenv("GRADKIT_DEVICE", "cpu")
     split = fake_split()
     monkeypatch.setattr(T, "_load_split", lambda config: split)
     return tmp_path
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    return fake_root(tmp_path, monkeypatch)
 
 
 def small(**kw):
@@ -144,6 +158,10 @@ def test_files_metrics_and_history(root):
     assert len(run.run_id) == 15 and run.run_id[8] == "_"
     csv = pd.read_csv(folder / f"metrics_ghm_{run.run_id}.csv")
     m = run.metrics
+    assert list(m.columns) == [  # the columns notebooks read, in their order
+        "epoch", "train_loss", "train_raw_loss", "train_ghm_loss", "train_ce", "train_rank",
+        "train_acc", "val_loss", "val_raw_loss", "val_ghm_loss", "val_ce", "val_rank", "val_acc",
+        "val_pair_acc"]
     assert list(m.epoch) == list(range(1, 8)) and len(csv) == 7
     pd.testing.assert_frame_equal(csv, m, check_dtype=False, atol=1e-12, rtol=0)
     for col in ("train_raw_loss", "train_ghm_loss", "train_acc", "val_raw_loss", "val_ghm_loss",
@@ -153,7 +171,9 @@ def test_files_metrics_and_history(root):
     assert m.train_raw_loss.iloc[-1] < m.train_raw_loss.iloc[0]
 
     hist = run.ghm_history
-    assert [h["epoch"] for h in hist] == list(range(1, 8))
+    assert all(isinstance(h, GHMRecord) for h in hist)
+    assert [h["epoch"] for h in hist] == [h.epoch for h in hist] == list(range(1, 8))
+    assert hist[0]["rank_batch_sizes"] == hist[0].rank.batch_sizes and len(hist[0]) == 14
     for h in hist:
         assert h["g"].shape == (12,) and ((h["g"] >= 0) & (h["g"] <= 1)).all()
         assert h["counts"].shape == (3, cfg.bins)  # 12 samples / batch 4 = 3 batches
@@ -201,17 +221,17 @@ def test_crash_keeps_the_good_checkpoint_and_resume_is_exact(root, monkeypatch):
     cfg = small(objective="ghm", epochs=10, save_every=5)
     whole = get_run(cfg, progress=False)
     monkeypatch.setenv("GRADKIT_ROOT", str(root / "crashed"))
-    real_save = T.save_checkpoint
+    real_save = S.save_checkpoint
 
     def crash_at_10(path, payload):
         if payload["epoch"] == 10:
             raise KeyboardInterrupt("killed while saving")
         return real_save(path, payload)
 
-    monkeypatch.setattr(T, "save_checkpoint", crash_at_10)
+    monkeypatch.setattr(S, "save_checkpoint", crash_at_10)
     with pytest.raises(KeyboardInterrupt):
         get_run(cfg, progress=False)
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    monkeypatch.setattr(S, "save_checkpoint", real_save)
     folder = root / "crashed" / "checkpoints" / "plastic_3000hz_ghm"
     assert [f for f in files(folder) if f.endswith(".pt")] == [
         next(f for f in files(folder) if "epoch_5_" in f)
@@ -314,13 +334,21 @@ def test_consistent_checkpoint_of_another_architecture_is_refused(root):
         run.load_model(6)
 
 
-def test_corrupt_latest_checkpoint_stops_the_resume_naming_the_file(root):
+def test_a_run_whose_only_checkpoint_is_unreadable_is_rebuilt_after_saying_so(root, monkeypatch):
     cfg = small(epochs=6, save_every=3)
+    whole = get_run(cfg, progress=False)
+    monkeypatch.setenv("GRADKIT_ROOT", str(root / "damaged"))
     first = get_run(cfg, progress=False, stop_after=3)
     path = first.checkpoint_path(3)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=path.name):
-        get_run(cfg, progress=False)
+    with pytest.warns(RuntimeWarning) as caught:
+        again = get_run(cfg, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any(path.name in m and "corrupt" in m for m in messages)
+    assert any("trained again from the start" in m for m in messages)
+    assert path.with_name(path.name + ".corrupt").read_bytes() == b"not a checkpoint"
+    assert again.run_id == first.run_id and again.checkpoint_epochs == [3, 6]
+    assert_same_run(whole, again)
 
 
 def test_data_root_is_recorded_but_the_data_content_identifies_the_run(tmp_path):
