@@ -18,7 +18,8 @@ import numpy as np
 
 from gradkit.stats import above_chance, interval_change, plateau_test
 
-__all__ = ["RunStatus", "batch_advice", "interval_steps", "reproduces", "run_status"]
+__all__ = ["ADVICE", "RunStatus", "advice_sentence", "batch_advice", "interval_steps", "reproduces",
+           "run_status", "status_of_run", "steadiness"]
 
 ADVICE = ("failed run", "still improving", "getting worse", "mean gradient ~ 0", "larger batch",
           "smaller batch", "keep batch", "too short to test")
@@ -47,7 +48,8 @@ def run_status(val_acc, n_val: int, n_classes: int, last: int = 10,
     chance = above_chance(int(round(acc[-1] * n_val)), n_val, 1.0 / n_classes, alpha)
     failed = chance.verdict == "at chance"
     if acc.size >= 3:
-        plateau = plateau_test(acc, last=min(last, acc.size), alpha=alpha, step="epoch")
+        plateau = plateau_test(acc, last=min(last, acc.size), alpha=alpha, unit="pp",
+                               step="epoch")
         trend, text = plateau.verdict, plateau.sentence(scale=100)
     else:
         trend, text = "too short to test", f"only {acc.size} epoch(s): no trend test"
@@ -99,3 +101,48 @@ def reproduces(ours, reported, factor: float = 3.0) -> tuple[bool, float]:
         return False, math.nan
     ratio = float(np.median(o[ok] / r[ok]))
     return bool(1 / factor <= ratio <= factor), ratio
+
+
+def status_of_run(run, last: int = 10) -> RunStatus:
+    """:func:`run_status` of a :class:`gradkit.training.Run` from its metrics and split."""
+    split = run.split
+    return run_status(run.metrics.val_acc.to_numpy(), len(split.y_val), len(split.classes), last)
+
+
+_SAYS = {
+    "failed run": "the run did not learn (validation accuracy not above chance): no advice",
+    "still improving": "validation accuracy is still rising: keep training before tuning B",
+    "getting worse": "validation accuracy is falling: look at the learning rate first",
+    "too short to test": "too few epochs to test for a plateau: no advice",
+    "mean gradient ~ 0": ("the mean gradient cannot be told from zero (B_simple's upper bound "
+                          "is infinite) while accuracy has plateaued: decay the learning rate "
+                          "or stop"),
+    "larger batch": "B_simple's whole interval lies above B: a larger batch",
+    "smaller batch": "B_simple's whole interval lies below B: a smaller batch",
+    "keep batch": "B_simple's interval contains B: keep the batch size",
+}
+
+
+def advice_sentence(word: str, b_simple: float, lo: float, hi: float, batch_size: int) -> str:
+    """The sentence of an advice word of :func:`batch_advice`, with its numbers."""
+    if word not in _SAYS:
+        raise ValueError(f"unknown advice {word!r}; expected one of {ADVICE}")
+    return (f"{_SAYS[word]} (B_simple {b_simple:.3g} [{lo:.3g}, {hi:.3g}], "
+            f"B = {batch_size}).")
+
+
+def steadiness(trend, what: str = "GNS") -> str:
+    """First vs last checkpoint and neighbouring checkpoints, through
+    :func:`gradkit.stats.interval_change` on the 95 % intervals of ``trend`` (a noise table)."""
+    if len(trend) < 2:
+        return f"Only one checkpoint: no change of the {what} can be tested."
+    e, v, lo, hi = (trend[c].to_numpy() for c in ("epoch", "gns", "gns_lo", "gns_hi"))
+    ends = interval_steps(e[[0, -1]], v[[0, -1]], lo[[0, -1]], hi[[0, -1]])[0][2]
+    moves = [(a, b, c) for a, b, c in interval_steps(e, v, lo, hi) if c != "no detectable change"]
+    text = (f"{what} at epoch {int(e[-1])} against epoch {int(e[0])}: {ends} "
+            f"({v[0]:.3g} → {v[-1]:.3g}, judged by non-overlap of the 95 % intervals).")
+    if not moves:
+        return text + (f" No change between neighbouring checkpoints is detectable: the "
+                       f"intervals of all {len(e) - 1} pairs overlap.")
+    return text + " Detectable changes between neighbouring checkpoints: " + ", ".join(
+        f"{c} from epoch {a} to {b}" for a, b, c in moves) + "."

@@ -55,3 +55,25 @@ def test_reproduces_by_median_ratio():
     assert not same and ratio > 1e3
     with pytest.raises(ValueError, match="same shape"):
         reproduces([1.0], [1.0, 2.0])
+
+
+def test_steadiness_calls_only_what_the_intervals_show():
+    import pandas as pd
+
+    from gradkit.analysis.advice import steadiness
+
+    t = pd.DataFrame({"epoch": [5, 10, 15], "gns": [1.0, 8.0, 9.0], "gns_lo": [0.3, 0.5, 4.0],
+                      "gns_hi": [3.0, math.inf, 30.0]})
+    text = steadiness(t)
+    assert "higher (1 → 9" in text  # first vs last: [0.3, 3] against [4, 30]
+    assert "No change between neighbouring checkpoints" in text
+    assert "Only one checkpoint" in steadiness(t.head(1))
+
+
+def test_advice_sentence_names_its_numbers():
+    from gradkit.analysis.advice import advice_sentence
+
+    s = advice_sentence("larger batch", 40.0, 20.0, 80.0, 12)
+    assert "above B" in s and "[20, 80]" in s and "B = 12" in s
+    with pytest.raises(ValueError, match="unknown advice"):
+        advice_sentence("bigger", 1, 1, 1, 1)
