@@ -127,7 +127,8 @@ def advice_sentence(word: str, b_simple: float, lo: float, hi: float, batch_size
     """The sentence of an advice word of :func:`batch_advice`, with its numbers."""
     if word not in _SAYS:
         raise ValueError(f"unknown advice {word!r}; expected one of {ADVICE}")
-    return (f"{_SAYS[word]} (B_simple {b_simple:.3g} [{lo:.3g}, {hi:.3g}], "
+    text = _SAYS[word]
+    return (f"{text[0].upper()}{text[1:]} (B_simple {b_simple:.3g} [{lo:.3g}, {hi:.3g}], "
             f"B = {batch_size}).")
 
 

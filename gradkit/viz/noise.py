@@ -50,8 +50,9 @@ def plot_gns_trend(trends, batch_size: int, n: int, study: dict | None = None, t
     ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
     frames = [t for kinds in trends.values() for t in kinds.values()]
-    _trend_panel(a1, trends, "gns", _cap(np.concatenate([f.gns_hi for f in frames])))
-    _trend_panel(a2, trends, "b_simple", _cap(np.concatenate([f.b_simple_hi for f in frames])))
+    for ax, col in ((a1, "gns"), (a2, "b_simple")):
+        cap = _cap(np.concatenate([f[c] for f in frames for c in (col, f"{col}_hi")]))
+        _trend_panel(ax, trends, col, cap)
     if study:
         a1.plot(list(study), list(study.values()), "x:", color="k", label="study's reported GNS")
     a1.axhline(1, color="k", lw=0.8, ls=":", label="noise = signal")
@@ -92,8 +93,8 @@ def plot_gns_by_condition(ends, batch_size: int, n: int, kind_label: str = ""):
     ``ends``: one row per condition with ``material``, ``freq_hz``, ``failed``, ``gns``,
     ``b_simple`` and their ``*_lo`` / ``*_hi``, ``epoch``."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 4.5), layout="constrained")
-    _condition_points(a1, ends, "gns", _cap(ends.gns_hi))
-    _condition_points(a2, ends, "b_simple", _cap(ends.b_simple_hi))
+    for ax, col in ((a1, "gns"), (a2, "b_simple")):
+        _condition_points(ax, ends, col, _cap(np.concatenate([ends[col], ends[f"{col}_hi"]])))
     a1.axhline(1, color="k", lw=0.8, ls=":", label="noise = signal")
     a1.set(ylabel=f"GNS at the last checkpoint (B = {batch_size})",
            title=f"Gradient noise scale per condition {kind_label}")
