@@ -27,7 +27,7 @@ import torch
 from gradkit.grads.similarity import cosine_matrix, unit_directions
 
 __all__ = ["class_mean_baseline", "class_table", "conflict_cosines", "conflict_table",
-           "share_opposed"]
+           "share_opposed", "within_class_cosines"]
 
 
 def _cos_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ def conflict_table(per_epoch: dict, names, classes) -> pd.DataFrame:
     cf = np.stack([v[1] for v in per_epoch.values()], 1)
     conflict = (cc < 0) | (cf < 0)
     table = pd.DataFrame({
-        "clip": list(names), "class": list(classes), "conflict share": conflict.mean(axis=1),
+        "path": list(names), "class": list(classes), "conflict share": conflict.mean(axis=1),
         "opposes its class": (cc < 0).mean(axis=1), "opposes g_D": (cf < 0).mean(axis=1),
         "mean cos to class (LOO)": np.nanmean(cc, 1), "mean cos to g_D (LOO)": cf.mean(axis=1)})
     return table.sort_values(["conflict share", "mean cos to class (LOO)"],
@@ -92,3 +92,16 @@ def class_table(correct: dict, within: dict, conflict: dict, class_names) -> pd.
         "mean within-class cos": pd.DataFrame(within, index=acc.index).mean(axis=1),
         "conflict share": pd.DataFrame(conflict, index=acc.index).mean(axis=1),
         "share of checkpoints mostly wrong": wrong_at, "failing": wrong_at > 0.5})
+
+
+def within_class_cosines(G, labels, n_classes: int | None = None) -> np.ndarray:
+    """Per class ``c``: the mean cosine of its distinct same-class pairs (NaN for one clip)."""
+    c = cosine_matrix(torch.as_tensor(G, dtype=torch.float64)).numpy()
+    y = np.asarray(labels)
+    out = np.full(int(n_classes if n_classes is not None else y.max() + 1), np.nan)
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        if len(idx) > 1:
+            block = c[np.ix_(idx, idx)]
+            out[k] = (block.sum() - np.trace(block)) / (len(idx) * (len(idx) - 1))
+    return out

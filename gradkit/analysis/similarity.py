@@ -9,6 +9,8 @@ that name a silhouette or a mean cosine.
   at ``alpha``); ``"cannot be tested"`` with fewer than 3 points;
 - :func:`structure`   the silhouette's usual reading (Kaufman & Rousseeuw 1990): above 0.70
   strong, 0.51–0.70 reasonable, 0.26–0.50 weak, otherwise no substantial structure;
+- :func:`block_word`, :func:`sketch_agrees`  the other thresholds the notebook reads by;
+- :func:`checkpoint_similarity`  everything measured at one checkpoint;
 - :func:`agreement`   a mean cosine above 0.5 "mostly agree", above 0.2 "partly agree", above
   −0.2 "are nearly unrelated", else "mostly disagree".
 """
@@ -19,10 +21,17 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
 
+from gradkit.analysis import conflicts
+from gradkit.core.params import param_slices
+from gradkit.grads import batch_means, per_sample_grads, tsne
+from gradkit.grads import similarity as sim
 from gradkit.stats import plateau_test
+from gradkit.training import epoch_order, sample_loss
 
-__all__ = ["agreement", "phase_table", "phases", "structure", "trend_word"]
+__all__ = ["agreement", "block_word", "checkpoint_similarity", "part_masks", "phase_table",
+           "phases", "sketch_agrees", "structure", "trend_word", "window_batches"]
 
 PHASE_NAMES = ("early", "middle", "late")
 
@@ -76,3 +85,62 @@ def phase_table(stats: pd.DataFrame, phases: dict[str, tuple[int, int]],
         means = part.drop(columns=[epoch_col]).mean(numeric_only=True)
         rows[name] = {"epochs": f"{lo}-{hi}", "n_epochs": len(part), **means.to_dict()}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def block_word(gap: float) -> str:
+    """Within-minus-between mean cosine in words: above 0.5 "clear class blocks", above 0.15
+    "faint class blocks", else "no class blocks"."""
+    return ("clear class blocks" if gap > 0.5 else "faint class blocks" if gap > 0.15
+            else "no class blocks")
+
+
+def sketch_agrees(deviation: float, tol: float = 0.05) -> bool:
+    """A sketch reproduces the statistics when its largest deviation is below ``tol``."""
+    return bool(deviation < tol)
+
+
+def part_masks(model) -> dict[str, torch.Tensor]:
+    """Boolean masks over a gradient row: ``"classifier"`` (the class head) and ``"trunk"``
+    (everything but the two heads)."""
+    slices = param_slices(model)
+    n = max(s.stop for s in slices.values())
+    masks = {"classifier": torch.zeros(n, dtype=torch.bool),
+             "trunk": torch.zeros(n, dtype=torch.bool)}
+    for name, sl in slices.items():
+        masks["classifier"][sl] = name.startswith("classifier.")
+        masks["trunk"][sl] = not name.startswith(("classifier.", "score_head."))
+    return masks
+
+
+def window_batches(run, epoch: int, n_train: int) -> tuple[list, torch.Tensor]:
+    """The batches of the ``save_every`` epochs up to ``epoch``, in training order, and the
+    epoch of each (``epoch_order``)."""
+    cfg = run.config
+    window = range(max(1, epoch - cfg.save_every + 1), epoch + 1)
+    batches = [(e, idx) for e in window
+               for idx in epoch_order(n_train, cfg.seed, e).split(cfg.batch_size)]
+    return [idx for _, idx in batches], torch.tensor([e for e, _ in batches])
+
+
+def checkpoint_similarity(run, epoch: int, x, y, n_train: int, init=None) -> dict:
+    """Everything notebook 03 measures at one checkpoint (per-sample CE gradients of all clips,
+    batch gradients of the window's batches, matrices, statistics, maps, conflicts)."""
+    model = run.load_model(epoch)
+    with torch.no_grad():
+        predicted = model(x)[0].argmax(dim=1).numpy()
+    G = per_sample_grads(model, sample_loss, x, y)
+    batches, batch_epoch = window_batches(run, epoch, n_train)
+    G_batch = batch_means(G[:n_train], batches)
+    masks = part_masks(model)
+    return {
+        "G": G, "predicted": predicted, "batch_epoch": batch_epoch.numpy(),
+        "sample_matrix": sim.similarity_matrix(G, y, level="sample"),
+        "batch_matrix": sim.similarity_matrix(G_batch, batch_epoch, level="batch"),
+        "sample_stats": sim.similarity_stats(G, y, top_k=10),
+        "batch_stats": sim.similarity_stats(G_batch, top_k=3),
+        "sample_map": tsne.tsne_directions(G, init=init, seed=0),
+        "batch_map": tsne.tsne_directions(G_batch, seed=0),
+        "conflict": conflicts.conflict_cosines(G, y, np.arange(len(y)) < n_train),
+        "baseline": conflicts.class_mean_baseline(G, y),
+        **{f"silhouette_{k}": sim.class_silhouette(G[:, m], y) for k, m in masks.items()},
+    }

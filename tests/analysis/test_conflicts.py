@@ -44,7 +44,7 @@ def test_conflict_table_ranks_by_the_share_of_checkpoints():
     per_epoch = {5: (np.array([-0.1, 0.5, 0.3]), np.array([0.2, 0.4, 0.3])),
                  10: (np.array([-0.2, 0.4, -0.1]), np.array([0.1, 0.3, 0.2]))}
     t = conflict_table(per_epoch, ["a", "b", "c"], ["k", "k", "k"])
-    assert list(t["clip"]) == ["a", "c", "b"]
+    assert list(t["path"]) == ["a", "c", "b"]
     assert list(t["conflict share"]) == [1.0, 0.5, 0.0]
 
 
@@ -64,3 +64,14 @@ def test_class_table_flags_a_class_wrong_at_most_checkpoints():
     t = class_table(correct, within, conflict, ["deg108", "deg000"])
     assert t.loc["deg108", "failing"] and not t.loc["deg000", "failing"]
     assert t.loc["deg108", "share of checkpoints mostly wrong"] == pytest.approx(2 / 3)
+
+
+def test_within_class_cosines_per_class():
+    from gradkit.analysis.conflicts import within_class_cosines
+
+    G, y = three_classes()
+    w = within_class_cosines(G, y)
+    cos01 = float(G[0] @ G[1] / G[1].norm())
+    assert w[0] == pytest.approx((cos01 - 1 - float(G[1, 0] / G[1].norm())) / 3)
+    assert w[1] == pytest.approx(float(G[3] @ G[4] / G[4].norm()))
+    assert np.isnan(w[2])
