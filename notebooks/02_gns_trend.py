@@ -205,7 +205,7 @@ for name, kinds in trends.items():
                  + adv.advice_sentence(word, end.b_simple, end.b_simple_lo, end.b_simple_hi, B)
                  + " " + adv.steadiness(kinds["objective"], "GNS (trained objective)"))
 failed = cond[cond.failed]
-lines.append(f"- **Failed runs** (excluded from advice): "
+lines.append("- **Failed runs** (excluded from advice): "
              + (", ".join(f"{m}/{f} Hz (val acc {a:.0%})" for m, f, a in
                           zip(failed.material, failed.freq_hz, failed["val acc"], strict=True))
                 if len(failed) else "none") + ".")

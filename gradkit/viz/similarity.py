@@ -135,9 +135,10 @@ _TREND = [  # (panel title, y label, [(column, marker, label)])
       ("silhouette_trunk", ">-", "trunk part"), ("tsne_silhouette", "s-", "t-SNE map")]),
     ("accuracy of the checkpoint", "accuracy", [("accuracy", "^-", "all clips"),
                                                 ("train_accuracy", "o--", "training clips")]),
-    ("stability between checkpoints", "change / overlap",
-     [("matrix_change", "x:", "mean |Δ cosine| since previous"),
-      ("knn_overlap", "o-", "t-SNE 5-NN overlap with previous")]),
+    ("t-SNE map stability", "share of 5 nearest neighbours kept",
+     [("knn_overlap", "o-", "overlap with the previous checkpoint's map")]),
+    ("sample cosines between checkpoints", "mean |Δ cosine| since previous",
+     [("matrix_change", "x-", "mean |Δ cosine| of all pairs")]),
 ]
 
 
@@ -146,8 +147,9 @@ def plot_similarity_trend(stats, phases: dict, n_classes: int, title: str = ""):
     (1 / classes) on the accuracy panel."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(18, 8.5), sharex=True, layout="constrained")
-    for ax, (head, ylabel, series) in zip(axes.flat, _TREND, strict=True):
+    fig, axes = plt.subplots(2, 4, figsize=(22, 8.5), sharex=True, layout="constrained")
+    axes[1, 3].remove()
+    for ax, (head, ylabel, series) in zip(axes.flat, _TREND, strict=False):
         for k, (name, (lo, hi)) in enumerate(phases.items()):
             ax.axvspan(lo - 0.5, hi + 0.5, color=f"C{k}", alpha=0.06, lw=0)
             ax.text((lo + hi) / 2, 0.98, name, transform=ax.get_xaxis_transform(),
@@ -156,11 +158,10 @@ def plot_similarity_trend(stats, phases: dict, n_classes: int, title: str = ""):
             ax.plot(stats.epoch, stats[col], style, label=label)
         ax.set(ylabel=ylabel, title=head)
         ax.grid(alpha=0.3)
-    axes[1, 1].axhline(1 / n_classes, color="grey", ls="--", lw=1,
+    axes[1, 0].axhline(1 / n_classes, color="grey", ls="--", lw=1,
                        label=f"chance (1/{n_classes})")
-    for ax in axes.flat:
+    for ax in fig.axes:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    for ax in axes[1]:
         ax.set_xlabel("epoch")
     fig.suptitle(title)
     return fig

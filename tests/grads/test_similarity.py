@@ -317,3 +317,17 @@ def test_knn_overlap_is_one_for_a_rotated_copy_and_low_for_a_shuffle():
     assert tsne.knn_overlap(a, a[rng.permutation(40)], k=5) < 0.4
     with pytest.raises(ValueError, match="k must"):
         tsne.knn_overlap(a, a, k=40)
+
+
+def test_block_word_sketch_agrees_and_part_masks():
+    from gradkit.models import ResNetAudioRanker
+
+    assert asim.block_word(0.6) == "clear class blocks"
+    assert asim.block_word(0.2) == "faint class blocks"
+    assert asim.block_word(0.1) == "no class blocks"
+    assert asim.sketch_agrees(0.01) and not asim.sketch_agrees(0.06)
+    model = ResNetAudioRanker(n_classes=3, widths=(4,))
+    masks = asim.part_masks(model)
+    n_cls = sum(p.numel() for n, p in model.named_parameters() if n.startswith("classifier."))
+    assert int(masks["classifier"].sum()) == n_cls
+    assert not (masks["classifier"] & masks["trunk"]).any()
