@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+# %%
 import gradkit
 from gradkit.analysis import advice as adv
 from gradkit.analysis.noise import KINDS, checkpoint_noise_scales, gns_variants, sample_grads

@@ -37,6 +37,7 @@ import torch
 from IPython.display import Markdown, display
 from threadpoolctl import threadpool_limits
 
+# %%
 import gradkit
 from gradkit.analysis import conflicts
 from gradkit.analysis import similarity as asim

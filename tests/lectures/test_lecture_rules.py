@@ -61,3 +61,17 @@ def test_batchnorm_probe_restores_the_layer_even_after_a_failure():
     assert not bn.training and torch.is_grad_enabled()
     for k, v in bn.named_buffers():
         assert torch.equal(v, before[k]), k
+
+
+def test_steps_to_and_train_linear():
+    from gradkit.lectures import optimizers as opt
+    from gradkit.lectures import softmax
+
+    path = torch.tensor([[0.0, 1.0], [1.0, 0.01], [1.0, 0.0]], dtype=torch.float64)
+    assert opt.steps_to(path, 1e-2) == 2 and opt.steps_to(path[:1], 1e-2) is None
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 3, generator=gen), torch.arange(20) % 2
+    lin = torch.nn.Linear(3, 2)
+    curve = softmax.train_linear(lin, lambda z: torch.nn.functional.cross_entropy(z, y), x, y,
+                                 lr=0.5, steps=30)
+    assert len(curve) == 30 and curve[-1] < curve[0]
