@@ -92,12 +92,15 @@ def plot_hessian_spectrum(spectra, kinds, escape: dict, density: dict):
     _spectra(axes[0], spectra, kinds)
     _escape(axes[1], **escape)
     ax, d = axes[2], density
-    vals = np.asarray(d["values"], dtype=float)
-    vals = np.where(vals > 1e-6 * vals.max(), vals, np.nan)
+    raw = np.asarray(d["values"], dtype=float)
+    floor = 1e-6 * raw.max()
+    vals = np.where(raw > floor, raw, np.nan)
+    mean = raw.mean(0)
     for k, v in enumerate(vals):
         ax.semilogy(d["grid"], v, lw=0.7, alpha=0.5, color="C0",
                     label=f"SLQ, one curve per probe ({len(vals)})" if k == 0 else None)
-    ax.semilogy(d["grid"], np.nanmean(vals, 0), color="k", lw=1.5, label="mean over probes")
+    ax.semilogy(d["grid"], np.where(mean > floor, mean, np.nan), color="k", lw=1.5,
+                label="mean over probes")
     ax.axvline(d["lam_max"], color="C3", ls="--", label=f"Lanczos λ_max = {d['lam_max']:.2f}")
     ax.axvline(d["lam_min"], color="C2", ls="--", label=f"Lanczos λ_min = {d['lam_min']:.2f}")
     ax.set(xlabel="eigenvalue λ", ylabel=f"density (Gaussian σ = {d['sigma']:.2f})",
