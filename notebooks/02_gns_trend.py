@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -19,7 +19,7 @@
 #
 # How consistent are batch gradients across training? From exact per-sample gradients at every checkpoint we compute the gradient noise scale, the simple critical batch size and their confidence intervals — for the objective the runs trained, with the cross-entropy-only value beside it.
 
-# %%
+# %% tags=["parameters"]
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
 MATERIAL = "plastic"
 FREQ_HZ = 3000

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -19,7 +19,7 @@
 #
 # Cosine-similarity matrices and t-SNE of gradient directions, at the sample and the batch level, epoch by epoch — with the statistics that say what the pictures show, checkable definitions of a conflict, and the recordings behind the conflicts.
 
-# %%
+# %% tags=["parameters"]
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
 MATERIAL = "plastic"
 FREQ_HZ = 3000

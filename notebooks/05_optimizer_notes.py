@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -19,7 +19,7 @@
 #
 # Critical points and the Hessian, batch size, momentum / AdaGrad / RMSProp / Adam, learning-rate schedules, softmax + cross-entropy, feature normalisation, Hoeffding's bound and batch normalisation — each claim of the lecture notes checked on real tensors.
 
-# %%
+# %% tags=["parameters"]
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
 MATERIAL = "plastic"
 FREQ_HZ = 3000
