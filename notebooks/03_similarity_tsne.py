@@ -170,10 +170,11 @@ fig = vsim.plot_similarity_trend(stats, PHASES, len(classes),
 publish(fig, "similarity_trend.png")
 first, last = stats.iloc[0], stats.iloc[-1]
 display(Markdown(
-    f"t-SNE stability: a clip keeps on average {stats.knn_overlap.mean():.0%} of its {K_NN} "
-    f"nearest neighbours from one checkpoint's map to the next (unrelated maps: "
-    f"{K_NN / (len(y) - 1):.0%}); between t-SNE seeds 0, 1, 2 at epoch {epochs[-1]} (cold starts) "
-    f"{seed_overlap:.0%}."))
+    (f"t-SNE stability: a clip keeps on average {stats.knn_overlap.mean():.0%} of its {K_NN} "
+     f"nearest neighbours from one checkpoint's map to the next" if len(epochs) > 1 else
+     "t-SNE stability: one checkpoint, no map-to-map comparison")
+    + f" (unrelated maps: {K_NN / (len(y) - 1):.0%}); between t-SNE seeds 0, 1, 2 at epoch "
+    f"{epochs[-1]} (cold starts) {seed_overlap:.0%}."))
 display(Markdown(
     f"**Opposed sample pairs**: {first.share_negative:.0%} at epoch {int(first.epoch)} → "
     f"{last.share_negative:.0%} at epoch {int(last.epoch)}; the class structure alone (class-mean "
@@ -266,10 +267,10 @@ is_conf = np.isin(paths, list(ever.path))
 display(Markdown(
     f"{len(ever)} of {len(paths)} clips conflict at one checkpoint or more, "
     f"{int((table['conflict share'] == 1).sum())} at every checkpoint. At epoch {epochs[-1]} "
-    + (compare_proportions(int(wrong[is_conf].sum()), int(is_conf.sum()),
+    + "share predicted wrong: " + (compare_proportions(int(wrong[is_conf].sum()), int(is_conf.sum()),
                            int(wrong[~is_conf].sum()), int((~is_conf).sum()),
                            higher_is_better=False, label_1="conflicting clips",
-                           label_2="the others").sentence() + " (share predicted wrong)."
+                           label_2="the others").sentence() + "."
        if 0 < is_conf.sum() < len(paths) else "no split into conflicting and other clips.")))
 
 # %% [markdown]
