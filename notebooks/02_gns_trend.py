@@ -156,6 +156,7 @@ display(Markdown(
 
 # %%
 fig = vnoise.plot_gns_trend(trends, B, N, study=STUDY_GNS,
+                            failed=[name for name, st in status.items() if st.failed],
                             title=f"{MATERIAL}, {FREQ_HZ} Hz: exact per-sample gradients of the "
                                   f"training split; solid = trained objective, dashed = CE only")
 publish(fig, f"gns_vs_epoch_{MATERIAL}_{FREQ_HZ}hz.png")

@@ -33,26 +33,29 @@ def _interval(ax, x, lo, hi, color, cap, band: bool):
     ax.plot(x[inf], np.full(inf.sum(), cap), "^", color=color, ms=5, alpha=0.8)
 
 
-def _trend_panel(ax, trends, col, cap):
+def _trend_panel(ax, trends, col, cap, failed=()):
     for k, (name, kinds) in enumerate(trends.items()):
+        tag = " (failed run)" if name in failed else ""
         for kind, t in kinds.items():
             ls, marker, what = _KIND_STYLE[kind]
             ax.plot(t.epoch, t[col], ls=ls, marker=marker, ms=4, color=f"C{k}",
-                    label=f"{name}: {what}")
+                    mfc="white" if tag else None, label=f"{name}{tag}: {what}")
             _interval(ax, t.epoch, t[f"{col}_lo"], t[f"{col}_hi"], f"C{k}", cap, band=True)
     ax.plot([], [], "^", color="grey", label="interval upper bound infinite")
     ax.set(yscale="log", xlabel="epoch")
     ax.grid(alpha=0.3, which="both")
 
 
-def plot_gns_trend(trends, batch_size: int, n: int, study: dict | None = None, title: str = ""):
+def plot_gns_trend(trends, batch_size: int, n: int, study: dict | None = None, title: str = "",
+                   failed=()):
     """GNS and ``B_simple`` (95 % bootstrap intervals) per checkpoint. ``trends``:
-    ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`."""
+    ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`;
+    runs named in ``failed`` are drawn hollow and labelled."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
     frames = [t for kinds in trends.values() for t in kinds.values()]
     for ax, col in ((a1, "gns"), (a2, "b_simple")):
         cap = _cap(np.concatenate([f[c] for f in frames for c in (col, f"{col}_hi")]))
-        _trend_panel(ax, trends, col, cap)
+        _trend_panel(ax, trends, col, cap, failed)
     if study:
         a1.plot(list(study), list(study.values()), "x:", color="k", label="study's reported GNS")
     a1.axhline(1, color="k", lw=0.8, ls=":", label="noise = signal")

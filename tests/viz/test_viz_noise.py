@@ -19,12 +19,14 @@ def table(scale=1.0):
 
 
 def test_trend_figure_has_both_kinds_and_log_axes():
-    fig = vnoise.plot_gns_trend({"run": {"objective": table(), "ce": table(0.5)}}, 12, 36,
-                                study={5: 1e-5})
+    fig = vnoise.plot_gns_trend({"run": {"objective": table(), "ce": table(0.5)},
+                                 "bad": {"objective": table()}}, 12, 36, study={5: 1e-5},
+                                failed=["bad"])
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and "GNS" in ax.get_ylabel()
     labels = ax.get_legend_handles_labels()[1]
     assert "run: trained objective" in labels and "run: cross-entropy only" in labels
+    assert "bad (failed run): trained objective" in labels
     plt.close(fig)
 
 
