@@ -150,7 +150,8 @@ hits = [v for v, (ok, _) in verdicts.items() if ok]
 display(Markdown(
     f"The study reported {min(STUDY_GNS.values()):.1e}–{max(STUDY_GNS.values()):.1e}. "
     + (f"Reproduced within a factor 3 by: **{', '.join(hits)}**; " if hits else
-       "No tested variant reproduces that magnitude within a factor 3; ")
+       f"No tested variant reproduces that magnitude within a factor 3 (closest: "
+       f"{min(verdicts, key=lambda v: abs(np.log(verdicts[v][1])))}); ")
     + "; ".join(f"{v}: median {r:.3g}× the study" for v, (_, r) in verdicts.items()) + "."
     if study_epochs else "No study epoch to compare."))
 
