@@ -4,7 +4,10 @@ Composes :mod:`gradkit.training` runs with :mod:`gradkit.grads` quantities; ever
 notebook states lives here (or in :mod:`gradkit.stats`) with a unit test.
 
 - :mod:`~gradkit.analysis.ghm`         GHM statistics per epoch, raw vs GHM tables (notebook 01)
-- :mod:`~gradkit.analysis.noise`       the noise scale at every checkpoint (notebook 02)
-- :mod:`~gradkit.analysis.similarity`  phases of the similarity statistics (notebook 03)
+- :mod:`~gradkit.analysis.noise`       the noise scale at every checkpoint, study variants (02)
+- :mod:`~gradkit.analysis.objective_grads`  per-sample gradients of the trained GHM objective
+- :mod:`~gradkit.analysis.advice`      failed-run, plateau and interval rules behind 02's advice
+- :mod:`~gradkit.analysis.similarity`  one checkpoint's similarity measurements, phases, trends (03)
+- :mod:`~gradkit.analysis.conflicts`   conflicting clips, failing classes, class-mean baseline (03)
 - :mod:`~gradkit.analysis.multitask`   per-run and per-method tables (notebook 04)
 """

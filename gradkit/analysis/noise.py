@@ -1,40 +1,85 @@
-"""Notebook 02's measurements on training runs: the noise scale at every checkpoint."""
+"""Notebook 02's measurements on training runs: the noise scale at every checkpoint, and the
+variants of it that could explain a published magnitude.
+
+Two per-sample gradients are measured (``kind``):
+
+- ``"objective"``  the objective the run trained (GHM-C + GHM ranking, or CE + ranking), per
+  sample as defined in :mod:`gradkit.analysis.objective_grads`;
+- ``"ce"``         cross-entropy of the class logits only (:func:`gradkit.training.sample_loss`).
+"""
 
 from __future__ import annotations
 
 import pandas as pd
+import torch
 
+from gradkit.analysis.objective_grads import objective_sample_grads
 from gradkit.grads import noise_scale, per_sample_grads
 from gradkit.training import sample_loss
 
-__all__ = ["checkpoint_noise_scales"]
+__all__ = ["KINDS", "checkpoint_noise_scales", "gns_variants", "sample_grads"]
+
+KINDS = ("objective", "ce")
 
 
-def checkpoint_noise_scales(run, loss_fn=None, batch_size: int | None = None, n_boot: int = 1000,
-                            seed: int = 0, epochs=None):
-    """:func:`noise_scale` at every checkpoint of a training run, on its training split.
+def sample_grads(run, epoch: int, kind: str = "objective") -> torch.Tensor:
+    """``G[N, P]`` of the training split at checkpoint ``epoch`` (``kind``: module docstring,
+    or a per-sample loss function ``loss_fn(outputs, y)``)."""
+    if kind == "objective":
+        return objective_sample_grads(run, epoch)
+    if kind == "ce" or callable(kind):
+        return per_sample_grads(run.load_model(epoch), sample_loss if kind == "ce" else kind,
+                                run.split.x_train, run.split.y_train)
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
-    ``run`` is a :class:`gradkit.training.Run` (anything with ``checkpoint_epochs``,
-    ``load_model(epoch)``, ``split.x_train``/``y_train`` and ``config.batch_size``). ``D`` is the
-    training split, the gradients those of ``loss_fn`` (default
-    :func:`gradkit.training.sample_loss`, cross-entropy of the class logits: a loss of one sample,
-    unlike GHM-C whose weights depend on the batch), over the parameters the run trains;
-    ``batch_size`` defaults to the run's. Returns ``(table, norms)``: one row per epoch with
-    ``gns``, ``b_simple``, their interval bounds (``*_lo``, ``*_hi``), ``grad_sq``,
-    ``trace_sigma``, ``n``, ``batch_size``; and ``{epoch: ||G_i|| per sample}``.
+
+def _row(epoch: int, G: torch.Tensor, b: int, n_boot: int, seed: int) -> dict:
+    ns = noise_scale(G, b, n_boot=n_boot, seed=seed)
+    return {"epoch": int(epoch), "gns": ns.gns, "gns_lo": ns.gns_ci[0], "gns_hi": ns.gns_ci[1],
+            "b_simple": ns.b_simple, "b_simple_lo": ns.b_simple_ci[0],
+            "b_simple_hi": ns.b_simple_ci[1], "grad_sq": ns.grad_sq,
+            "trace_sigma": ns.trace_sigma, "n": ns.n, "batch_size": ns.batch_size}
+
+
+def checkpoint_noise_scales(run, kind: str = "objective", batch_size: int | None = None,
+                            n_boot: int = 1000, seed: int = 0, epochs=None):
+    """:func:`gradkit.grads.noise_scale` at every checkpoint of ``run`` on its training split.
+
+    ``D`` is the training split, the gradients those of ``kind`` over the parameters the run
+    trains; ``batch_size`` defaults to the run's. Returns ``(table, norms)``: one row per epoch
+    with ``gns``, ``b_simple``, their interval bounds (``*_lo``, ``*_hi``), ``grad_sq``,
+    ``trace_sigma``, ``n``, ``batch_size``, ``kind``; and ``{epoch: ||G_i|| per sample}``.
     """
-    loss_fn = sample_loss if loss_fn is None else loss_fn
-    split = run.split
-    x, y = split.x_train, split.y_train
     b = int(batch_size if batch_size is not None else run.config.batch_size)
     rows, norms = [], {}
     for epoch in (run.checkpoint_epochs if epochs is None else epochs):
-        G = per_sample_grads(run.load_model(epoch), loss_fn, x, y)
-        ns = noise_scale(G, b, n_boot=n_boot, seed=seed)
+        G = sample_grads(run, epoch, kind)
+        rows.append(_row(epoch, G, b, n_boot, seed))
         norms[int(epoch)] = G.norm(dim=1)
-        rows.append({"epoch": int(epoch), "gns": ns.gns, "gns_lo": ns.gns_ci[0],
-                     "gns_hi": ns.gns_ci[1], "b_simple": ns.b_simple,
-                     "b_simple_lo": ns.b_simple_ci[0], "b_simple_hi": ns.b_simple_ci[1],
-                     "grad_sq": ns.grad_sq, "trace_sigma": ns.trace_sigma, "n": ns.n,
-                     "batch_size": ns.batch_size})
-    return pd.DataFrame(rows), norms
+    return pd.DataFrame(rows).assign(kind=kind if isinstance(kind, str) else "custom"), norms
+
+
+def gns_variants(G: torch.Tensor, batch_size: int, columns: dict[str, torch.Tensor],
+                 p_total: int | None = None) -> dict[str, float]:
+    """The study's GNS computed in ways that could explain a far smaller published number.
+
+    - ``exact``: ``E_B ||g_B − g_D||² / ||g_D||²``, batches of ``batch_size`` without replacement;
+    - ``B = N, with replacement``: a "batch" as large as ``D`` drawn with replacement,
+      ``tr Σ / N / ||g_D||²`` (without replacement it would be exactly 0);
+    - ``unit directions``: the exact GNS of ``G_i / ||G_i||``;
+    - ``per-parameter mean``: the numerator averaged over the ``P`` coordinates, the
+      denominator summed, ``exact / P``; with ``p_total`` also ``exact / p_total`` (the mean
+      over every parameter of the model, frozen ones included);
+    - ``<name> only``: the exact GNS on the columns ``columns[name]`` (a boolean mask over P).
+    """
+    n, p = G.shape
+    exact = noise_scale(G, batch_size, n_boot=0)
+    unit = G / G.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    out = {"exact": exact.gns, "B = N, with replacement": exact.b_simple / n,
+           "unit directions": noise_scale(unit, batch_size, n_boot=0).gns,
+           "per-parameter mean": exact.gns / p}
+    if p_total is not None:
+        out["per-parameter mean, all parameters"] = exact.gns / int(p_total)
+    for name, mask in columns.items():
+        out[f"{name} only"] = noise_scale(G[:, mask], batch_size, n_boot=0).gns
+    return out

@@ -10,7 +10,8 @@ import numpy as np
 
 from gradkit.grads.similarity import unit_directions
 
-__all__ = ["align_embedding", "default_perplexity", "embedding_silhouette", "tsne_directions"]
+__all__ = ["align_embedding", "default_perplexity", "embedding_silhouette", "knn_overlap",
+           "tsne_directions"]
 
 
 def default_perplexity(n: int) -> float:
@@ -71,3 +72,22 @@ def embedding_silhouette(emb: np.ndarray, labels) -> float:
     return float(silhouette_score(np.asarray(emb), np.asarray(labels)))
 
 
+
+
+def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 5) -> float:
+    """Mean share of each point's ``k`` nearest neighbours (Euclidean, itself excluded) that are
+    the same in embeddings ``a`` and ``b`` of the same points: 1 = the same neighbourhoods,
+    about ``k / (N - 1)`` for unrelated maps. Invariant to rotation, reflection and scale."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"a and b must be [N, d] of the same shape, got {a.shape}, {b.shape}")
+    n = a.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must lie in [1, N-1] = [1, {n - 1}], got {k}")
+
+    def neighbours(e):
+        d = ((e[:, None] - e[None]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
+        return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+    na, nb = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(na[i]) & set(nb[i])) / k for i in range(n)]))

@@ -5,6 +5,7 @@
 - :mod:`~gradkit.lectures.minibatch`        mini-batch gradient noise against the 1/B law
 - :mod:`~gradkit.lectures.optimizers`       momentum, AdaGrad, RMSProp, Adam; schedules
 - :mod:`~gradkit.lectures.softmax`          softmax, MSE vs cross-entropy gradients
+- :mod:`~gradkit.lectures.feature_norm`     feature scales, the loss surface and its condition
 - :mod:`~gradkit.lectures.hoeffding`        when is a training set bad?
 - :mod:`~gradkit.lectures.batchnorm`        BatchNorm's statistics and running averages
 """

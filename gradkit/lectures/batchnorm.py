@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["batch_stats", "batchnorm_output", "batchnorm_running_stats", "moving_average"]
+__all__ = ["batch_stats", "batchnorm_output", "batchnorm_running_stats", "moving_average",
+           "probing"]
+
+
+@contextlib.contextmanager
+def probing(bn: nn.modules.batchnorm._BatchNorm) -> Iterator[nn.Module]:
+    """Within the block ``bn`` is in training mode (normalises with each batch's statistics)
+    and no gradient is recorded; on leaving — also after an exception — its running
+    statistics, batch counter and mode are what they were before: the batches were a probe."""
+    saved = {k: v.clone() for k, v in bn.named_buffers()}
+    was_training = bn.training
+    bn.train()
+    try:
+        with torch.no_grad():
+            yield bn
+    finally:
+        with torch.no_grad():
+            for k, v in bn.named_buffers():
+                v.copy_(saved[k])
+        bn.train(was_training)
 
 
 def moving_average(values: Tensor, p: float, init: float | Tensor = 0.0) -> Tensor:

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from gradkit.grads.noise import batch_deviations, batch_noise, trace_sigma
 
-__all__ = ["expected_minibatch_noise", "minibatch_gradient_noise"]
+__all__ = ["at_equal_updates", "expected_minibatch_noise", "minibatch_gradient_noise"]
 
 
 def minibatch_gradient_noise(G: Tensor, batch_size: int, n_draws: int, seed: int = 0
@@ -29,3 +29,20 @@ def expected_minibatch_noise(G: Tensor, batch_size: int) -> float:
     with ``tr Σ = (1/N) Σ_i ‖G_i − g‖²``: the 1/B law times the finite-population correction
     (:func:`gradkit.grads.noise.batch_noise` of :func:`gradkit.grads.noise.trace_sigma`)."""
     return batch_noise(trace_sigma(G), G.shape[0], batch_size)
+
+
+def at_equal_updates(histories: dict, n_train: int, column: str = "train_loss"):
+    """Per batch size ``B`` (``histories[B]``: one row per epoch, ``epoch`` from 1), the value
+    of ``column`` after the same number of optimiser updates: ``u = epoch · ceil(N / B)``, at
+    every ``u`` that every run has reached at the end of one of its epochs. Returns a table
+    indexed by ``u`` with one column per ``B`` (empty when no common ``u`` exists)."""
+    import math
+
+    import pandas as pd
+
+    by_updates = {b: pd.Series(h[column].to_numpy(),
+                               index=h.epoch.to_numpy() * math.ceil(n_train / b))
+                  for b, h in histories.items()}
+    common = sorted(set.intersection(*(set(s.index) for s in by_updates.values())))
+    return pd.DataFrame({b: s.loc[common] for b, s in by_updates.items()},
+                        index=pd.Index(common, name="updates"))

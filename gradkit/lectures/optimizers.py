@@ -229,3 +229,12 @@ def saddle_valley_grad(theta: Tensor, kappa: float = 40.0) -> Tensor:
     """``∇L = (x³ − x, κ y)``."""
     x, y = theta[..., 0], theta[..., 1]
     return torch.stack([x**3 - x, kappa * y], dim=-1)
+
+
+def steps_to(path: Tensor, level: float = 1e-3, loss: Callable[[Tensor], Tensor] | None = None
+             ) -> int | None:
+    """The first step at which ``loss(path[t]) < level`` (default :func:`saddle_valley`), or
+    ``None`` if the path never gets there."""
+    values = (saddle_valley if loss is None else loss)(path)
+    below = (values < level).nonzero()
+    return int(below[0]) if len(below) else None

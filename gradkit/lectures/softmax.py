@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ce_grad_logits", "mse_grad_logits", "softmax"]
+__all__ = ["ce_grad_logits", "mse_grad_logits", "softmax", "train_linear"]
 
 
 def softmax(z: Tensor) -> Tensor:
@@ -27,3 +27,18 @@ def mse_grad_logits(z: Tensor, target: Tensor) -> Tensor:
     p = softmax(z)
     r = 2 * (p - F.one_hot(target, z.shape[-1]).to(z.dtype))
     return p * r - p * (p * r).sum(-1, keepdim=True)
+
+
+def train_linear(model: torch.nn.Module, loss_fn, x: Tensor, y: Tensor, lr: float = 0.5,
+                 steps: int = 300) -> list[float]:
+    """Full-batch SGD on ``loss_fn(model(x))`` for ``steps`` steps; returns the cross-entropy
+    ``CE(model(x), y)`` before each step (the quantity compared whatever loss is trained)."""
+    sgd = torch.optim.SGD(model.parameters(), lr=lr)
+    curve = []
+    for _ in range(steps):
+        logits = model(x)
+        curve.append(float(F.cross_entropy(logits.detach(), y)))
+        sgd.zero_grad()
+        loss_fn(logits).backward()
+        sgd.step()
+    return curve

@@ -14,14 +14,15 @@ _written: list[str] = []  # figure names saved in this process, in order
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``figures/<name>`` (PNG) through a temporary file and a rename.
+    """Write ``fig`` to ``figures/<name>`` (PNG, or SVG for ``*.svg``) through a temporary
+    file and a rename.
 
     A crash half-way through never leaves a truncated PNG where a good one was.
     """
-    if Path(name).name != name or not name.endswith(".png"):
-        raise ValueError(f"figure name must be a bare '*.png' file name, got {name!r}")
+    if Path(name).name != name or Path(name).suffix not in (".png", ".svg"):
+        raise ValueError(f"figure name must be a bare '*.png' or '*.svg' file name, got {name!r}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format=Path(name).suffix[1:], dpi=dpi, bbox_inches="tight")
     target = figures_dir() / name
     atomic_write_bytes(target, buffer.getvalue())
     _written.append(name)
@@ -30,11 +31,11 @@ def save_figure(fig: plt.Figure, name: str, dpi: int = 110) -> Path:
 
 def publish(fig: plt.Figure, name: str) -> Path:
     """Save ``fig`` as ``figures/<name>``, close it and show that PNG (drawn once, not twice)."""
-    from IPython.display import Image, display
+    from IPython.display import SVG, Image, display
 
     path = save_figure(fig, name)
     plt.close(fig)
-    display(Image(filename=str(path)))
+    display(SVG(filename=str(path)) if path.suffix == ".svg" else Image(filename=str(path)))
     return path
 
 

@@ -205,3 +205,19 @@ def test_checkpoint_noise_scales_walks_the_checkpoints():
     assert table.gns_lo[0] == pytest.approx(first.gns_ci[0])
     torch.testing.assert_close(norms[1], run.G.norm(dim=1))
     assert table.gns[1] != pytest.approx(table.gns[0])
+
+
+def test_gns_variants_follow_their_definitions():
+    from gradkit.analysis.noise import gns_variants
+
+    _, _, _, G = linear_regression(n=40)
+    mask = torch.tensor([True, True, False, False])
+    v = gns_variants(G, 8, {"first two": mask}, p_total=10)
+    exact = noise_scale(G, 8, n_boot=0)
+    assert v["exact"] == pytest.approx(exact.gns)
+    assert v["B = N, with replacement"] == pytest.approx(exact.trace_sigma / 40 / exact.grad_sq)
+    assert v["per-parameter mean"] == pytest.approx(exact.gns / 4)
+    assert v["per-parameter mean, all parameters"] == pytest.approx(exact.gns / 10)
+    unit = G / G.norm(dim=1, keepdim=True)
+    assert v["unit directions"] == pytest.approx(noise_scale(unit, 8, n_boot=0).gns)
+    assert v["first two only"] == pytest.approx(noise_scale(G[:, :2], 8, n_boot=0).gns)

@@ -277,12 +277,19 @@ def test_batch_means_equal_the_mean_of_member_rows_and_grads_batch_grads():
         batch_means(torch.ones(3, 2), [torch.tensor([0, 3])])
 
 
-def test_change_word_and_phase_table():
-    assert asim.change_word(0.2, 0.5, tol=0.1) == "rose"
-    assert asim.change_word(0.5, 0.2, tol=0.1) == "fell"
-    assert asim.change_word(0.5, 0.55, tol=0.1) == "stayed flat"
-    assert asim.change_word(float("nan"), 0.5, tol=0.1) == "is undefined"
+def test_trend_word_phases_and_phase_table():
     import pandas as pd
+
+    assert asim.trend_word([0.1, 0.2, 0.3, 0.4, 0.5]) == "rose"
+    assert asim.trend_word([0.5, 0.4, 0.3, 0.2, 0.1]) == "fell"
+    assert asim.trend_word([0.3, 0.5, 0.2, 0.45, 0.3]) == "shows no detectable trend"
+    assert asim.trend_word([0.1, 0.9]) == "cannot be tested"
+    assert asim.phases([5, 10, 15, 20, 25, 30, 35]) == {
+        "early": (5, 15), "middle": (20, 25), "late": (30, 35)}
+    assert asim.phases([4]) == {"early": (4, 4)}
+    assert asim.phases([4, 8]) == {"early": (4, 4), "late": (8, 8)}
+    assert asim.structure(0.8) == "strong" and asim.structure(0.3) == "weak"
+    assert asim.agreement(0.6) == "mostly agree" and asim.agreement(-0.5) == "mostly disagree"
 
     stats = pd.DataFrame({"epoch": [5, 10, 15, 20], "silhouette": [0.0, 0.2, 0.4, 1.0]})
     table = asim.phase_table(stats, {"early": (5, 10), "late": (15, 20)})
@@ -300,3 +307,27 @@ def test_matrix_change_is_zero_for_the_same_matrix_and_two_for_a_flip():
     assert sim.matrix_change(c, -c) == pytest.approx(2.0)  # every off-diagonal +-1 flipped
     with pytest.raises(ValueError, match="square"):
         sim.matrix_change(c, c[:3])
+
+
+def test_knn_overlap_is_one_for_a_rotated_copy_and_low_for_a_shuffle():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 2))
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    assert tsne.knn_overlap(a, 3 * a @ rot, k=5) == 1.0
+    assert tsne.knn_overlap(a, a[rng.permutation(40)], k=5) < 0.4
+    with pytest.raises(ValueError, match="k must"):
+        tsne.knn_overlap(a, a, k=40)
+
+
+def test_block_word_sketch_agrees_and_part_masks():
+    from gradkit.models import ResNetAudioRanker
+
+    assert asim.block_word(0.6) == "clear class blocks"
+    assert asim.block_word(0.2) == "faint class blocks"
+    assert asim.block_word(0.1) == "no class blocks"
+    assert asim.sketch_agrees(0.01) and not asim.sketch_agrees(0.06)
+    model = ResNetAudioRanker(n_classes=3, widths=(4,))
+    masks = asim.part_masks(model)
+    n_cls = sum(p.numel() for n, p in model.named_parameters() if n.startswith("classifier."))
+    assert int(masks["classifier"].sum()) == n_cls
+    assert not (masks["classifier"] & masks["trunk"]).any()

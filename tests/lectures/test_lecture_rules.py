@@ -1,0 +1,77 @@
+"""Notebook 05's rules: diagnosis only on trained models, equal-update comparison, feature
+normalisation, the BatchNorm probe that always restores its layer."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gradkit.lectures import batchnorm, diagnosis, feature_norm, minibatch
+
+FALLING = list(np.linspace(1.5, 0.5, 25))
+FLAT = [0.4 + 0.001 * np.sin(k) for k in range(25)]
+
+
+def test_a_model_whose_loss_still_falls_is_under_trained_not_model_bias():
+    assert diagnosis.training_trend(FALLING) == "still improving"
+    assert diagnosis.training_trend(FLAT) == "plateaued"
+    assert diagnosis.training_trend([1.0, 0.5]) == "too short to test"
+    v = diagnosis.diagnose(["a", "b"], [1, 3], [0.4, 1.2], [0.5, 1.3], bias_level=0.9,
+                           gap_level=0.5, trends=["plateaued", "still improving"])
+    assert v[0].startswith("a: fine") and v[1].startswith("b: under-trained")
+
+
+def test_no_optimisation_verdict_against_an_under_trained_shallower_model():
+    v = diagnosis.diagnose(["a", "b"], [1, 3], [0.2, 0.4], [0.3, 0.5], 0.9, 0.5,
+                           trends=["still improving", "plateaued"])
+    assert v[1].startswith("b: fine")
+    with pytest.raises(ValueError, match="one entry"):
+        diagnosis.diagnose(["a"], [1], [0.2], [0.3], 0.9, 0.5, trends=[])
+
+
+def test_equal_updates_match_epochs_by_steps_per_epoch():
+    h = {4: pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.6]}),
+         36: pd.DataFrame({"epoch": range(1, 26), "train_loss": np.linspace(2, 1, 25)})}
+    t = minibatch.at_equal_updates(h, 36)
+    assert list(t.index) == [9, 18] and list(t[4]) == [1.0, 0.8]
+    assert t.loc[18, 36] == pytest.approx(np.linspace(2, 1, 25)[17])
+
+
+def test_standardising_makes_the_surface_round():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=200), 50 * rng.normal(size=200)])
+    assert feature_norm.condition_number(X) > 1000
+    Z = feature_norm.standardise(X)
+    rho = np.corrcoef(Z.T)[0, 1]
+    assert feature_norm.condition_number(Z) == pytest.approx((1 + abs(rho)) / (1 - abs(rho)))
+    surf = feature_norm.loss_surface(Z, Z @ [1.0, 2.0], np.array([1.0, 0.0]), np.array([2.0]))
+    assert surf.shape == (1, 2) and surf[0, 0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="constant"):
+        feature_norm.standardise(np.ones((3, 2)))
+
+
+def test_batchnorm_probe_restores_the_layer_even_after_a_failure():
+    bn = torch.nn.BatchNorm1d(3).eval()
+    bn(torch.randn(4, 3))  # eval: no update
+    before = {k: v.clone() for k, v in bn.named_buffers()}
+    with pytest.raises(RuntimeError), batchnorm.probing(bn):
+        out = bn(torch.randn(8, 3) + 5)
+        assert bn.training and not out.requires_grad and not torch.is_grad_enabled()
+        raise RuntimeError("a failed check inside the probe")
+    assert not bn.training and torch.is_grad_enabled()
+    for k, v in bn.named_buffers():
+        assert torch.equal(v, before[k]), k
+
+
+def test_steps_to_and_train_linear():
+    from gradkit.lectures import optimizers as opt
+    from gradkit.lectures import softmax
+
+    path = torch.tensor([[0.0, 1.0], [1.0, 0.01], [1.0, 0.0]], dtype=torch.float64)
+    assert opt.steps_to(path, 1e-3) == 2 and opt.steps_to(path[:1], 1e-3) is None
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 3, generator=gen), torch.arange(20) % 2
+    lin = torch.nn.Linear(3, 2)
+    curve = softmax.train_linear(lin, lambda z: torch.nn.functional.cross_entropy(z, y), x, y,
+                                 lr=0.5, steps=30)
+    assert len(curve) == 30 and curve[-1] < curve[0]
