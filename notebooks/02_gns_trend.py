@@ -26,11 +26,13 @@ FREQ_HZ = 3000
 EPOCHS = 60  # of the GHM runs (the prompt run's trunk comes from a raw run of as many epochs)
 PROMPT_EPOCHS = 30
 N_BOOT = 1000
+DDP_EPOCHS = 6  # the short two-process DDP training of the last section (0 switches it off)
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -44,10 +46,12 @@ from gradkit.core.device import pick_device
 from gradkit.core.params import count_parameters, num_trainable, param_slices
 from gradkit.core.paths import figures_dir
 from gradkit.data import list_conditions
+from gradkit.distributed.compare import short_ddp_study
 from gradkit.grads.noise import gns_monte_carlo, noise_scale
 from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, get_run
 from gradkit.viz import noise as vnoise
+from gradkit.viz.distributed import plot_ddp_b_simple
 from gradkit.viz.figures import publish
 from gradkit.viz.scrubber import Scrubber
 
@@ -250,6 +254,22 @@ def draw_norms(fig, epoch):
 display(Scrubber(draw_norms, list(rows_by_epoch.index), label="epoch"))
 print(f"notebook ran in {time.perf_counter() - t_start:.1f} s")
 
+# %% [markdown]
+# ## When one machine is not enough: the noise scale inside DDP training
+#
+# In DistributedDataParallel training every rank's local mean gradient is a small-batch estimate ($B_\mathrm{small}$, the local batch) and the all-reduced one a large-batch estimate ($B_\mathrm{big}$, the global batch). Since $\mathbb{E}\,\|g_B\|^2 = |G|^2 + \operatorname{tr}\Sigma / B$, the two give unbiased $|G|^2$ and $\operatorname{tr}\Sigma$ at every step with no extra backward (McCandlish et al. 2018, App. A; `gradkit.distributed.DDPNoiseScale`, a DDP communication hook). Two gloo processes train `ResNetAudioRanker` for `DDP_EPOCHS` epochs on gradkit's own generated multi-condition set (in `build/ddp/`, not `DATA_ROOT`); the hook's $B_\mathrm{simple}$ over the last epochs is compared with the exact per-sample value at the last checkpoint. The full-size run is `make ddp` (README).
+
+# %%
+if DDP_EPOCHS > 0:
+    ddp = short_ddp_study(epochs=DDP_EPOCHS, pool_epochs=min(3, DDP_EPOCHS))
+    fig = plt.figure(figsize=(9, 4))
+    plot_ddp_b_simple(fig, ddp.history, ddp.global_batch, exact=ddp.exact, pooled=ddp.pooled)
+    publish(fig, "gns_ddp_steps.png")
+    display(Markdown(f"{ddp.sentence} {ddp.advice}. ({len(ddp.history)} steps in "
+                     f"{ddp.seconds:.0f} s, two processes.)"))
+else:
+    display(Markdown("The DDP section is switched off (`DDP_EPOCHS = 0`)."))
+
 # %%
 g_end = trends["GHM, full training"]["objective"].iloc[-1]
 p_end = trends["prompt tuning (study)"]["objective"].iloc[-1]
@@ -261,4 +281,6 @@ show_headlines(**{
     f"GNS, prompt run, epoch {int(p_end.epoch)}": f"{p_end.gns:.3g}",
     "study's magnitude reproduced by": ", ".join(hits) if hits else "no tested variant",
     f"advice ({len(cond)} conditions)": ", ".join(f"{k}: {v}" for k, v in counts.items()),
+    **({"B_simple inside DDP (hook, last epochs) vs exact":
+        f"{ddp.pooled[0]:.3g} vs {ddp.exact.b_simple:.3g}"} if DDP_EPOCHS > 0 else {}),
 })

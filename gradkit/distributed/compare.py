@@ -106,7 +106,7 @@ def short_ddp_study(epochs: int = 6, clips: int = 600, batch_size: int = 8, seed
     cfg = DDPConfig(epochs=epochs, batch_size=batch_size, clips=clips, seed=seed, verbose=False)
     history = run_short_ddp(clips=clips, epochs=epochs, batch_size=batch_size, seed=seed)
     global_batch = 2 * batch_size
-    pooled = pooled_b_simple(history, pool_epochs)
+    pooled = pooled_b_simple(history, min(pool_epochs, epochs))
     x, y = training_split(cfg)
     exact = exact_b_simple(cfg.out_dir / "checkpoints" / f"ddp_epoch_{epochs:03d}.pt", x, y,
                            ranker_loss, global_batch, n_boot=n_boot, seed=seed)
