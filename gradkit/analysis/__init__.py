@@ -10,4 +10,8 @@ notebook states lives here (or in :mod:`gradkit.stats`) with a unit test.
 - :mod:`~gradkit.analysis.similarity`  one checkpoint's similarity measurements, phases, trends (03)
 - :mod:`~gradkit.analysis.conflicts`   conflicting clips, failing classes, class-mean baseline (03)
 - :mod:`~gradkit.analysis.multitask`   per-run and per-method tables (notebook 04)
+- :mod:`~gradkit.analysis.verdicts`    GHM vs raw over seeds x folds (notebook 01)
+- :mod:`~gradkit.analysis.advice`      batch-size advice after the plateau and failed-run checks
+- :mod:`~gradkit.analysis.objective_grads`  per-sample gradients of the trained GHM objective
+- :mod:`~gradkit.analysis.conflicts`   clips whose gradient opposes their class or the data
 """

@@ -9,6 +9,10 @@ event data.
 - :mod:`~gradkit.data.preflight`   ``preflight(root, material, freq_hz)``: the table of what is
   there, or one error listing every problem
 - :mod:`~gradkit.data.events`      ``make_event_data``: detection + classification (notebook 04)
+- :mod:`~gradkit.data.synthetic`   the synthetic set's own marked folder (``data/synthetic/``)
+- :mod:`~gradkit.data.preflight`   a data folder checked before anything trains, every problem
+  at once
+- :mod:`~gradkit.data.folds`       stratified k-fold splits of a condition (notebook 01)
 """
 
 from gradkit.data.events import EventData, make_event_data

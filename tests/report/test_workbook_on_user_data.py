@@ -24,7 +24,7 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[2]
 PER_CONDITION = ("01_train_ghm", "02_gns_trend", "03_similarity_tsne", "05_optimizer_notes")
-SHORT = ["EPOCHS=4", "SEEDS=[42]", "FOLDS=2", "PROMPT_EPOCHS=2", "N_BOOT=50"]
+SHORT = ["EPOCHS=4", "SEEDS=[42]", "FOLDS=2", "PROMPT_EPOCHS=2", "N_BOOT=50", "DDP_EPOCHS=0"]
 
 
 def digest(root: Path) -> dict[str, str]:
