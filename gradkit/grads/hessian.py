@@ -16,6 +16,11 @@ reports how many it used.
 
 The loss is evaluated in the model's current mode: call ``model.eval()`` first if it has dropout
 or batch-norm layers, otherwise H is the Hessian of a random (or batch-dependent) function.
+
+Attention: the fused ``scaled_dot_product_attention`` kernels (flash, memory-efficient; on CPU
+``_scaled_dot_product_flash_attention_for_cpu``) have no double backward, so every loss whose
+second derivative is taken here is evaluated under :func:`double_backward_sdpa`, which selects
+the math kernel (``SDPBackend.MATH``, built of differentiable ops; same values up to rounding).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradkit.core.params import (
     flat_grad,
@@ -39,22 +45,28 @@ LossFn = Callable[[Any, Tensor], Tensor]
 MatVec = Callable[[Tensor], Tensor]
 
 
+def double_backward_sdpa():
+    """Context: attention through the math SDPA kernel, the one with a double backward."""
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 class HessianOperator:
     """``v ↦ H v`` at the model's current parameters, by double backward.
 
     The gradient ``g(θ) = ∇L(θ)`` is computed once with ``create_graph=True``; each product is
     ``H v = ∇_θ (g(θ) · v)``, one backward pass through that retained graph (Pearlmutter's trick
-    in reverse-over-reverse form). ``n_hvp`` counts the products taken so far.
+    in reverse-over-reverse form). The forward runs under :func:`double_backward_sdpa`. ``n_hvp`` counts the products taken so far.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor):
         self.params = trainable_parameters(model, require=True)
-        loss = loss_fn(model(inputs), targets)
-        if loss.dim() != 0:
-            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-        self.loss = loss.detach()
-        # create_graph keeps the graph of the gradient for the second derivative
-        self.grad = flat_grad(loss, self.params, create_graph=True)
+        with double_backward_sdpa():  # the graph must have a double backward (module docstring)
+            loss = loss_fn(model(inputs), targets)
+            if loss.dim() != 0:
+                raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+            self.loss = loss.detach()
+            # create_graph keeps the graph of the gradient for the second derivative
+            self.grad = flat_grad(loss, self.params, create_graph=True)
         self.n_params = self.grad.numel()
         self.dtype, self.device = self.grad.dtype, self.grad.device
         self.n_hvp = 0
@@ -93,6 +105,49 @@ class EigenResult:
     n_hvp: int
     converged: bool
     history: Tensor = field(repr=False)
+
+
+def tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
+    """The float64 tridiagonal ``T`` with ``alphas`` on the diagonal and ``betas`` beside it."""
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas, dtype=torch.float64)
+        T += torch.diag(off, 1) + torch.diag(off, -1)
+    return T
+
+
+def lanczos_steps(matvec: MatVec, q: Tensor, max_iter: int):
+    """The one Lanczos iteration of this module (:func:`lanczos` and :func:`spectral_density`).
+
+    From the start vector ``q`` (normalised here), step j takes one product ``w = H q_j``,
+    ``α_j = q_jᵀ w``, orthogonalises ``w`` against every basis vector so far, twice ("twice is
+    enough", Kahan: full reorthogonalisation, no ghost eigenvalues) and ``β_j = ‖w‖``. After each
+    step it yields ``(Q, alphas, betas, β_j, invariant)``: ``Q[: j + 1]`` the basis, ``alphas``
+    ``α_0..α_j``, ``betas`` the ``β`` of the steps taken so far (``T_j`` is
+    ``tridiagonal(alphas, betas[:j])``) and ``invariant`` when ``β_j ≤ 1e-12 · ‖T_j‖`` (the
+    Krylov space is invariant, the Ritz values are exact; the iteration ends there). It also
+    ends after ``max_iter`` steps; the caller may stop it earlier (break).
+    """
+    n = q.numel()
+    Q = torch.empty(max_iter, n, dtype=q.dtype, device=q.device)
+    Q[0] = q / q.norm()
+    alphas: list[float] = []
+    betas: list[float] = []
+    for j in range(max_iter):
+        w = matvec(Q[j]).to(q.dtype)
+        alphas.append(float(w @ Q[j]))
+        basis = Q[: j + 1]
+        for _ in range(2):
+            w = w - basis.T @ (basis @ w)
+        beta = float(w.norm())
+        theta = torch.linalg.eigvalsh(tridiagonal(alphas, betas))
+        invariant = beta <= 1e-12 * max(abs(float(theta[0])), abs(float(theta[-1])), 1e-300)
+        yield Q, alphas, betas, beta, invariant
+        if invariant:
+            return
+        if j + 1 < max_iter:
+            betas.append(beta)
+            Q[j + 1] = w / beta
 
 
 def lanczos(
@@ -142,25 +197,11 @@ def lanczos(
 
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(n, generator=gen, dtype=dtype).to(device)
-    Q = torch.empty(max_iter, n, dtype=dtype, device=device)
-    Q[0] = q / q.norm()
-    alphas: list[float] = []
-    betas: list[float] = []
     history: list[Tensor] = []
     converged = False
-    for j in range(max_iter):
-        w = matvec(Q[j]).to(dtype)
-        alphas.append(float(w @ Q[j]))
-        basis = Q[: j + 1]
-        for _ in range(2):  # "twice is enough" (Kahan): w ⟂ every previous basis vector
-            w = w - basis.T @ (basis @ w)
-        beta = float(w.norm())
-
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if j > 0:
-            off = torch.tensor(betas, dtype=torch.float64)
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)  # ascending
+    steps = lanczos_steps(matvec, q, max_iter)
+    for j, (Q, alphas, betas, beta, invariant) in enumerate(steps):
+        theta, S = torch.linalg.eigh(tridiagonal(alphas, betas[:j]))  # ascending
         idx = torch.arange(j, -1, -1) if which == "largest" else torch.arange(j + 1)
         idx = idx[: min(k, j + 1)]
         residual = beta * S[-1, idx].abs()
@@ -180,12 +221,10 @@ def lanczos(
             if bool(((bound <= limit) & (moved <= limit)).all()):
                 converged = True
                 break
-        if beta <= 1e-12 * max(abs(float(theta[0])), abs(float(theta[-1])), 1e-300):
+        if invariant:
             converged = True  # invariant subspace: the Ritz values are exact eigenvalues
             break
-        if j + 1 < max_iter:
-            betas.append(beta)
-            Q[j + 1] = w / beta
+    steps.close()
 
     n_used = len(alphas)
     vectors = S[:, idx].T.to(dtype=dtype, device=device) @ Q[:n_used]
@@ -338,34 +377,14 @@ def spectral_density(
     nodes, weights = [], []
     for _ in range(n_vectors):
         q = rademacher(op.n_params, gen, op.dtype).to(op.device)
-        T = _lanczos_tridiagonal(op, q / q.norm(), m)
+        for _, alphas, betas, _, _ in lanczos_steps(op, q, m):
+            pass  # every step is kept: m nodes, fewer only on an invariant subspace
+        T = tridiagonal(alphas, betas[: len(alphas) - 1])
         theta, S = torch.linalg.eigh(T)
         pad = m - len(theta)  # an early invariant subspace gives fewer nodes: pad with weight 0
         nodes.append(torch.nn.functional.pad(theta, (0, pad), value=float(theta[-1])))
         weights.append(torch.nn.functional.pad(S[0] ** 2, (0, pad)))
     return DensityResult(torch.stack(nodes), torch.stack(weights), op.n_hvp - start, op.n_params)
-
-
-def _lanczos_tridiagonal(matvec: MatVec, q: Tensor, m: int) -> Tensor:
-    """T_m of m Lanczos steps from the unit vector q (full reorthogonalisation)."""
-    Q = torch.empty(m, q.numel(), dtype=q.dtype, device=q.device)
-    Q[0] = q
-    alphas, betas = [], []
-    for j in range(m):
-        w = matvec(Q[j])
-        alphas.append(float(w @ Q[j]))
-        for _ in range(2):
-            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
-        beta = float(w.norm())
-        if j + 1 == m or beta < 1e-12 * max(abs(a) for a in alphas):
-            break  # done, or q lies in an invariant subspace: T is exact and smaller
-        betas.append(beta)
-        Q[j + 1] = w / beta
-    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas, dtype=torch.float64)
-        T += torch.diag(off, 1) + torch.diag(off, -1)
-    return T
 
 
 def flat_loss(model: nn.Module, loss_fn: LossFn, inputs: Tensor,
@@ -389,10 +408,18 @@ def flat_loss(model: nn.Module, loss_fn: LossFn, inputs: Tensor,
 
 
 def dense_hessian(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> Tensor:
-    """The full P×P Hessian by ``torch.func.hessian`` of :func:`flat_loss`.
+    """The full P×P Hessian: ``g = ∇L(θ)`` of :func:`flat_loss` with a graph, then one backward
+    per row, ``H[i] = ∇_θ g_i``.
 
-    Independent of :class:`HessianOperator` (forward-over-reverse through ``functional_call``),
-    so the two check each other. Memory is P², so only for tiny models.
+    Independent of :class:`HessianOperator` (a flat θ through ``functional_call``, not the
+    module's parameters), so the two check each other. Not ``torch.func.hessian``: in torch
+    2.11 its forward-over-reverse (and ``jacrev(jacrev)``) Hessian of a LayerNorm network is
+    wrong (asymmetric by 0.4 where central differences of the gradient agree with this to 2e-10,
+    float64). Memory is P², P backward passes: only for tiny models.
     """
     loss, theta = flat_loss(model, loss_fn, inputs, targets)
-    return torch.func.hessian(loss)(theta)
+    theta = theta.clone().requires_grad_(True)
+    with double_backward_sdpa():
+        (g,) = torch.autograd.grad(loss(theta), theta, create_graph=True)
+    eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+    return torch.stack([torch.autograd.grad(g, theta, e, retain_graph=True)[0] for e in eye])
