@@ -25,6 +25,8 @@ in ``benchmarks/README.md``).
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -32,7 +34,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
-from gradkit.grads.layers import layers_grads, layers_supported, unsupported_reason
+from gradkit.grads.layerpass import LayerPlan, layers_pass, reference_pass
+from gradkit.grads.layers import layers_supported
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
 
@@ -51,12 +54,13 @@ _LOOP_MAX = 8
 
 
 # ---------------------------------------------------------------------------------------------
-# Method 1: torch.func (vmap of grad)
+# The exact fallbacks, for all trainable parameters or only some (``names``)
 # ---------------------------------------------------------------------------------------------
-def _vmap_grads(model, loss_fn, inputs, targets, chunk_size) -> Tensor:
+def _vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) -> Tensor:
     trainable = dict(trainable_named_parameters(model))
-    params = {n: p.detach() for n, p in trainable.items()}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in trainable}
+    names = list(trainable) if names is None else names
+    params = {k: trainable[k].detach() for k in names}
+    frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
     buffers = dict(model.named_buffers())
 
     def loss_one(p, x, y):
@@ -65,14 +69,12 @@ def _vmap_grads(model, loss_fn, inputs, targets, chunk_size) -> Tensor:
 
     g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs, targets)
     n = num_samples(inputs)
-    return torch.cat([g[name].reshape(n, -1) for name in trainable], dim=1)
+    return torch.cat([g[k].reshape(n, -1) for k in names], dim=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Method 2: the per-sample autograd loop (the reference)
-# ---------------------------------------------------------------------------------------------
-def _loop_grads(model, loss_fn, inputs, targets) -> Tensor:
-    params = [p for _, p in trainable_named_parameters(model)]
+def _loop_grads(model, loss_fn, inputs, targets, names=None) -> Tensor:
+    trainable = dict(trainable_named_parameters(model))
+    params = [trainable[k] for k in (trainable if names is None else names)]
     rows = []
     for i in range(num_samples(inputs)):
         sl = slice(i, i + 1)
@@ -112,6 +114,104 @@ def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
     return max(min(n, _CHUNK_MIN), min(n, _CHUNK_BYTES // max(per_sample, 1)))
 
 
+_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> warnings given
+
+
+def _warn_once(model: nn.Module, kind: str, message: str) -> None:
+    seen = _WARNED.setdefault(model, set())
+    if kind not in seen:
+        seen.add(kind)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _reasons(d: dict[str, str]) -> str:
+    return "; ".join(f"{name!r}: {why}" for name, why in d.items())
+
+
+class _Run:
+    """One call of :func:`per_sample_grads`: the method chosen per chunk, the layer plan and
+    its rejections (kept for the later chunks), the reference samples, the fallbacks."""
+
+    def __init__(self, model, loss_fn, method, check):
+        self.model, self.loss_fn, self.method, self.check = model, loss_fn, method, check
+        self.named = trainable_named_parameters(model)
+        self.plan = LayerPlan.of(model) if method in ("auto", "layers") else None
+        if method == "layers" and self.plan.unsupported:
+            raise ValueError(f"method='layers' cannot handle {_reasons(self.plan.unsupported)}; "
+                             "use method='auto' (exact fallbacks) or 'vmap' / 'loop'")
+        self.ref, self.vmap_failed, self.whole = None, False, None
+
+    def chunk(self, x, y, first: bool) -> Tensor:
+        n, plan = num_samples(x), self.plan
+        if self.method in ("vmap", "loop"):
+            return self._fallback(x, y, None)
+        if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
+            return _loop_grads(self.model, self.loss_fn, x, y)
+        if not plan.covered:
+            self._warn_unsupported(plan.unsupported)
+            return self._fallback(x, y, None)
+        if self.ref is None:
+            self.ref = reference_pass(self.model, self.loss_fn, x, y, plan, self.check)
+        got, rejected = layers_pass(self.model, self.loss_fn, x, y, plan, self.ref)
+        if rejected and self.method == "layers":
+            raise ValueError(f"method='layers': its assumptions fail for {_reasons(rejected)}; "
+                             "method='auto' computes these modules' parameters by vmap / loop")
+        plan.exclude(rejected)
+        missing = [name for name, p in self.named if id(p) not in got]
+        if missing:
+            self._warn_unsupported({**plan.unsupported, **rejected})
+            got.update(zip([id(dict(self.named)[k]) for k in missing], self._fallback(
+                x, y, missing).split([dict(self.named)[k].numel() for k in missing], dim=1),
+                strict=True))
+        g = torch.cat([got[id(p)] for _, p in self.named], dim=1)
+        if first and self.check:
+            self._consistency(g)
+        return g
+
+    def _warn_unsupported(self, reasons: dict[str, str]) -> None:
+        _warn_once(self.model, "layers", (
+            f"per_sample_grads: the 'layers' rules do not hold for {_reasons(reasons)}; their "
+            "parameters are computed by an exact fallback (vmap, else the per-sample loop)"))
+
+    def _fallback(self, x, y, names) -> Tensor:
+        model, loss_fn, n = self.model, self.loss_fn, num_samples(x)
+        if self.method == "vmap":
+            return _vmap_grads(model, loss_fn, x, y, names=names)
+        recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+        if self.method == "auto" and not (self.vmap_failed or recurrent or n <= _LOOP_MAX):
+            try:
+                return _vmap_grads(model, loss_fn, x, y, names=names)
+            except Exception as e:  # noqa: BLE001 - any vmap failure: the loop is exact
+                self.vmap_failed = True
+                _warn_once(model, "vmap", (
+                    f"per_sample_grads: torch.func.vmap failed on {type(model).__name__} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); using the per-sample "
+                    "loop instead (exact). Pass method='loop' to skip the vmap attempt."))
+        if self.method == "auto":
+            self.whole = "loop"  # the loop costs the same for all parameters as for some
+        return _loop_grads(model, loss_fn, x, y, names=names)
+
+    def _consistency(self, g: Tensor) -> None:
+        """Σ_{i<k} G[i] against the plain autograd gradient of Σ_{i<k} l_i, per parameter."""
+        ref = self.ref
+        if ref is None or ref.grads is None:
+            return
+        sums = g[: ref.k].sum(0).split([p.numel() for _, p in self.named])
+        want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
+        floor = 1e-3 * float(torch.cat(want).norm())
+        bad = []
+        for (name, _), s, r in zip(self.named, sums, want, strict=True):
+            err, size = float((s - r).norm()), float(r.norm())
+            if err > 1e-3 * max(size, floor) + 1e-30:
+                bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
+        if bad:
+            raise RuntimeError(
+                f"per_sample_grads: consistency check failed: the per-sample gradients of the "
+                f"first {ref.k} samples do not sum to the gradient of their summed loss for "
+                f"{', '.join(bad)}. A layer rule's assumption does not hold for this model; "
+                "method='loop' (or 'vmap') is exact. check=False skips this check.")
+
+
 def per_sample_grads(
     model: nn.Module,
     loss_fn: LossFn,
@@ -122,17 +222,27 @@ def per_sample_grads(
     method: str = "auto",
     sketch_dim: int | None = None,
     sketch_seed: int = 0,
+    check: bool = True,
 ) -> Tensor:
     """Per-sample gradients ``G[i] = ∇_θ loss_fn(model(x_i), y_i)`` -> ``Tensor[N, P]``.
 
     ``θ`` are the trainable parameters (``requires_grad``) in ``named_parameters()`` order, each
     flattened; frozen parameters and buffers (BatchNorm running statistics) enter as constants.
-    The model must be in eval mode where it has BatchNorm (a sample's output must not depend on
-    the rest of the batch). Samples are processed ``chunk_size`` at a time (default:
-    :func:`default_chunk_size`) so memory stays bounded; ``method`` is ``"auto"``, ``"vmap"``
-    (``torch.func``), ``"loop"`` or ``"layers"`` (see the module docstring for each and for the
-    measurements behind ``"auto"``). With ``sketch_dim=k`` every chunk is projected at once by
-    :func:`sketch` (seed ``sketch_seed``) and the result is ``Tensor[N, k]`` instead.
+    The model is called as ``model(inputs)``; ``inputs`` and ``targets`` may be tensors or
+    (nested) tuples / dicts of tensors, every tensor with the N samples on dim 0. The model must
+    be in eval mode where it has BatchNorm (a sample's output must not depend on the rest of the
+    batch). Samples are processed ``chunk_size`` at a time (default :func:`default_chunk_size`);
+    ``method`` is ``"auto"``, ``"vmap"``, ``"loop"`` or ``"layers"`` (module docstring).
+
+    ``"layers"`` and ``"auto"`` verify the layer rules' assumptions on every call
+    (:mod:`gradkit.grads.layerpass`); a module that fails one makes ``"layers"`` raise and sends
+    its parameters, under ``"auto"``, to vmap (then the loop) with one warning naming it and why.
+    ``check=True`` (default) adds the end-to-end consistency check: for the first ``k ≤ 4``
+    samples, ``Σ_{i<k} G[i]`` must equal the plain autograd gradient of ``Σ_{i<k} l_i`` (to 1e-3
+    relative per parameter tensor), else a ``RuntimeError`` names the parameters. It costs one
+    forward and backward of ``k`` samples per call; ``check=False`` skips it once trusted (the
+    per-call checks stay). With ``sketch_dim=k`` every chunk is projected by :func:`sketch`
+    (seed ``sketch_seed``) and the result is ``Tensor[N, k]``.
     """
     n = check_inputs(model, inputs, targets)
     if method not in METHODS:
@@ -141,26 +251,10 @@ def per_sample_grads(
         chunk_size = default_chunk_size(model, inputs, n)
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    chunk_size = int(chunk_size)
-    if method == "layers":
-        reasons = {name: r for name, m in model.named_modules() if (r := unsupported_reason(m))}
-        if reasons:
-            raise ValueError(f"method='layers' cannot handle {reasons}; use 'vmap' or 'loop'")
-    supported = layers_supported(model) if method == "auto" else None
+    run = _Run(model, loss_fn, method, check)
     rows = []
-    for start in range(0, n, chunk_size):
-        sl = slice(start, min(n, start + chunk_size))
-        x, y = take(inputs, sl), take(targets, sl)
-        how = (choose_method(model, sl.stop - sl.start, supported=supported)
-               if method == "auto" else method)
-        if how == "vmap":
-            g = _vmap_grads(model, loss_fn, x, y, chunk_size=None)
-        elif how == "loop":
-            g = _loop_grads(model, loss_fn, x, y)
-        else:
-            g = layers_grads(model, loss_fn, x, y)
-        g = g.detach()
+    for start in range(0, n, int(chunk_size)):
+        sl = slice(start, min(n, start + int(chunk_size)))
+        g = run.chunk(take(inputs, sl), take(targets, sl), first=start == 0).detach()
         rows.append(sketch(g, sketch_dim, sketch_seed) if sketch_dim is not None else g)
     return torch.cat(rows) if len(rows) > 1 else rows[0]
-
-

@@ -55,7 +55,8 @@ class HessianOperator:
 
     The gradient ``g(θ) = ∇L(θ)`` is computed once with ``create_graph=True``; each product is
     ``H v = ∇_θ (g(θ) · v)``, one backward pass through that retained graph (Pearlmutter's trick
-    in reverse-over-reverse form). The forward runs under :func:`double_backward_sdpa`. ``n_hvp`` counts the products taken so far.
+    in reverse-over-reverse form), the forward under :func:`double_backward_sdpa`. ``n_hvp``
+    counts the products taken so far.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor):
@@ -200,7 +201,8 @@ def lanczos(
     history: list[Tensor] = []
     converged = False
     steps = lanczos_steps(matvec, q, max_iter)
-    for j, (Q, alphas, betas, beta, invariant) in enumerate(steps):
+    for j, step in enumerate(steps):
+        Q, alphas, betas, beta, invariant = step
         theta, S = torch.linalg.eigh(tridiagonal(alphas, betas[:j]))  # ascending
         idx = torch.arange(j, -1, -1) if which == "largest" else torch.arange(j + 1)
         idx = idx[: min(k, j + 1)]
@@ -377,8 +379,7 @@ def spectral_density(
     nodes, weights = [], []
     for _ in range(n_vectors):
         q = rademacher(op.n_params, gen, op.dtype).to(op.device)
-        for _, alphas, betas, _, _ in lanczos_steps(op, q, m):
-            pass  # every step is kept: m nodes, fewer only on an invariant subspace
+        *_, (_, alphas, betas, _, _) = lanczos_steps(op, q, m)  # m steps (fewer: invariant)
         T = tridiagonal(alphas, betas[: len(alphas) - 1])
         theta, S = torch.linalg.eigh(T)
         pad = m - len(theta)  # an early invariant subspace gives fewer nodes: pad with weight 0
