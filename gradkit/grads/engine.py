@@ -192,7 +192,7 @@ class _Run:
         return _loop_grads(model, loss_fn, x, y, names=names)
 
     def _consistency(self, g: Tensor) -> None:
-        """Σ_{i<k} G[i] against the plain autograd gradient of Σ_{i<k} l_i, per parameter."""
+        """``Σ_{i<k} G[i]`` (k = 1: ``G[0]``) against the autograd gradient of ``Σ_{i<k} l_i``."""
         ref = self.ref
         if ref is None or ref.grads is None:
             return
@@ -206,8 +206,8 @@ class _Run:
                 bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
         if bad:
             raise RuntimeError(
-                f"per_sample_grads: consistency check failed: the per-sample gradients of the "
-                f"first {ref.k} samples do not sum to the gradient of their summed loss for "
+                f"per_sample_grads: consistency check failed: the per-sample gradient of the first "
+                "sample differs from the gradient of its loss taken alone (plain autograd) for "
                 f"{', '.join(bad)}. A layer rule's assumption does not hold for this model; "
                 "method='loop' (or 'vmap') is exact. check=False skips this check.")
 
@@ -237,12 +237,13 @@ def per_sample_grads(
     ``"layers"`` and ``"auto"`` verify the layer rules' assumptions on every call
     (:mod:`gradkit.grads.layerpass`); a module that fails one makes ``"layers"`` raise and sends
     its parameters, under ``"auto"``, to vmap (then the loop) with one warning naming it and why.
-    ``check=True`` (default) adds the end-to-end consistency check: for the first ``k ≤ 4``
-    samples, ``Σ_{i<k} G[i]`` must equal the plain autograd gradient of ``Σ_{i<k} l_i`` (to 1e-3
-    relative per parameter tensor), else a ``RuntimeError`` names the parameters. It costs one
-    forward and backward of ``k`` samples per call; ``check=False`` skips it once trusted (the
-    per-call checks stay). With ``sketch_dim=k`` every chunk is projected by :func:`sketch`
-    (seed ``sketch_seed``) and the result is ``Tensor[N, k]``.
+    ``check=True`` (default) adds the end-to-end consistency check: ``G[0]`` must equal the
+    plain autograd gradient of the first sample's loss taken alone (to 1e-3 relative per
+    parameter tensor), else a ``RuntimeError`` names the parameters. It costs one forward and
+    backward of one sample per call (about ``1/N`` of the loop); ``check=False`` skips it once
+    trusted (the structural checks stay; they need only a no-grad forward of that sample).
+    With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
+    the result is ``Tensor[N, k]``.
     """
     n = check_inputs(model, inputs, targets)
     if method not in METHODS:

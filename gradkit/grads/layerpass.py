@@ -8,8 +8,8 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
    returning a tensor;
 2. **samples on dim 0**: its input and output have the chunk's ``n`` samples on dim 0, and the
-   same call on the ``k`` reference samples (:func:`reference_pass`, ``k ≠ n`` whenever
-   ``n > 1``) had shapes ``(k, *rest)`` with the same ``rest``, so that dim 0 is the sample
+   same call on the first sample alone (:func:`reference_pass`) had shapes ``(1, *rest)``
+   with the same ``rest``, so that dim 0 is the sample
    dimension, not a time axis that happens to be ``n`` long (time-major ``[T, N, C]``) and not
    a flattened ``[N·T, C]`` view; the number of calls is the same in both;
 3. **called**: it is called at least once (``nn.MultiheadAttention`` applies its ``out_proj``
@@ -20,8 +20,10 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
    This costs nothing when there is none: autograd never forms those gradients otherwise.
 
 What these checks cannot see is caught end to end by the consistency check of the engine
-(``check=True``): the per-sample gradients of the reference samples must sum to the gradient of
-their summed loss, taken by plain autograd in :func:`reference_pass`.
+(``check=True``): the first row ``G[0]`` must equal the gradient of ``l_0``, the first sample's
+loss taken alone by plain autograd in :func:`reference_pass` (for one sample, "the per-sample
+gradients sum to the gradient of the summed loss"; a sum over the whole batch would not see a
+time-major layout, whose rows still sum to the right total).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def _call_form(args: tuple, kwargs: dict, output: Any) -> str | None:
 
 @dataclass
 class Reference:
-    """The reference samples' pass: ``k`` samples, each hooked module's call shapes
+    """The reference pass: ``k`` samples (one), each hooked module's call shapes
     ``calls[module] = [(input shape, output shape) or reason]`` and, when taken, the autograd
     gradient of their summed loss by parameter id (``grads``)."""
 
@@ -111,18 +113,17 @@ class Reference:
 
 
 def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: bool) -> Reference:
-    """Run the first ``k`` samples (``k = min(4, n - 1)``, 1 if ``n = 1``) through the model,
-    recording each hooked call's shapes; with ``with_grad`` also the plain autograd gradient of
-    ``Σ_{i<k} l_i`` (the consistency check's reference)."""
-    n = num_samples(inputs)
-    k = 1 if n == 1 else min(4, n - 1)
+    """Run the first sample alone (``k = 1``) through the model, recording each hooked call's
+    shapes; with ``with_grad`` also the plain autograd gradient of its loss ``l_0`` (the
+    consistency check's reference: the definition of ``G[0]``, one sample alone, so that
+    coupling between the samples of a batch shows too)."""
     calls: dict[nn.Module, list] = {m: [] for m in plan.owners}
 
     def hook(m, args, kwargs, output):
         calls[m].append(_call_form(args, kwargs, output) or (args[0].shape, output.shape))
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in plan.owners]
-    x, y = take(inputs, slice(0, k)), take(targets, slice(0, k))
+    x, y = take(inputs, slice(0, 1)), take(targets, slice(0, 1))
     try:
         with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
             out = model(x)
@@ -136,7 +137,7 @@ def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: 
         g = torch.autograd.grad(total, list(params.values()), allow_unused=True)
         grads = {pid: (gi if gi is not None else torch.zeros_like(p)).detach().reshape(-1)
                  for (pid, p), gi in zip(params.items(), g, strict=True)}
-    return Reference(k, calls, grads)
+    return Reference(1, calls, grads)
 
 
 def _layout(ref: Reference, m: nn.Module, i: int, a: Tensor, out: Tensor, n: int) -> str | None:
