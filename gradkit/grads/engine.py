@@ -34,7 +34,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
-from gradkit.grads.layerpass import LayerPlan, layers_pass, reference_pass
+from gradkit.grads.hessian import double_backward_sdpa
+from gradkit.grads.layerpass import (
+    LayerPlan,
+    layers_pass,
+    reference_pass,
+    reference_rejections,
+)
 from gradkit.grads.layers import layers_supported
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
@@ -67,7 +73,9 @@ def _vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) ->
         out = functional_call(model, (p, frozen, buffers), (unsqueeze(x),))
         return loss_fn(out, unsqueeze(y)).reshape(())
 
-    g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs, targets)
+    with double_backward_sdpa():  # the math attention kernel has batching rules; fused ones not
+        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs,
+                                                                              targets)
     n = num_samples(inputs)
     return torch.cat([g[k].reshape(n, -1) for k in names], dim=1)
 
@@ -142,38 +150,57 @@ class _Run:
         self.ref, self.vmap_failed, self.whole = None, False, None
 
     def chunk(self, x, y, first: bool) -> Tensor:
-        n, plan = num_samples(x), self.plan
-        if self.method in ("vmap", "loop"):
+        n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
+        if self.method == "vmap":
             return self._fallback(x, y, None)
+        if self.method == "loop":
+            return _loop_grads(model, loss_fn, x, y)
         if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
-            return _loop_grads(self.model, self.loss_fn, x, y)
-        if not plan.covered:
+            return _loop_grads(model, loss_fn, x, y)
+        if self.ref is None and plan.covered:
+            self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
+            self._reject(reference_rejections(self.ref, plan))
+        sizes = {id(p): p.numel() for _, p in self.named}
+        missing = [(k, p) for k, p in self.named if id(p) not in plan.covered]
+        got: dict[int, Tensor] = {}
+        if missing:  # the fallback first: if it is the loop, the loop does everything
             self._warn_unsupported(plan.unsupported)
-            return self._fallback(x, y, None)
-        if self.ref is None:
-            self.ref = reference_pass(self.model, self.loss_fn, x, y, plan, self.check)
-        got, rejected = layers_pass(self.model, self.loss_fn, x, y, plan, self.ref)
-        if rejected and self.method == "layers":
-            raise ValueError(f"method='layers': its assumptions fail for {_reasons(rejected)}; "
-                             "method='auto' computes these modules' parameters by vmap / loop")
-        plan.exclude(rejected)
-        missing = [name for name, p in self.named if id(p) not in got]
-        if missing:
-            self._warn_unsupported({**plan.unsupported, **rejected})
-            got.update(zip([id(dict(self.named)[k]) for k in missing], self._fallback(
-                x, y, missing).split([dict(self.named)[k].numel() for k in missing], dim=1),
-                strict=True))
+            fb = self._fallback(x, y, [k for k, _ in missing])
+            if fb is None:
+                return _loop_grads(model, loss_fn, x, y)
+            got.update(zip([id(p) for _, p in missing],
+                           fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
+        if plan.covered:
+            layered, rejected = layers_pass(model, loss_fn, x, y, plan, self.ref)
+            self._reject(rejected)
+            got.update(layered)
+            late = [(k, p) for k, p in self.named if id(p) not in got]
+            if late:
+                self._warn_unsupported(plan.unsupported)
+                names = [k for k, _ in late]
+                fb = self._fallback(x, y, names)
+                fb = _loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
+                got.update(zip([id(p) for _, p in late],
+                               fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
         g = torch.cat([got[id(p)] for _, p in self.named], dim=1)
         if first and self.check:
             self._consistency(g)
         return g
+
+    def _reject(self, rejected: dict[str, str]) -> None:
+        if rejected and self.method == "layers":
+            raise ValueError(f"method='layers': its assumptions fail for {_reasons(rejected)}; "
+                             "method='auto' computes these modules' parameters by vmap / loop")
+        self.plan.exclude(rejected)
 
     def _warn_unsupported(self, reasons: dict[str, str]) -> None:
         _warn_once(self.model, "layers", (
             f"per_sample_grads: the 'layers' rules do not hold for {_reasons(reasons)}; their "
             "parameters are computed by an exact fallback (vmap, else the per-sample loop)"))
 
-    def _fallback(self, x, y, names) -> Tensor:
+    def _fallback(self, x, y, names) -> Tensor | None:
+        """vmap for ``names`` (all: None); under auto the loop where vmap cannot or should not
+        run (recurrent layers, whose vmap is a slow loop; few samples; a failed attempt)."""
         model, loss_fn, n = self.model, self.loss_fn, num_samples(x)
         if self.method == "vmap":
             return _vmap_grads(model, loss_fn, x, y, names=names)
@@ -189,6 +216,7 @@ class _Run:
                     "loop instead (exact). Pass method='loop' to skip the vmap attempt."))
         if self.method == "auto":
             self.whole = "loop"  # the loop costs the same for all parameters as for some
+            return None  # the caller runs the loop
         return _loop_grads(model, loss_fn, x, y, names=names)
 
     def _consistency(self, g: Tensor) -> None:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from gradkit.grads.layers import FusedConv, fuses, rule_for, unsupported_reason
 from gradkit.grads.samples import num_samples, per_sample_losses, take
 
-__all__ = ["LayerPlan", "Reference", "layers_pass", "reference_pass"]
+__all__ = ["LayerPlan", "Reference", "layers_pass", "reference_pass", "reference_rejections"]
 
 
 def _own_trainable(m: nn.Module) -> list[str]:
@@ -138,6 +138,25 @@ def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: 
         grads = {pid: (gi if gi is not None else torch.zeros_like(p)).detach().reshape(-1)
                  for (pid, p), gi in zip(params.items(), g, strict=True)}
     return Reference(1, calls, grads)
+
+
+def reference_rejections(ref: Reference, plan: LayerPlan) -> dict[str, str]:
+    """Modules the reference pass already disqualifies (before any batch pass): not called,
+    called otherwise than their rule expects, or without the one sample on dim 0."""
+    out = {}
+    for m, name in plan.owners.items():
+        calls = ref.calls[m]
+        bad = next((c for c in calls if isinstance(c, str)), None)
+        if not calls:
+            out[name] = ("never called (its parameters are used functionally by another "
+                         "module, e.g. nn.MultiheadAttention's out_proj)")
+        elif bad:
+            out[name] = bad
+        elif any(a[0] != ref.k or o[0] != ref.k for a, o in calls):
+            a, o = next((a, o) for a, o in calls if a[0] != ref.k or o[0] != ref.k)
+            out[name] = (f"dim 0 is not the sample dimension: for one sample its input is "
+                         f"{tuple(a)}, its output {tuple(o)} (time-major or flattened samples?)")
+    return out
 
 
 def _layout(ref: Reference, m: nn.Module, i: int, a: Tensor, out: Tensor, n: int) -> str | None:

@@ -112,7 +112,7 @@ def test_layout_and_tied_patterns_are_exact_with_a_warning_naming_the_module(cls
 
 def test_reasons_say_what_failed():
     x, y = seq(7)
-    for model, why in [(TimeMajor(), "sample dimension"), (Flattened(), "samples on dim 0"),
+    for model, why in [(TimeMajor(), "sample dimension"), (Flattened(), "flattened"),
                        (Tied(), "outside its call"), (Attention(True), "never called")]:
         msgs = run(model, x[..., :4] if isinstance(model, Attention) else x, y)[1]
         assert any(why in m for m in msgs), (type(model).__name__, msgs)
