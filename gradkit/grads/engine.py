@@ -14,12 +14,28 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
     one ``torch.autograd.grad`` per sample (the reference).
 ``"layers"``
     one forward and one backward for the whole batch, per-layer rules on saved activations and
-    output gradients (:mod:`gradkit.grads.layers`). Available when every trainable parameter
-    lives in a supported layer.
+    output gradients (:mod:`gradkit.grads.layers`), every assumption of the rules verified on
+    every call (:mod:`gradkit.grads.layerpass`); it raises where one fails.
 
-``method="auto"``: ``"loop"`` below ``_LOOP_BELOW`` samples per chunk; else ``"layers"`` where
-supported; else ``"loop"`` up to ``_LOOP_MAX`` samples and ``"vmap"`` above. The thresholds and
-the rules' forms were chosen by measurement (``benchmarks/per_sample_grads.py``; the numbers are
+``method="auto"`` chooses per chunk and per layer:
+
+- fewer than ``_LOOP_BELOW`` samples in the chunk: the loop;
+- every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
+  convolution's weight rule takes the cheapest exact path for its shape
+  (:func:`~gradkit.grads.layers.conv_path`: a grouped ``convolution_backward`` while groups are
+  small, else im2col + batched matmul, else one summed gradient per sample);
+- the other parameters: ``"vmap"`` restricted to them, or the loop when the chunk has at most
+  ``_LOOP_MAX`` samples, when the model has recurrent layers (their vmap is a slow internal
+  loop) or when vmap raised (data-dependent control flow, ``.item()``, GRU; warned once, with
+  the method to pass to skip the attempt). When the fallback is the loop, the loop does the
+  whole chunk (it costs the same for all parameters as for some).
+
+Cost model, in units of a plain batch backward ``B``: layers ``≈ B`` plus the per-sample
+products (the rules' flops equal the summed weight gradient's, ``≈ 0.1-0.3 B``); vmap
+``≈ 1.5-2 B`` on convolutions and norms (more on attention, whose math kernel it must use);
+the loop ``≈ N · B(1)``, ``N`` single-sample passes, ``4-5 B`` at ``N = 32-128`` on the ranker
+and the best choice at small ``N`` or for large layers, where ``B(1) ≈ B / N``. The thresholds
+and the rules' forms were chosen by measurement (``benchmarks/per_sample_grads.py``; numbers
 in ``benchmarks/README.md``).
 """
 
