@@ -285,7 +285,7 @@ def per_sample_grads(
     plain autograd gradient of the first sample's loss taken alone (to 1e-3 relative per
     parameter tensor), else a ``RuntimeError`` names the parameters. It costs one forward and
     backward of one sample per call (about ``1/N`` of the loop); ``check=False`` skips it once
-    trusted (the structural checks stay; they need only a no-grad forward of that sample).
+    trusted (the structural checks stay; they need only a forward of that sample).
     With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
     the result is ``Tensor[N, k]``.
     """
