@@ -24,7 +24,9 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
   convolution's weight rule takes the cheapest exact path for its shape
   (:func:`~gradkit.grads.layers.conv_path`: a grouped ``convolution_backward`` while groups are
   small, else im2col + batched matmul, else one summed gradient per sample);
-- the other parameters: ``"vmap"`` restricted to them, or the loop when the chunk has at most
+- the other parameters: ``"vmap"`` (for all parameters, since it runs the whole network batched
+  anyway, unless a large convolution would take vmap's costly grouped weight gradient: then for
+  those parameters only), or the loop when the chunk has at most
   ``_LOOP_MAX`` samples, when the model has recurrent layers (their vmap is a slow internal
   loop) or when vmap raised (data-dependent control flow, ``.item()``, GRU; warned once, with
   the method to pass to skip the attempt). When the fallback is the loop, the loop does the
@@ -57,7 +59,7 @@ from gradkit.grads.layerpass import (
     reference_pass,
     reference_rejections,
 )
-from gradkit.grads.layers import layers_supported
+from gradkit.grads.layers import conv_path, layers_supported
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
 
@@ -173,6 +175,8 @@ class _Run:
             return _loop_grads(model, loss_fn, x, y)
         if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
             return _loop_grads(model, loss_fn, x, y)
+        if self.whole == "vmap":
+            return self._fallback(x, y, None)
         if self.ref is None and plan.covered:
             self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
             self._reject(reference_rejections(self.ref, plan))
@@ -181,9 +185,15 @@ class _Run:
         got: dict[int, Tensor] = {}
         if missing:  # the fallback first: if it is the loop, the loop does everything
             self._warn_unsupported(plan.unsupported)
-            fb = self._fallback(x, y, [k for k, _ in missing])
+            # vmap of some parameters runs the whole network batched anyway: unless a large
+            # conv would take vmap's costly grouped weight gradient, vmap does everything too
+            every = self.method == "auto" and (self.ref is None or not self._large_conv(n))
+            fb = self._fallback(x, y, None if every else [k for k, _ in missing])
             if fb is None:
                 return _loop_grads(model, loss_fn, x, y)
+            if every:
+                self.whole = "vmap"
+                return fb
             got.update(zip([id(p) for _, p in missing],
                            fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
         if plan.covered:
@@ -202,6 +212,13 @@ class _Run:
         if first and self.check:
             self._consistency(g)
         return g
+
+    def _large_conv(self, n: int) -> bool:
+        """Whether a hooked conv takes the unfold / loop path (where vmap's would explode)."""
+        return any(isinstance(m, nn.modules.conv._ConvNd) and self.ref.calls[m]
+                   and not isinstance(self.ref.calls[m][0], str)
+                   and conv_path(m, (n, *self.ref.calls[m][0][0][1:])) in ("unfold", "loop")
+                   for m in self.plan.owners)
 
     def _reject(self, rejected: dict[str, str]) -> None:
         if rejected and self.method == "layers":

@@ -283,3 +283,16 @@ def test_unfold_and_loop_conv_paths_are_exact(conv, path, monkeypatch):
     y = torch.randint(0, 3, (6,))
     model(x)
     assert_exact(per_sample_grads(model, ce, x, y, method="layers"), loop(model, ce, x, y))
+
+
+def test_per_sample_grads_takes_the_unfold_path_for_a_wide_conv_and_is_exact(monkeypatch):
+    calls = []
+    original = L._unfold_weight
+    monkeypatch.setattr(L, "_unfold_weight", lambda m, a, d: calls.append(m) or original(m, a, d))
+    torch.manual_seed(0)
+    wide = nn.Conv1d(4, 300, 3)  # 300 output channels per group > 256: not the grouped call
+    model = nn.Sequential(wide, nn.ReLU(), nn.Flatten(), nn.Linear(300 * 6, 3))
+    x, y = torch.randn(10, 4, 8), torch.randint(0, 3, (10,))
+    g, msgs = run(model, x, y)
+    assert calls and all(m is wide for m in calls) and not msgs
+    assert_exact(g, loop(model, ce, x, y))
