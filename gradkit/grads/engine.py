@@ -177,6 +177,12 @@ class _Run:
             return _loop_grads(model, loss_fn, x, y)
         if self.whole == "vmap":
             return self._fallback(x, y, None)
+        if self.method == "auto" and len(plan.covered) < len(self.named) and not self._large_conv():
+            # some parameters need vmap (or the loop), which then takes all (see _fallback)
+            self._warn_unsupported(plan.unsupported)
+            fb = self._fallback(x, y, None)
+            self.whole = self.whole or "vmap"
+            return _loop_grads(model, loss_fn, x, y) if fb is None else fb
         if self.ref is None and plan.covered:
             self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
             self._reject(reference_rejections(self.ref, plan))
@@ -187,13 +193,9 @@ class _Run:
             self._warn_unsupported(plan.unsupported)
             # vmap of some parameters runs the whole network batched anyway: unless a large
             # conv would take vmap's costly grouped weight gradient, vmap does everything too
-            every = self.method == "auto" and (self.ref is None or not self._large_conv(n))
-            fb = self._fallback(x, y, None if every else [k for k, _ in missing])
+            fb = self._fallback(x, y, [k for k, _ in missing])
             if fb is None:
                 return _loop_grads(model, loss_fn, x, y)
-            if every:
-                self.whole = "vmap"
-                return fb
             got.update(zip([id(p) for _, p in missing],
                            fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
         if plan.covered:
@@ -213,12 +215,12 @@ class _Run:
             self._consistency(g)
         return g
 
-    def _large_conv(self, n: int) -> bool:
-        """Whether a hooked conv takes the unfold / loop path (where vmap's would explode)."""
-        return any(isinstance(m, nn.modules.conv._ConvNd) and self.ref.calls[m]
-                   and not isinstance(self.ref.calls[m][0], str)
-                   and conv_path(m, (n, *self.ref.calls[m][0][0][1:])) in ("unfold", "loop")
-                   for m in self.plan.owners)
+    def _large_conv(self) -> bool:
+        """Whether a hooked conv leaves the grouped call (there vmap's weight gradient explodes:
+        vmap then takes only the parameters the layers pass cannot)."""
+        return any(isinstance(m, nn.modules.conv._ConvNd)
+                   and conv_path(m, (1, m.in_channels) + (1,) * (m.weight.dim() - 2))
+                   not in ("bmm", "depthwise", "grouped") for m in self.plan.owners)
 
     def _reject(self, rejected: dict[str, str]) -> None:
         if rejected and self.method == "layers":
