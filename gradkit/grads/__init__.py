@@ -2,6 +2,7 @@
 
 - :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
 - :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
+- :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions
 - :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
 - :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
 - :mod:`~gradkit.grads.sketch`      random projections that keep inner products
@@ -9,6 +10,7 @@
 - :mod:`~gradkit.grads.similarity`  cosine matrices of gradient directions and their statistics
 - :mod:`~gradkit.grads.tsne`        t-SNE of gradient directions
 - :mod:`~gradkit.grads.hessian`     Hessian-vector products, Lanczos eigenvalues, trace, density
+- :mod:`~gradkit.grads.lanczos`     the one Lanczos iteration (eigenpairs, quadrature)
 
 Usage: ``from gradkit.grads import per_sample_grads, noise_scale``.
 """

@@ -14,17 +14,37 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
     one ``torch.autograd.grad`` per sample (the reference).
 ``"layers"``
     one forward and one backward for the whole batch, per-layer rules on saved activations and
-    output gradients (:mod:`gradkit.grads.layers`). Available when every trainable parameter
-    lives in a supported layer.
+    output gradients (:mod:`gradkit.grads.layers`), every assumption of the rules verified on
+    every call (:mod:`gradkit.grads.layerpass`); it raises where one fails.
 
-``method="auto"``: ``"loop"`` below ``_LOOP_BELOW`` samples per chunk; else ``"layers"`` where
-supported; else ``"loop"`` up to ``_LOOP_MAX`` samples and ``"vmap"`` above. The thresholds and
-the rules' forms were chosen by measurement (``benchmarks/per_sample_grads.py``; the numbers are
+``method="auto"`` chooses per chunk and per layer:
+
+- fewer than ``_LOOP_BELOW`` samples in the chunk: the loop;
+- every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
+  convolution's weight rule takes the cheapest exact path for its shape
+  (:func:`~gradkit.grads.layers.conv_path`: a grouped ``convolution_backward`` while groups are
+  small, else im2col + batched matmul, else one summed gradient per sample);
+- the other parameters: ``"vmap"`` (for all parameters, since it runs the whole network batched
+  anyway, unless a large convolution would take vmap's costly grouped weight gradient: then for
+  those parameters only), or the loop when the chunk has at most
+  ``_LOOP_MAX`` samples, when the model has recurrent layers (their vmap is a slow internal
+  loop) or when vmap raised (data-dependent control flow, ``.item()``, GRU; warned once, with
+  the method to pass to skip the attempt). When the fallback is the loop, the loop does the
+  whole chunk (it costs the same for all parameters as for some).
+
+Cost model, in units of a plain batch backward ``B``: layers ``≈ B`` plus the per-sample
+products (the rules' flops equal the summed weight gradient's, ``≈ 0.1-0.3 B``); vmap
+``≈ 1.5-2 B`` on convolutions and norms (more on attention, whose math kernel it must use);
+the loop ``≈ N · B(1)``, ``N`` single-sample passes, ``4-5 B`` at ``N = 32-128`` on the ranker
+and the best choice at small ``N`` or for large layers, where ``B(1) ≈ B / N``. The thresholds
+and the rules' forms were chosen by measurement (``benchmarks/per_sample_grads.py``; numbers
 in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -32,7 +52,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
-from gradkit.grads.layers import layers_grads, layers_supported, unsupported_reason
+from gradkit.grads.hessian import double_backward_sdpa
+from gradkit.grads.layerpass import (
+    LayerPlan,
+    layers_pass,
+    reference_pass,
+    reference_rejections,
+)
+from gradkit.grads.layers import conv_path, layers_supported
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
 
@@ -51,28 +78,29 @@ _LOOP_MAX = 8
 
 
 # ---------------------------------------------------------------------------------------------
-# Method 1: torch.func (vmap of grad)
+# The exact fallbacks, for all trainable parameters or only some (``names``)
 # ---------------------------------------------------------------------------------------------
-def _vmap_grads(model, loss_fn, inputs, targets, chunk_size) -> Tensor:
+def _vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) -> Tensor:
     trainable = dict(trainable_named_parameters(model))
-    params = {n: p.detach() for n, p in trainable.items()}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in trainable}
+    names = list(trainable) if names is None else names
+    params = {k: trainable[k].detach() for k in names}
+    frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
     buffers = dict(model.named_buffers())
 
     def loss_one(p, x, y):
         out = functional_call(model, (p, frozen, buffers), (unsqueeze(x),))
         return loss_fn(out, unsqueeze(y)).reshape(())
 
-    g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs, targets)
+    with double_backward_sdpa():  # the math attention kernel has batching rules; fused ones not
+        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs,
+                                                                              targets)
     n = num_samples(inputs)
-    return torch.cat([g[name].reshape(n, -1) for name in trainable], dim=1)
+    return torch.cat([g[k].reshape(n, -1) for k in names], dim=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Method 2: the per-sample autograd loop (the reference)
-# ---------------------------------------------------------------------------------------------
-def _loop_grads(model, loss_fn, inputs, targets) -> Tensor:
-    params = [p for _, p in trainable_named_parameters(model)]
+def _loop_grads(model, loss_fn, inputs, targets, names=None) -> Tensor:
+    trainable = dict(trainable_named_parameters(model))
+    params = [trainable[k] for k in (trainable if names is None else names)]
     rows = []
     for i in range(num_samples(inputs)):
         sl = slice(i, i + 1)
@@ -112,6 +140,141 @@ def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
     return max(min(n, _CHUNK_MIN), min(n, _CHUNK_BYTES // max(per_sample, 1)))
 
 
+_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> warnings given
+
+
+def _warn_once(model: nn.Module, kind: str, message: str) -> None:
+    seen = _WARNED.setdefault(model, set())
+    if kind not in seen:
+        seen.add(kind)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _reasons(d: dict[str, str]) -> str:
+    return "; ".join(f"{name!r}: {why}" for name, why in d.items())
+
+
+class _Run:
+    """One call of :func:`per_sample_grads`: the method chosen per chunk, the layer plan and
+    its rejections (kept for the later chunks), the reference samples, the fallbacks."""
+
+    def __init__(self, model, loss_fn, method, check):
+        self.model, self.loss_fn, self.method, self.check = model, loss_fn, method, check
+        self.named = trainable_named_parameters(model)
+        self.plan = LayerPlan.of(model) if method in ("auto", "layers") else None
+        if method == "layers" and self.plan.unsupported:
+            raise ValueError(f"method='layers' cannot handle {_reasons(self.plan.unsupported)}; "
+                             "use method='auto' (exact fallbacks) or 'vmap' / 'loop'")
+        self.ref, self.vmap_failed, self.whole = None, False, None
+
+    def chunk(self, x, y, first: bool) -> Tensor:
+        n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
+        if self.method == "vmap":
+            return self._fallback(x, y, None)
+        if self.method == "loop":
+            return _loop_grads(model, loss_fn, x, y)
+        if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
+            return _loop_grads(model, loss_fn, x, y)
+        if self.whole == "vmap":
+            return self._fallback(x, y, None)
+        if self.method == "auto" and len(plan.covered) < len(self.named) and not self._large_conv():
+            # some parameters need vmap (or the loop), which then takes all (see _fallback)
+            self._warn_unsupported(plan.unsupported)
+            fb = self._fallback(x, y, None)
+            self.whole = self.whole or "vmap"
+            return _loop_grads(model, loss_fn, x, y) if fb is None else fb
+        if self.ref is None and plan.covered:
+            self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
+            self._reject(reference_rejections(self.ref, plan))
+        sizes = {id(p): p.numel() for _, p in self.named}
+        missing = [(k, p) for k, p in self.named if id(p) not in plan.covered]
+        got: dict[int, Tensor] = {}
+        if missing:  # the fallback first: if it is the loop, the loop does everything
+            self._warn_unsupported(plan.unsupported)
+            # vmap of some parameters runs the whole network batched anyway: unless a large
+            # conv would take vmap's costly grouped weight gradient, vmap does everything too
+            fb = self._fallback(x, y, [k for k, _ in missing])
+            if fb is None:
+                return _loop_grads(model, loss_fn, x, y)
+            got.update(zip([id(p) for _, p in missing],
+                           fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
+        if plan.covered:
+            layered, rejected = layers_pass(model, loss_fn, x, y, plan, self.ref)
+            self._reject(rejected)
+            got.update(layered)
+            late = [(k, p) for k, p in self.named if id(p) not in got]
+            if late:
+                self._warn_unsupported(plan.unsupported)
+                names = [k for k, _ in late]
+                fb = self._fallback(x, y, names)
+                fb = _loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
+                got.update(zip([id(p) for _, p in late],
+                               fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
+        g = torch.cat([got[id(p)] for _, p in self.named], dim=1)
+        if first and self.check:
+            self._consistency(g)
+        return g
+
+    def _large_conv(self) -> bool:
+        """Whether a hooked conv leaves the grouped call (there vmap's weight gradient explodes:
+        vmap then takes only the parameters the layers pass cannot)."""
+        return any(isinstance(m, nn.modules.conv._ConvNd)
+                   and conv_path(m, (1, m.in_channels) + (1,) * (m.weight.dim() - 2))
+                   not in ("bmm", "depthwise", "grouped") for m in self.plan.owners)
+
+    def _reject(self, rejected: dict[str, str]) -> None:
+        if rejected and self.method == "layers":
+            raise ValueError(f"method='layers': its assumptions fail for {_reasons(rejected)}; "
+                             "method='auto' computes these modules' parameters by vmap / loop")
+        self.plan.exclude(rejected)
+
+    def _warn_unsupported(self, reasons: dict[str, str]) -> None:
+        _warn_once(self.model, "layers", (
+            f"per_sample_grads: the 'layers' rules do not hold for {_reasons(reasons)}; their "
+            "parameters are computed by an exact fallback (vmap, else the per-sample loop)"))
+
+    def _fallback(self, x, y, names) -> Tensor | None:
+        """vmap for ``names`` (all: None); under auto the loop where vmap cannot or should not
+        run (recurrent layers, whose vmap is a slow loop; few samples; a failed attempt)."""
+        model, loss_fn, n = self.model, self.loss_fn, num_samples(x)
+        if self.method == "vmap":
+            return _vmap_grads(model, loss_fn, x, y, names=names)
+        recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+        if self.method == "auto" and not (self.vmap_failed or recurrent or n <= _LOOP_MAX):
+            try:
+                return _vmap_grads(model, loss_fn, x, y, names=names)
+            except Exception as e:  # noqa: BLE001 - any vmap failure: the loop is exact
+                self.vmap_failed = True
+                _warn_once(model, "vmap", (
+                    f"per_sample_grads: torch.func.vmap failed on {type(model).__name__} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); using the per-sample "
+                    "loop instead (exact). Pass method='loop' to skip the vmap attempt."))
+        if self.method == "auto":
+            self.whole = "loop"  # the loop costs the same for all parameters as for some
+            return None  # the caller runs the loop
+        return _loop_grads(model, loss_fn, x, y, names=names)
+
+    def _consistency(self, g: Tensor) -> None:
+        """``Σ_{i<k} G[i]`` (k = 1: ``G[0]``) against the autograd gradient of ``Σ_{i<k} l_i``."""
+        ref = self.ref
+        if ref is None or ref.grads is None:
+            return
+        sums = g[: ref.k].sum(0).split([p.numel() for _, p in self.named])
+        want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
+        floor = 1e-3 * float(torch.cat(want).norm())
+        bad = []
+        for (name, _), s, r in zip(self.named, sums, want, strict=True):
+            err, size = float((s - r).norm()), float(r.norm())
+            if err > 1e-3 * max(size, floor) + 1e-30:
+                bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
+        if bad:
+            raise RuntimeError(
+                f"per_sample_grads: consistency check failed: the per-sample gradient of the first "
+                "sample differs from the gradient of its loss taken alone (plain autograd) for "
+                f"{', '.join(bad)}. A layer rule's assumption does not hold for this model; "
+                "method='loop' (or 'vmap') is exact. check=False skips this check.")
+
+
 def per_sample_grads(
     model: nn.Module,
     loss_fn: LossFn,
@@ -122,17 +285,28 @@ def per_sample_grads(
     method: str = "auto",
     sketch_dim: int | None = None,
     sketch_seed: int = 0,
+    check: bool = True,
 ) -> Tensor:
     """Per-sample gradients ``G[i] = ∇_θ loss_fn(model(x_i), y_i)`` -> ``Tensor[N, P]``.
 
     ``θ`` are the trainable parameters (``requires_grad``) in ``named_parameters()`` order, each
     flattened; frozen parameters and buffers (BatchNorm running statistics) enter as constants.
-    The model must be in eval mode where it has BatchNorm (a sample's output must not depend on
-    the rest of the batch). Samples are processed ``chunk_size`` at a time (default:
-    :func:`default_chunk_size`) so memory stays bounded; ``method`` is ``"auto"``, ``"vmap"``
-    (``torch.func``), ``"loop"`` or ``"layers"`` (see the module docstring for each and for the
-    measurements behind ``"auto"``). With ``sketch_dim=k`` every chunk is projected at once by
-    :func:`sketch` (seed ``sketch_seed``) and the result is ``Tensor[N, k]`` instead.
+    The model is called as ``model(inputs)``; ``inputs`` and ``targets`` may be tensors or
+    (nested) tuples / dicts of tensors, every tensor with the N samples on dim 0. The model must
+    be in eval mode where it has BatchNorm (a sample's output must not depend on the rest of the
+    batch). Samples are processed ``chunk_size`` at a time (default :func:`default_chunk_size`);
+    ``method`` is ``"auto"``, ``"vmap"``, ``"loop"`` or ``"layers"`` (module docstring).
+
+    ``"layers"`` and ``"auto"`` verify the layer rules' assumptions on every call
+    (:mod:`gradkit.grads.layerpass`); a module that fails one makes ``"layers"`` raise and sends
+    its parameters, under ``"auto"``, to vmap (then the loop) with one warning naming it and why.
+    ``check=True`` (default) adds the end-to-end consistency check: ``G[0]`` must equal the
+    plain autograd gradient of the first sample's loss taken alone (to 1e-3 relative per
+    parameter tensor), else a ``RuntimeError`` names the parameters. It costs one forward and
+    backward of one sample per call (about ``1/N`` of the loop); ``check=False`` skips it once
+    trusted (the structural checks stay; they need only a forward of that sample).
+    With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
+    the result is ``Tensor[N, k]``.
     """
     n = check_inputs(model, inputs, targets)
     if method not in METHODS:
@@ -141,26 +315,10 @@ def per_sample_grads(
         chunk_size = default_chunk_size(model, inputs, n)
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    chunk_size = int(chunk_size)
-    if method == "layers":
-        reasons = {name: r for name, m in model.named_modules() if (r := unsupported_reason(m))}
-        if reasons:
-            raise ValueError(f"method='layers' cannot handle {reasons}; use 'vmap' or 'loop'")
-    supported = layers_supported(model) if method == "auto" else None
+    run = _Run(model, loss_fn, method, check)
     rows = []
-    for start in range(0, n, chunk_size):
-        sl = slice(start, min(n, start + chunk_size))
-        x, y = take(inputs, sl), take(targets, sl)
-        how = (choose_method(model, sl.stop - sl.start, supported=supported)
-               if method == "auto" else method)
-        if how == "vmap":
-            g = _vmap_grads(model, loss_fn, x, y, chunk_size=None)
-        elif how == "loop":
-            g = _loop_grads(model, loss_fn, x, y)
-        else:
-            g = layers_grads(model, loss_fn, x, y)
-        g = g.detach()
+    for start in range(0, n, int(chunk_size)):
+        sl = slice(start, min(n, start + int(chunk_size)))
+        g = run.chunk(take(inputs, sl), take(targets, sl), first=start == 0).detach()
         rows.append(sketch(g, sketch_dim, sketch_seed) if sketch_dim is not None else g)
     return torch.cat(rows) if len(rows) > 1 else rows[0]
-
-

@@ -6,7 +6,7 @@ formed: every estimator here only needs products ``v ↦ H v`` (one double backw
 reports how many it used.
 
 - :class:`HessianOperator`  ``H v`` by double backward through a retained gradient graph
-- :func:`lanczos`           extreme eigenpairs of any symmetric ``matvec``, full reorthogonalisation
+- :func:`lanczos`           extreme eigenpairs of a symmetric ``matvec`` (:mod:`.lanczos`)
 - :func:`top_eigenvalues`   the k algebraically largest eigenvalues of H, descending
 - :func:`min_eigenvalue`    the algebraically smallest eigenvalue of H (negative ⇒ not a minimum)
 - :func:`hutchinson_trace`  ``tr H ≈ mean_z zᵀ H z`` with Rademacher z
@@ -16,17 +16,23 @@ reports how many it used.
 
 The loss is evaluated in the model's current mode: call ``model.eval()`` first if it has dropout
 or batch-norm layers, otherwise H is the Hessian of a random (or batch-dependent) function.
+
+Attention: the fused ``scaled_dot_product_attention`` kernels (flash, memory-efficient; on CPU
+``_scaled_dot_product_flash_attention_for_cpu``) have no double backward, so every loss whose
+second derivative is taken here is evaluated under :func:`double_backward_sdpa`, which selects
+the math kernel (``SDPBackend.MATH``, built of differentiable ops; same values up to rounding).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradkit.core.params import (
     flat_grad,
@@ -34,9 +40,17 @@ from gradkit.core.params import (
     trainable_named_parameters,
     trainable_parameters,
 )
+from gradkit.grads.lanczos import EigenResult, lanczos, lanczos_steps, tridiagonal
 
 LossFn = Callable[[Any, Tensor], Tensor]
-MatVec = Callable[[Tensor], Tensor]
+__all__ = ["DensityResult", "EigenResult", "HessianOperator", "TraceResult", "dense_hessian",
+           "double_backward_sdpa", "flat_loss", "hutchinson_trace", "lanczos", "lanczos_steps",
+           "min_eigenvalue", "rademacher", "spectral_density", "top_eigenvalues", "tridiagonal"]
+
+
+def double_backward_sdpa():
+    """Context: attention through the math SDPA kernel, the one with a double backward."""
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 class HessianOperator:
@@ -44,17 +58,19 @@ class HessianOperator:
 
     The gradient ``g(θ) = ∇L(θ)`` is computed once with ``create_graph=True``; each product is
     ``H v = ∇_θ (g(θ) · v)``, one backward pass through that retained graph (Pearlmutter's trick
-    in reverse-over-reverse form). ``n_hvp`` counts the products taken so far.
+    in reverse-over-reverse form), the forward under :func:`double_backward_sdpa`. ``n_hvp``
+    counts the products taken so far.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor):
         self.params = trainable_parameters(model, require=True)
-        loss = loss_fn(model(inputs), targets)
-        if loss.dim() != 0:
-            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-        self.loss = loss.detach()
-        # create_graph keeps the graph of the gradient for the second derivative
-        self.grad = flat_grad(loss, self.params, create_graph=True)
+        with double_backward_sdpa():  # the graph must have a double backward (module docstring)
+            loss = loss_fn(model(inputs), targets)
+            if loss.dim() != 0:
+                raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+            self.loss = loss.detach()
+            # create_graph keeps the graph of the gradient for the second derivative
+            self.grad = flat_grad(loss, self.params, create_graph=True)
         self.n_params = self.grad.numel()
         self.dtype, self.device = self.grad.dtype, self.grad.device
         self.n_hvp = 0
@@ -74,134 +90,6 @@ class HessianOperator:
         """Split a flat vector into tensors shaped like the model's parameters."""
         return [c.view_as(p) for c, p in zip(v.split([p.numel() for p in self.params]),
                                              self.params, strict=True)]
-
-
-@dataclass
-class EigenResult:
-    """Eigenpairs found by Lanczos.
-
-    ``eigenvalues`` [k] (ordered as asked: descending for the top, ascending for the bottom),
-    ``eigenvectors`` [k, P] of unit norm, ``residuals`` [k] = ``‖H y − θ y‖``,
-    ``error_bounds`` [k] (the stopping quantity, see :func:`lanczos`), ``n_hvp`` products used,
-    ``converged``, and ``history`` [n_hvp, k]: the wanted Ritz values after each product.
-    """
-
-    eigenvalues: Tensor
-    eigenvectors: Tensor
-    residuals: Tensor
-    error_bounds: Tensor
-    n_hvp: int
-    converged: bool
-    history: Tensor = field(repr=False)
-
-
-def lanczos(
-    matvec: MatVec,
-    n: int,
-    k: int = 1,
-    which: str = "largest",
-    tol: float = 1e-4,
-    max_iter: int = 100,
-    floor: float = 1e-6,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str = "cpu",
-) -> EigenResult:
-    """The k extreme eigenpairs of the symmetric n×n operator ``matvec`` by Lanczos.
-
-    Lanczos builds an orthonormal basis Q_j of the Krylov space span{q, Hq, …, H^{j-1}q} with
-    ``H Q_j = Q_j T_j + β_j q_{j+1} e_jᵀ`` (T_j tridiagonal: α on the diagonal, β beside it); the
-    eigenvalues θ of T_j (Ritz values) approach the extreme eigenvalues of H first. Every new
-    vector is orthogonalised against all previous ones, twice ("full reorthogonalisation"), so
-    no ghost copies of converged eigenvalues appear.
-
-    For a Ritz pair (θ, y = Q_j s) the residual is ``r = ‖H y − θ y‖ = β_j |s_j|`` (no extra
-    product). An eigenvalue of H lies within r of θ, and within ``r² / gap`` once the nearest
-    other eigenvalue is ``gap`` away (Kahan–Parlett–Jiang); the gap is estimated from the other
-    Ritz values. With ``scale = max(|θ|, floor · max|Ritz|)`` (relative to the value itself, but
-    never below ``floor`` times the estimate of ‖H‖, so that a zero eigenvalue can converge) it
-    stops when, for every wanted value, ``min(r, r²/gap) ≤ tol · scale`` *and* θ moved by at
-    most ``tol · scale`` in the last iteration.
-
-    The second test guards the bottom of a network's spectrum: there many eigenvalues crowd
-    near zero, early Ritz values sit in that crowd with small residuals and a Ritz "gap" to the
-    far top, and only later does the Krylov space find the negative directions (measured on the
-    ResNet: θ_min went 0.06, 0.04, 0.03, …, −0.34, …, −1.906 over 35 products). Like every
-    Krylov method it cannot see an eigenvector that the start vector (seeded) misses. One
-    product per iteration.
-    """
-    if which not in ("largest", "smallest"):
-        raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
-    if not 0 <= floor < 1:
-        raise ValueError(f"floor must be in [0, 1), got {floor}")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and n={n}, got {k}")
-    max_iter = min(max_iter, n)
-    if max_iter < k:
-        raise ValueError(f"max_iter={max_iter} is smaller than k={k}")
-
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(n, generator=gen, dtype=dtype).to(device)
-    Q = torch.empty(max_iter, n, dtype=dtype, device=device)
-    Q[0] = q / q.norm()
-    alphas: list[float] = []
-    betas: list[float] = []
-    history: list[Tensor] = []
-    converged = False
-    for j in range(max_iter):
-        w = matvec(Q[j]).to(dtype)
-        alphas.append(float(w @ Q[j]))
-        basis = Q[: j + 1]
-        for _ in range(2):  # "twice is enough" (Kahan): w ⟂ every previous basis vector
-            w = w - basis.T @ (basis @ w)
-        beta = float(w.norm())
-
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if j > 0:
-            off = torch.tensor(betas, dtype=torch.float64)
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)  # ascending
-        idx = torch.arange(j, -1, -1) if which == "largest" else torch.arange(j + 1)
-        idx = idx[: min(k, j + 1)]
-        residual = beta * S[-1, idx].abs()
-        history.append(theta[idx])
-
-        if j + 1 >= k:
-            others = theta.unsqueeze(0).expand(len(idx), -1).clone()
-            others[torch.arange(len(idx)), idx] = math.inf  # gap to the nearest *other* value
-            gap = (others - theta[idx].unsqueeze(1)).abs().min(dim=1).values
-            # with a single Ritz value there is no gap estimate yet: only r bounds the error
-            quad = torch.where(torch.isfinite(gap), residual**2 / gap.clamp_min(1e-300), residual)
-            bound = torch.minimum(residual, quad)
-            scale = theta[idx].abs().clamp_min(floor * float(theta.abs().max()))
-            moved = ((theta[idx] - history[-2]).abs() if len(history) > 1 and len(history[-2])
-                     == len(idx) else torch.full_like(scale, math.inf))
-            limit = tol * scale.clamp_min(1e-300)
-            if bool(((bound <= limit) & (moved <= limit)).all()):
-                converged = True
-                break
-        if beta <= 1e-12 * max(abs(float(theta[0])), abs(float(theta[-1])), 1e-300):
-            converged = True  # invariant subspace: the Ritz values are exact eigenvalues
-            break
-        if j + 1 < max_iter:
-            betas.append(beta)
-            Q[j + 1] = w / beta
-
-    n_used = len(alphas)
-    vectors = S[:, idx].T.to(dtype=dtype, device=device) @ Q[:n_used]
-    width = len(idx)
-    hist = torch.full((n_used, width), math.nan, dtype=torch.float64)
-    for i, h in enumerate(history):
-        hist[i, : len(h)] = h
-    return EigenResult(
-        eigenvalues=theta[idx].to(dtype),
-        eigenvectors=vectors,
-        residuals=residual.to(dtype),
-        error_bounds=bound.to(dtype) if j + 1 >= k else residual.to(dtype),
-        n_hvp=n_used,
-        converged=converged or n_used == n,
-        history=hist,
-    )
 
 
 def _operator(model, loss_fn, inputs, targets, hvp: HessianOperator | None) -> HessianOperator:
@@ -338,34 +226,13 @@ def spectral_density(
     nodes, weights = [], []
     for _ in range(n_vectors):
         q = rademacher(op.n_params, gen, op.dtype).to(op.device)
-        T = _lanczos_tridiagonal(op, q / q.norm(), m)
+        *_, (_, alphas, betas, _, _) = lanczos_steps(op, q, m)  # m steps (fewer: invariant)
+        T = tridiagonal(alphas, betas[: len(alphas) - 1])
         theta, S = torch.linalg.eigh(T)
         pad = m - len(theta)  # an early invariant subspace gives fewer nodes: pad with weight 0
         nodes.append(torch.nn.functional.pad(theta, (0, pad), value=float(theta[-1])))
         weights.append(torch.nn.functional.pad(S[0] ** 2, (0, pad)))
     return DensityResult(torch.stack(nodes), torch.stack(weights), op.n_hvp - start, op.n_params)
-
-
-def _lanczos_tridiagonal(matvec: MatVec, q: Tensor, m: int) -> Tensor:
-    """T_m of m Lanczos steps from the unit vector q (full reorthogonalisation)."""
-    Q = torch.empty(m, q.numel(), dtype=q.dtype, device=q.device)
-    Q[0] = q
-    alphas, betas = [], []
-    for j in range(m):
-        w = matvec(Q[j])
-        alphas.append(float(w @ Q[j]))
-        for _ in range(2):
-            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
-        beta = float(w.norm())
-        if j + 1 == m or beta < 1e-12 * max(abs(a) for a in alphas):
-            break  # done, or q lies in an invariant subspace: T is exact and smaller
-        betas.append(beta)
-        Q[j + 1] = w / beta
-    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas, dtype=torch.float64)
-        T += torch.diag(off, 1) + torch.diag(off, -1)
-    return T
 
 
 def flat_loss(model: nn.Module, loss_fn: LossFn, inputs: Tensor,
@@ -389,10 +256,18 @@ def flat_loss(model: nn.Module, loss_fn: LossFn, inputs: Tensor,
 
 
 def dense_hessian(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> Tensor:
-    """The full P×P Hessian by ``torch.func.hessian`` of :func:`flat_loss`.
+    """The full P×P Hessian: ``g = ∇L(θ)`` of :func:`flat_loss` with a graph, then one backward
+    per row, ``H[i] = ∇_θ g_i``.
 
-    Independent of :class:`HessianOperator` (forward-over-reverse through ``functional_call``),
-    so the two check each other. Memory is P², so only for tiny models.
+    Independent of :class:`HessianOperator` (a flat θ through ``functional_call``, not the
+    module's parameters), so the two check each other. Not ``torch.func.hessian``: in torch
+    2.11 its forward-over-reverse (and ``jacrev(jacrev)``) Hessian of a LayerNorm network is
+    wrong (asymmetric by 0.4 where central differences of the gradient agree with this to 2e-10,
+    float64). Memory is P², P backward passes: only for tiny models.
     """
     loss, theta = flat_loss(model, loss_fn, inputs, targets)
-    return torch.func.hessian(loss)(theta)
+    theta = theta.clone().requires_grad_(True)
+    with double_backward_sdpa():
+        (g,) = torch.autograd.grad(loss(theta), theta, create_graph=True)
+    eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+    return torch.stack([torch.autograd.grad(g, theta, e, retain_graph=True)[0] for e in eye])

@@ -7,7 +7,7 @@ small rule per layer type (BackPACK's design):
 
 - Linear ``δ_iᵀ a_i`` (and ``Σ δ_i`` for the bias)
 - Conv ``δ_i ⋆ a_i`` (a grouped ``convolution_backward``; 1x1 convs by one ``bmm``; convs with few
-  input channels take their input gradient in the same call, :class:`_FusedConv`)
+  input channels take their input gradient in the same call, :class:`FusedConv`)
 - GroupNorm / LayerNorm / BatchNorm (eval) ``Σ δ_i ⊙ x̂_i`` and ``Σ δ_i``
 - the ranker's ``InputPrompt`` ``δ_i``
 
@@ -18,16 +18,14 @@ the form it has (measurements): ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradkit.core.params import trainable_named_parameters
-from gradkit.grads.samples import num_samples, per_sample_losses
-
-__all__ = ["layers_grads", "layers_supported", "register_rule", "unsupported_reason"]
+__all__ = ["conv_path", "layers_supported", "register_rule", "rule_for", "unsupported_reason"]
 
 
 def _conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> Tensor:
@@ -53,16 +51,70 @@ def _conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> 
       2x faster alone (0.22 ms instead of 0.45-0.72; 0.63-0.94 instead of 0.78-1.2 in place).
       Depthwise paths for more input channels were 10-100x slower (the repeated ``a`` is big).
     """
-    n, g = a.shape[0], m.groups
-    w = m.weight.detach()
-    if g == 1 and all(k == 1 for k in w.shape[2:]) and not any(m.padding):
+    n, w = a.shape[0], m.weight.detach()
+    path = conv_path(m, a.shape)
+    if path == "bmm":
         strided = a[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in m.stride)]
         return torch.bmm(d.flatten(2), strided.flatten(2).transpose(1, 2)).view(n, *w.shape)
-    if w.shape[1] == 1:  # one input channel per group: repeat it over the group's outputs
-        space = a.shape[2:]
+    if path == "depthwise":  # one input channel per group: repeat it over the group's outputs
+        g, space = m.groups, a.shape[2:]
         a = a.reshape(n, g, 1, *space).expand(n, g, w.shape[0] // g, *space).reshape(n, -1, *space)
         return _grouped_backward(m, a, d, n * w.shape[0], input_grad=False)[1]
-    return _grouped_backward(m, a, d, n * g, input_grad=False)[1]
+    if path == "grouped":
+        return _grouped_backward(m, a, d, n * m.groups, input_grad=False)[1]
+    if path == "unfold":
+        return _unfold_weight(m, a, d)
+    return torch.cat([_grouped_backward(m, a[i : i + 1], d[i : i + 1], m.groups, False)[1]
+                      for i in range(n)])  # "loop": one summed weight gradient per sample
+
+
+# The cost model of the conv weight rule (measured: benchmarks/README.md, "Large convolutions").
+# The grouped call (n·groups groups) is as fast as the summed weight gradient while a group is
+# small (the ranker: 8-32 channels, 3x3) but oneDNN's grouped kernels degrade with wide groups
+# (Conv1d(250, 2000, 32), N = 8: ~24 s against 0.3 s summed). Above these sizes the same
+# products go through im2col (``F.unfold``) + one batched matmul, whose cost is the summed
+# gradient's flops plus writing the unfolded input, or, when that copy would exceed
+# _UNFOLD_BYTES, through one summed weight gradient per sample ("loop": no extra memory).
+_GROUP_MAX_OUT = 256  # output channels per group
+_GROUP_MAX_WEIGHT = 2**17  # weight elements per group (C_in/g · C_out/g · kernel)
+_UNFOLD_BYTES = 256 * 2**20
+
+
+def conv_path(m: nn.Module, a_shape: torch.Size | tuple[int, ...]) -> str:
+    """Which exact path :func:`_conv_weight` takes for input shape ``a_shape`` (the cost model).
+
+    ``"bmm"`` (1x1, no padding, no groups), ``"depthwise"`` (one input channel per group),
+    ``"grouped"`` (small groups: ≤ _GROUP_MAX_OUT outputs and ≤ _GROUP_MAX_WEIGHT weight elements
+    per group), else ``"unfold"`` (2-D, or 1-D as 2-D, when the unfolded input fits
+    _UNFOLD_BYTES) or ``"loop"`` (one summed weight gradient per sample).
+    """
+    w, g = m.weight, m.groups
+    if g == 1 and all(k == 1 for k in w.shape[2:]) and not any(m.padding):
+        return "bmm"
+    if w.shape[1] == 1:
+        return "depthwise"
+    if w.shape[0] // g <= _GROUP_MAX_OUT and w[0].numel() * (w.shape[0] // g) <= _GROUP_MAX_WEIGHT:
+        return "grouped"
+    if w.dim() <= 4:
+        out = [(L + 2 * p - r * (k - 1) - 1) // s + 1 for L, p, r, k, s in
+               zip(a_shape[2:], m.padding, m.dilation, w.shape[2:], m.stride, strict=True)]
+        size = a_shape[0] * w.shape[1] * g * math.prod(w.shape[2:]) * math.prod(out) * 4
+        if size <= _UNFOLD_BYTES:
+            return "unfold"
+    return "loop"
+
+
+def _unfold_weight(m, a: Tensor, d: Tensor) -> Tensor:
+    """``∂l_n/∂W = δ_n · unfold(a_n)ᵀ`` per group (im2col, as Opacus / BackPACK)."""
+    n, w, g = a.shape[0], m.weight, m.groups
+    pairs = list(zip(w.shape[2:], m.dilation, m.padding, m.stride, strict=True))
+    if w.dim() == 3:  # a 1-D conv as a 2-D conv of height 1
+        a, pairs = a.unsqueeze(2), [(1, 1, 0, 1), *pairs]
+    k, r, p, s = zip(*pairs, strict=True)
+    cols = F.unfold(a, k, dilation=r, padding=p, stride=s)  # [n, C_in·K, L]
+    cols = cols.view(n, g, -1, cols.shape[-1])
+    dg = d.reshape(n, g, w.shape[0] // g, -1)
+    return torch.einsum("ngol,ngil->ngoi", dg, cols).reshape(n, *w.shape)
 
 
 def _grouped_backward(m, a: Tensor, d: Tensor, groups: int, input_grad: bool):
@@ -125,7 +177,7 @@ def _linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
 
 
 @register_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def _conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[str, Tensor]:
+def conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[str, Tensor]:
     """Weight: :func:`_conv_weight`; bias: ``∂l_n/∂b[o] = Σ_positions δ[n, o]``."""
     out = {}
     if weight and _wants(m.weight):
@@ -136,19 +188,20 @@ def _conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[
 
 
 # Convolutions with at most this many input channels per group whose input needs a gradient
-# take both gradients in one grouped call (_FusedConv); measured at N = 68 on this CPU, the
+# take both gradients in one grouped call (FusedConv); measured at N = 68 on this CPU, the
 # input + per-sample weight gradients: 8 -> 8 at 40x32 6.2 ms instead of 7.1, 8 -> 16 stride 2
 # 1.14 instead of 2.0, its 1x1 skip 0.49 instead of 0.90; with 16-32 input channels at 20x16
 # and 10x8 the fused call was slower (0.9-1.2 ms instead of 0.8-1.1), so they stay separate.
 _FUSE_MAX_IN = 8
 
 
-def _fuses(m: nn.Module, a: Tensor) -> bool:
+def fuses(m: nn.Module, a: Tensor) -> bool:
+    """Whether conv ``m`` takes its input and per-sample weight gradients in one call."""
     return (isinstance(m, nn.modules.conv._ConvNd) and _wants(m.weight) and a.requires_grad
-            and m.weight.shape[1] <= _FUSE_MAX_IN)
+            and m.weight.shape[1] <= _FUSE_MAX_IN and conv_path(m, a.shape) == "grouped")
 
 
-class _FusedConv(torch.autograd.Function):
+class FusedConv(torch.autograd.Function):
     """A conv output (computed by the module, handed over in ``box``) whose backward computes
     ``∂L/∂a`` and the per-sample ``∂l_n/∂W`` in one grouped ``convolution_backward``, where
     autograd would run the input gradient and the hook the weight gradients separately."""
@@ -163,7 +216,7 @@ class _FusedConv(torch.autograd.Function):
     def backward(ctx, d):
         (a,), m = ctx.saved_tensors, ctx.m
         ga, gw = _grouped_backward(m, a, d, a.shape[0] * m.groups, input_grad=True)
-        ctx.store({"weight": gw, **_conv_rule(m, a, d, weight=False)})
+        ctx.store({"weight": gw, **conv_rule(m, a, d, weight=False)})
         return ga, None, None, None
 
 
@@ -212,8 +265,10 @@ def unsupported_reason(m: nn.Module) -> str | None:
     return None
 
 
-def _rule(m: nn.Module) -> Rule:
-    return next(_RULES[t] for t in type(m).__mro__ if t in _RULES)[0]
+def rule_for(m: nn.Module) -> tuple[Rule, type]:
+    """``(rule, the registered class it was registered for)`` of a supported module."""
+    t = next(t for t in type(m).__mro__ if t in _RULES)
+    return _RULES[t][0], t
 
 
 def layers_supported(model: nn.Module) -> bool:
@@ -224,54 +279,3 @@ def layers_supported(model: nn.Module) -> bool:
     ``InputPrompt``; more with :func:`register_rule`.
     """
     return all(unsupported_reason(m) is None for m in model.modules())
-
-
-def layers_grads(model, loss_fn, inputs, targets) -> Tensor:
-    n = num_samples(inputs)
-    grads: dict[int, Tensor] = {}  # id(parameter) -> [n, numel] per-sample gradients
-    edges = []  # where each layer output enters the graph: storage-free handles for the backward
-
-    def store(module, per_sample):
-        for name, g in per_sample.items():
-            key, g = id(getattr(module, name)), g.reshape(n, -1)
-            grads[key] = grads[key] + g if key in grads else g  # shared layers add up
-
-    def forward_hook(module, args, output):
-        if not output.requires_grad:
-            return None
-        if _fuses(module, args[0]):
-            # The edge is the conv's input: reaching it runs _FusedConv's backward.
-            edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
-            return _FusedConv.apply(args[0], module, [output.detach()],
-                                    lambda g: store(module, g))
-        saved, rule = [args[0].detach()], _rule(module)
-
-        def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
-            store(module, rule(module, saved[0], d))
-            saved.clear()  # free the input now, as autograd frees its saved tensors
-
-        # The hook refers to neither the output nor the graph: no reference cycle keeps
-        # activations alive after the call (one measurably slowed the next forward).
-        output.register_hook(on_grad)
-        edges.append(torch.autograd.graph.get_gradient_edge(output))
-        return None
-
-    owners = [m for m in model.modules()
-              if any(p is not None and p.requires_grad for p in m._parameters.values())]
-    handles = [m.register_forward_hook(forward_hook) for m in owners]
-    try:
-        outputs = model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    total = per_sample_losses(loss_fn, outputs, targets).sum()
-    del outputs
-    # Backward to the layer outputs only (as gradient edges, which hold no activations), so
-    # autograd never forms the summed parameter gradients; the tensor hooks turn each δ into
-    # per-sample gradients as soon as it arrives.
-    if edges:
-        torch.autograd.grad(total, edges, allow_unused=True)
-    return torch.cat([grads[id(p)] if id(p) in grads else p.new_zeros(n, p.numel())
-                      for _, p in trainable_named_parameters(model)], dim=1)
-
-

@@ -23,10 +23,16 @@ __all__ = ["LossFn", "check_inputs", "num_samples", "per_sample_losses", "take",
 LossFn = Callable[[Any, Any], Tensor]
 
 
-def num_samples(inputs: Any) -> int:
+def num_samples(inputs: Any, what: str = "inputs") -> int:
+    """N: the length of dim 0, which every tensor in ``inputs`` must share."""
     leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
-    if not leaves:
-        raise ValueError("inputs must be a tensor (or a tuple of tensors) with a batch dimension")
+    if not leaves or any(t.dim() == 0 for t in leaves):
+        raise ValueError(f"{what} must be a tensor (or a tuple / dict of tensors), each with the "
+                         "samples on dim 0")
+    sizes = {t.shape[0] for t in leaves}
+    if len(sizes) > 1:
+        raise ValueError(f"the tensors in {what} disagree on the number of samples (dim 0 "
+                         f"sizes {sorted(sizes)}): every tensor must carry the N samples on dim 0")
     return leaves[0].shape[0]
 
 
@@ -43,7 +49,7 @@ def check_inputs(model: nn.Module, inputs: Any, targets: Any) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     n = num_samples(inputs)
-    nt = num_samples(targets)
+    nt = num_samples(targets, "targets")
     if n != nt:
         raise ValueError(f"inputs have {n} samples but targets have {nt}")
     if n == 0:
@@ -51,15 +57,21 @@ def check_inputs(model: nn.Module, inputs: Any, targets: Any) -> int:
     if not trainable_named_parameters(model):
         raise ValueError("model has no trainable parameters (none with requires_grad=True)")
     for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
-            m.training or m.running_mean is None
-        ):
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        if m.running_mean is None:
             raise ValueError(
-                f"module {name!r} is a BatchNorm that normalises with batch statistics (training "
-                "mode or no running statistics): a sample's output depends on the whole batch, "
-                "so per-sample gradients are not defined; call model.eval() first (running "
-                "statistics are then used, as at evaluation)"
-            )
+                f"module {name!r} is a BatchNorm without running statistics "
+                "(track_running_stats=False): it always normalises with the batch's statistics, "
+                "in eval mode too, so a sample's output depends on the whole batch and "
+                "per-sample gradients are not defined; use GroupNorm / LayerNorm, or a BatchNorm "
+                "with track_running_stats=True in eval mode")
+        if m.training:
+            raise ValueError(
+                f"module {name!r} is a BatchNorm in training mode: it normalises with the "
+                "batch's statistics, so a sample's output depends on the whole batch and "
+                "per-sample gradients are not defined; call model.eval() first (its running "
+                "statistics are then used, as at evaluation)")
     return n
 
 

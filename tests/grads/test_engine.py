@@ -213,7 +213,7 @@ def test_every_conv_path_matches_the_loop(conv):
 
 
 def test_fused_conv_with_inplace_relu_shared_layer_and_input_needing_grad():
-    """Convs with few input channels take both gradients in one call (_FusedConv): an in-place
+    """Convs with few input channels take both gradients in one call (FusedConv): an in-place
     ReLU on their output, a conv applied twice, and an input that itself requires grad."""
     torch.manual_seed(5)
     conv = nn.Conv2d(3, 3, 3, padding=1)

@@ -189,3 +189,34 @@ def test_top_eigenvalue_of_the_resnet_within_1e_4_in_at_most_12_products():
         err = abs(float(res.eigenvalues[0]) - float(ref.eigenvalues[0]))
         assert res.converged and res.n_hvp <= 12
         assert err <= 1e-4 * abs(float(ref.eigenvalues[0]))
+
+
+class TinyAttention(nn.Module):
+    """One Transformer encoder layer (scaled_dot_product_attention inside) and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.enc(x).mean(1))
+
+
+def test_hessian_of_an_attention_model_on_cpu_matches_dense():
+    torch.manual_seed(0)
+    model = TinyAttention().double().eval()
+    x, y = torch.randn(6, 5, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    ce = nn.functional.cross_entropy
+    loss = ce(model(x), y)  # the default (fused) kernel has no double backward: the bug
+    g = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        torch.autograd.grad(sum(gi.sum() for gi in g), list(model.parameters()))
+    H = hs.dense_hessian(model, ce, x, y)
+    op = hs.HessianOperator(model, ce, x, y)
+    v = torch.randn(op.n_params, dtype=torch.float64)
+    torch.testing.assert_close(op(v), H @ v, atol=1e-10, rtol=1e-8)
+    top = hs.top_eigenvalues(None, None, None, None, k=2, tol=1e-8, hvp=op)
+    torch.testing.assert_close(top.eigenvalues, torch.linalg.eigvalsh(H).flip(0)[:2],
+                               atol=1e-8, rtol=1e-6)
+    assert hs.hutchinson_trace(model, ce, x, y, n_samples=2).n_hvp == 2

@@ -1,0 +1,265 @@
+"""The ``"layers"`` pass, and the checks that let it run on any model without guessing.
+
+A rule (:mod:`gradkit.grads.layers`) is exact only under assumptions about how its module is
+used. The pass verifies each of them, for every call of every hooked module, and *rejects* a
+module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`) when one fails:
+
+1. **form**: the module's class does not override the ``forward`` of the class its rule was
+   registered for, and it is called with exactly one positional tensor and no keyword arguments,
+   returning a tensor;
+2. **samples on dim 0**: its input and output have the chunk's ``n`` samples on dim 0, and the
+   same call on the first sample alone (:func:`reference_pass`) had shapes ``(1, *rest)``
+   with the same ``rest``, so that dim 0 is the sample
+   dimension, not a time axis that happens to be ``n`` long (time-major ``[T, N, C]``) and not
+   a flattened ``[N·T, C]`` view; the number of calls is the same in both;
+3. **called**: it is called at least once (``nn.MultiheadAttention`` applies its ``out_proj``
+   functionally, never calling the Linear);
+4. **no use outside the call**: during each call its parameters are swapped for fresh leaf
+   tensors, so the backward reaches the real parameters only through uses *outside* the
+   module's calls (a tied decoder ``F.linear(h, enc.weight)``); any such path rejects the owner.
+   This costs nothing when there is none: autograd never forms those gradients otherwise.
+
+What these checks cannot see is caught end to end by the consistency check of the engine
+(``check=True``): the first row ``G[0]`` must equal the gradient of ``l_0``, the first sample's
+loss taken alone by plain autograd in :func:`reference_pass` (for one sample, "the per-sample
+gradients sum to the gradient of the summed loss"; a sum over the whole batch would not see a
+time-major layout, whose rows still sum to the right total).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gradkit.grads.layers import FusedConv, fuses, rule_for, unsupported_reason
+from gradkit.grads.samples import num_samples, per_sample_losses, take
+
+__all__ = ["LayerPlan", "Reference", "layers_pass", "reference_pass", "reference_rejections"]
+
+
+def _own_trainable(m: nn.Module) -> list[str]:
+    return [k for k, p in m._parameters.items() if p is not None and p.requires_grad]
+
+
+@dataclass
+class LayerPlan:
+    """Which modules the pass hooks (``owners``: module -> name) and which parameters it can
+    cover at all (``covered``: ids of parameters whose every owner module has a rule);
+    ``unsupported``: module name -> why it has no rule."""
+
+    owners: dict[nn.Module, str] = field(default_factory=dict)
+    unsupported: dict[str, str] = field(default_factory=dict)
+    owners_of: dict[int, list[nn.Module]] = field(default_factory=dict)
+    params: dict[int, Tensor] = field(default_factory=dict)
+    covered: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> LayerPlan:
+        plan = cls()
+        for name, m in model.named_modules(remove_duplicate=False):
+            own = _own_trainable(m)
+            if not own:
+                continue
+            for k in own:
+                p = m._parameters[k]
+                plan.owners_of.setdefault(id(p), []).append(m)
+                plan.params[id(p)] = p
+            reason = unsupported_reason(m)
+            if reason:
+                plan.unsupported[name or type(m).__name__] = reason
+            elif m not in plan.owners:
+                _, registered = rule_for(m)
+                if type(m).forward is not registered.forward:
+                    plan.unsupported[name or type(m).__name__] = (
+                        f"{type(m).__name__} overrides the forward of {registered.__name__}, "
+                        "for which its rule was written")
+                else:
+                    plan.owners[m] = name or type(m).__name__
+        plan.covered = {pid for pid, ms in plan.owners_of.items()
+                        if all(m in plan.owners for m in ms)}
+        return plan
+
+
+    def exclude(self, names: dict[str, str]) -> None:
+        """Treat the named modules as unsupported from now on (a rejection is for the call)."""
+        for m, name in list(self.owners.items()):
+            if name in names:
+                del self.owners[m]
+                self.unsupported[name] = names[name]
+        self.covered = {pid for pid in self.covered
+                        if all(m in self.owners for m in self.owners_of[pid])}
+
+
+def _call_form(args: tuple, kwargs: dict, output: Any) -> str | None:
+    if kwargs or len(args) != 1 or not isinstance(args[0], Tensor):
+        return "called with other than one positional tensor (keyword or extra arguments)"
+    if not isinstance(output, Tensor):
+        return f"returned a {type(output).__name__}, not a tensor"
+    return None
+
+
+@dataclass
+class Reference:
+    """The reference pass: ``k`` samples (one), each hooked module's call shapes
+    ``calls[module] = [(input shape, output shape) or reason]`` and, when taken, the autograd
+    gradient of their summed loss by parameter id (``grads``)."""
+
+    k: int
+    calls: dict[nn.Module, list]
+    grads: dict[int, Tensor] | None
+
+
+def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: bool) -> Reference:
+    """Run the first sample alone (``k = 1``) through the model, recording each hooked call's
+    shapes; with ``with_grad`` also the plain autograd gradient of its loss ``l_0`` (the
+    consistency check's reference: the definition of ``G[0]``, one sample alone, so that
+    coupling between the samples of a batch shows too)."""
+    calls: dict[nn.Module, list] = {m: [] for m in plan.owners}
+
+    def hook(m, args, kwargs, output):
+        calls[m].append(_call_form(args, kwargs, output) or (args[0].shape, output.shape))
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in plan.owners]
+    x, y = take(inputs, slice(0, 1)), take(targets, slice(0, 1))
+    try:  # with autograd on even without the check: some modules take another path without
+        out = model(x)  # (the TransformerEncoderLayer fast path skips its submodules)
+    finally:
+        for h in handles:
+            h.remove()
+    grads = None
+    if with_grad:
+        params = {id(p): p for p in model.parameters() if p.requires_grad}
+        total = per_sample_losses(loss_fn, out, y).sum()
+        g = torch.autograd.grad(total, list(params.values()), allow_unused=True)
+        grads = {pid: (gi if gi is not None else torch.zeros_like(p)).detach().reshape(-1)
+                 for (pid, p), gi in zip(params.items(), g, strict=True)}
+    return Reference(1, calls, grads)
+
+
+def reference_rejections(ref: Reference, plan: LayerPlan) -> dict[str, str]:
+    """Modules the reference pass already disqualifies (before any batch pass): not called,
+    called otherwise than their rule expects, or without the one sample on dim 0."""
+    out = {}
+    for m, name in plan.owners.items():
+        calls = ref.calls[m]
+        bad = next((c for c in calls if isinstance(c, str)), None)
+        if not calls:
+            out[name] = ("never called (its parameters are used functionally by another "
+                         "module, e.g. nn.MultiheadAttention's out_proj)")
+        elif bad:
+            out[name] = bad
+        elif any(a[0] != ref.k or o[0] != ref.k for a, o in calls):
+            a, o = next((a, o) for a, o in calls if a[0] != ref.k or o[0] != ref.k)
+            out[name] = (f"dim 0 is not the sample dimension: for one sample its input is "
+                         f"{tuple(a)}, its output {tuple(o)} (time-major or flattened samples?)")
+    return out
+
+
+def _layout(ref: Reference, m: nn.Module, i: int, a: Tensor, out: Tensor, n: int) -> str | None:
+    if a.dim() == 0 or out.dim() == 0 or a.shape[0] != n or out.shape[0] != n:
+        return (f"its input {tuple(a.shape)} / output {tuple(out.shape)} do not carry the "
+                f"{n} samples on dim 0")
+    seen = ref.calls[m]
+    if i >= len(seen):
+        return f"called more often with {n} samples than with {ref.k}"
+    if isinstance(seen[i], str):
+        return seen[i]
+    ra, ro = seen[i]
+    if ra[0] != ref.k or ro[0] != ref.k or ra[1:] != a.shape[1:] or ro[1:] != out.shape[1:]:
+        return (f"dim 0 is not the sample dimension: input {tuple(a.shape)} with {n} samples "
+                f"but {tuple(ra)} with {ref.k} (time-major or flattened samples?)")
+    return None
+
+
+def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan,
+                ref: Reference) -> tuple[dict[int, Tensor], dict[str, str]]:
+    """One forward and one backward of the chunk -> (``{parameter id: Tensor[n, numel]}`` for
+    the parameters of accepted modules, ``{module name: why rejected}``)."""
+    n = num_samples(inputs)
+    grads: dict[int, Tensor] = {}
+    edges = []  # where each layer output enters the graph: storage-free handles for the backward
+    rejected: dict[str, str] = {}
+    ncalls = dict.fromkeys(plan.owners, 0)
+    swapped: list[tuple[nn.Module, str, Tensor]] = []
+
+    def store(module, per_sample):
+        for name, g in per_sample.items():
+            key, g = id(getattr(module, name)), g.reshape(n, -1)
+            grads[key] = grads[key] + g if key in grads else g  # shared layers add up
+
+    def pre_hook(module, args, kwargs):
+        for k in _own_trainable(module):  # fresh leaves: uses outside the call stay visible
+            p = module._parameters[k]
+            swapped.append((module, k, p))
+            module._parameters[k] = p.detach().requires_grad_()
+
+    def restore(module):
+        while swapped and swapped[-1][0] is module:
+            _, k, p = swapped.pop()
+            module._parameters[k] = p
+
+    def forward_hook(module, args, kwargs, output):
+        restore(module)
+        i, ncalls[module] = ncalls[module], ncalls[module] + 1
+        why = _call_form(args, kwargs, output) or _layout(ref, module, i, args[0], output, n)
+        if why:
+            rejected.setdefault(plan.owners[module], why)
+            return None
+        if not output.requires_grad:
+            return None
+        if fuses(module, args[0]):
+            # The edge is the conv's input: reaching it runs FusedConv's backward.
+            edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
+            return FusedConv.apply(args[0], module, [output.detach()],
+                                   lambda g: store(module, g))
+        saved, rule = [args[0].detach()], rule_for(module)[0]
+
+        def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
+            store(module, rule(module, saved[0], d))
+            saved.clear()  # free the input now, as autograd frees its saved tensors
+
+        # The hook refers to neither the output nor the graph: no reference cycle keeps
+        # activations alive after the call (one measurably slowed the next forward).
+        output.register_hook(on_grad)
+        edges.append(torch.autograd.graph.get_gradient_edge(output))
+        return None
+
+    handles = [h for m in plan.owners for h in (
+        m.register_forward_pre_hook(pre_hook, with_kwargs=True),
+        m.register_forward_hook(forward_hook, with_kwargs=True))]
+    try:
+        outputs = model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        for module, k, p in reversed(swapped):  # a forward that raised mid-call
+            module._parameters[k] = p
+    for m, name in plan.owners.items():
+        if ncalls[m] == 0:
+            rejected.setdefault(name, "never called (its parameters are used functionally by "
+                                      "another module, e.g. nn.MultiheadAttention's out_proj)")
+        elif ncalls[m] != len(ref.calls[m]):
+            rejected.setdefault(name, f"called {ncalls[m]} times with {n} samples but "
+                                      f"{len(ref.calls[m])} times with {ref.k}")
+    total = per_sample_losses(loss_fn, outputs, targets).sum()
+    del outputs
+    params = {pid: (plan.params[pid], plan.owners_of[pid]) for pid in plan.covered}
+    # Backward to the layer outputs only (gradient edges hold no activations), so autograd
+    # never forms the summed weight gradients; the tensor hooks turn each δ into per-sample
+    # gradients as it arrives. The real parameters are reached only by uses outside the calls.
+    if edges or params:
+        plist = [p for p, _ in params.values()]
+        got = torch.autograd.grad(total, edges + plist, allow_unused=True)[len(edges):]
+        for (_, ms), g in zip(params.values(), got, strict=True):
+            if g is not None:
+                for m in ms:
+                    rejected.setdefault(plan.owners[m], "a parameter of it is also used outside "
+                                                        "its call (a tied weight?)")
+    bad = {m for m, name in plan.owners.items() if name in rejected}
+    keep = {pid: grads[pid] if pid in grads else plan.params[pid].new_zeros(n, plan.params[
+            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])}
+    return keep, rejected
+

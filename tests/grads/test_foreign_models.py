@@ -1,0 +1,298 @@
+"""per_sample_grads on models not shaped by gradkit: every pattern that once went silently wrong
+is now exact against a per-sample autograd loop (1e-5 relative) or a clear error naming the
+module; the fallbacks warn; auto survives vmap failures; the conv cost model picks the path."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradkit.grads import layers as L
+from gradkit.grads import per_sample_grads
+
+
+def loop(model, loss_fn, x, y):
+    """The definition, written out: one autograd call per sample (tuple inputs row by row)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    n = (x[0] if isinstance(x, tuple) else x).shape[0]
+    for i in range(n):
+        xi = tuple(t[i : i + 1] for t in x) if isinstance(x, tuple) else x[i : i + 1]
+        g = torch.autograd.grad(loss_fn(model(xi), y[i : i + 1]), params, allow_unused=True)
+        rows.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten()
+                               for gi, p in zip(g, params, strict=True)]))
+    return torch.stack(rows)
+
+
+def ce(out, y):
+    return F.cross_entropy(out, y)
+
+
+def assert_exact(got, want):
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+
+
+def run(model, x, y, method="auto", **kw):
+    """per_sample_grads with its warnings recorded -> (G, [warning messages])."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = per_sample_grads(model, ce, x, y, method=method, **kw)
+    return g, [str(w.message) for w in caught]
+
+
+class TimeMajor(nn.Module):
+    """A Linear on ``[T, N, C]`` (as inside torchaudio's Conformer), then a head on the mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.head = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):  # x: [N, T, C]
+        return self.head(torch.tanh(self.proj(x.transpose(0, 1))).mean(0))
+
+
+class Flattened(nn.Module):
+    """A Linear on the ``[N·T, C]`` view of ``[N, T, C]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.head = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        n, t, c = x.shape
+        return self.head(torch.tanh(self.proj(x.reshape(n * t, c))).reshape(n, t, -1).mean(1))
+
+
+class Tied(nn.Module):
+    """An encoder whose weight is reused, transposed, outside its call (a tied decoder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.head = nn.Linear(5, 4), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.enc(x.mean(1)))
+        return self.head(F.linear(h, self.enc.weight.t()))
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention; ``frozen_in`` freezes in_proj (then only out_proj is trainable)."""
+
+    def __init__(self, frozen_in: bool):
+        super().__init__()
+        self.att, self.head = nn.MultiheadAttention(4, 2, batch_first=True), nn.Linear(4, 3)
+        self.att.in_proj_weight.requires_grad_(not frozen_in)
+        self.att.in_proj_bias.requires_grad_(not frozen_in)
+
+    def forward(self, x):
+        return self.head(self.att(x, x, x, need_weights=False)[0].mean(1))
+
+
+def seq(n, t=7, c=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, t, c, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+@pytest.mark.parametrize("n", [5, 7])  # T = 7: T != N and T == N
+@pytest.mark.parametrize("cls", [TimeMajor, Flattened, Tied])
+def test_layout_and_tied_patterns_are_exact_with_a_warning_naming_the_module(cls, n):
+    torch.manual_seed(0)
+    model, (x, y) = cls(), seq(n)
+    g, msgs = run(model, x, y)
+    assert_exact(g, loop(model, ce, x, y))
+    name = "enc" if cls is Tied else "proj"
+    assert any(f"'{name}'" in m for m in msgs), msgs
+    with pytest.raises(ValueError, match=f"'{name}'"):
+        per_sample_grads(model, ce, x, y, method="layers")
+
+
+def test_reasons_say_what_failed():
+    x, y = seq(7)
+    for model, why in [(TimeMajor(), "sample dimension"), (Flattened(), "flattened"),
+                       (Tied(), "outside its call"), (Attention(True), "never called")]:
+        msgs = run(model, x[..., :4] if isinstance(model, Attention) else x, y)[1]
+        assert any(why in m for m in msgs), (type(model).__name__, msgs)
+
+
+@pytest.mark.parametrize("frozen_in", [True, False])
+def test_multihead_attention_out_proj_is_not_zero(frozen_in):
+    torch.manual_seed(0)
+    model, (x, y) = Attention(frozen_in), seq(12, c=4)
+    g = run(model, x, y)[0]
+    want = loop(model, ce, x, y)
+    assert_exact(g, want)
+    assert float(g[:, :16].abs().max()) > 0 if frozen_in else True  # out_proj.weight comes first
+
+
+def test_transformer_encoder_is_exact():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+                          nn.Flatten(), nn.Linear(28, 3)).eval()
+    x, y = seq(10, c=4)
+    assert_exact(run(model, x, y)[0], loop(model, ce, x, y))
+
+
+class GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(5, 6, batch_first=True), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("n", [3, 8, 9, 16])
+def test_gru_works_at_every_n(n):
+    torch.manual_seed(0)
+    model, (x, y) = GRUNet(), seq(n)
+    assert_exact(run(model, x, y)[0], loop(model, ce, x, y))
+
+
+class Lengths(nn.Module):
+    """``(x, lengths)`` input, masked mean with a data-dependent ``.item()``: vmap cannot."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.head = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, inputs):
+        x, lengths = inputs
+        t = int(lengths.max().item())
+        mask = (torch.arange(t)[None, :] < lengths[:, None]).float()[..., None]
+        h = torch.tanh(self.proj(x[:, :t]))
+        return self.head((h * mask).sum(1) / lengths[:, None].float())
+
+
+@pytest.mark.parametrize("n", [6, 12])
+def test_tuple_input_with_item_falls_back_to_the_loop_and_says_how_to_skip_vmap(n):
+    torch.manual_seed(0)
+    model, (x, y) = Lengths(), seq(n)
+    lengths = torch.randint(2, 8, (n,))
+    g, msgs = run(model, (x, lengths), y)
+    assert_exact(g, loop(model, ce, (x, lengths), y))
+    g2, msgs2 = run(model, (x, lengths), y, method="loop")
+    assert_exact(g2, g)
+    assert not msgs2
+
+
+def test_vmap_failure_on_a_non_recurrent_model_falls_back_with_one_warning():
+    torch.manual_seed(0)
+
+    class ItemNet(nn.Module):  # Python control flow on a value: vmap(grad) cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 3), nn.Linear(5, 3)
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            if float(x.abs().max()) > 1e6:  # a guard on the data (never taken here)
+                raise ValueError("input out of range")
+            return (self.a(x) + self.b(x)) * self.scale
+
+    model = ItemNet()
+    x, y = torch.randn(24, 5), torch.randint(0, 3, (24,))
+    g, msgs = run(model, x, y, chunk_size=12)
+    assert_exact(g, loop(model, ce, x, y))
+    vm = [m for m in msgs if "vmap failed" in m]
+    assert len(vm) == 1 and "method='loop'" in vm[0], msgs
+
+
+def test_inputs_disagreeing_on_n_are_refused():
+    with pytest.raises(ValueError, match="disagree on the number of samples"):
+        per_sample_grads(Lengths(), ce, (torch.randn(4, 7, 5), torch.ones(3)), torch.zeros(4))
+
+
+def test_dict_inputs_and_targets():
+    class D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, d):
+            return self.fc(d["x"]) * d["w"][:, None]
+
+    def loss(out, t):
+        return F.cross_entropy(out, t["y"])
+
+    torch.manual_seed(0)
+    model, x = D(), {"x": torch.randn(9, 5), "w": torch.rand(9)}
+    t = {"y": torch.randint(0, 3, (9,))}
+    want = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(
+        loss(model({k: v[i : i + 1] for k, v in x.items()}), {"y": t["y"][i : i + 1]}),
+        list(model.parameters()))]) for i in range(9)])
+    for method in ("auto", "layers", "vmap", "loop"):
+        assert_exact(per_sample_grads(model, loss, x, t, method=method), want)
+
+
+def test_batchnorm_without_running_stats_says_so():
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4, track_running_stats=False),
+                          nn.Linear(4, 3)).eval()
+    with pytest.raises(ValueError, match="without running statistics"):
+        per_sample_grads(model, ce, torch.randn(6, 5), torch.zeros(6, dtype=torch.long))
+
+
+class Doubler(nn.Module):
+    """y = x · w, with a deliberately wrong registered rule: the check must catch it."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(5))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+def test_consistency_check_turns_a_wrong_rule_into_an_error_naming_the_parameter():
+    L.register_rule(Doubler, params=("weight",))(lambda m, a, d: {"weight": 2 * a * d})
+    try:
+        model = nn.Sequential(Doubler(), nn.Linear(5, 3))
+        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        with pytest.raises(RuntimeError, match=r"0\.weight"):
+            per_sample_grads(model, ce, x, y)
+        wrong = per_sample_grads(model, ce, x, y, check=False)  # switched off: no error
+        assert not torch.allclose(wrong, loop(model, ce, x, y))
+    finally:
+        L._RULES.pop(Doubler)
+
+
+def test_large_conv_cost_model_picks_unfold_and_small_ones_stay_grouped():
+    big = nn.Conv1d(250, 2000, 32)
+    assert L.conv_path(big, (8, 250, 100)) == "unfold"
+    assert L.conv_path(big, (8, 250, 100_000)) == "loop"  # the unfolded copy would be too big
+    assert L.conv_path(nn.Conv2d(32, 32, 3, padding=1), (68, 32, 10, 8)) == "grouped"
+    assert L.conv_path(nn.Conv2d(1, 8, 3, padding=1), (68, 1, 40, 32)) == "depthwise"
+    assert L.conv_path(nn.Conv2d(8, 16, 1, stride=2), (68, 8, 40, 32)) == "bmm"
+    assert L.conv_path(nn.Conv3d(300, 300, 3), (2, 300, 5, 5, 5)) == "loop"
+
+
+@pytest.mark.parametrize("path", ["unfold", "loop"])
+@pytest.mark.parametrize("conv", [
+    nn.Conv1d(6, 8, 5, stride=2, padding=3, dilation=2),
+    nn.Conv2d(6, 8, (3, 2), stride=(2, 1), padding=(1, 1), groups=2),
+])
+def test_unfold_and_loop_conv_paths_are_exact(conv, path, monkeypatch):
+    monkeypatch.setattr(L, "conv_path", lambda m, shape: path)
+    torch.manual_seed(0)
+    model = nn.Sequential(conv, nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(6, 6, 11) if isinstance(conv, nn.Conv1d) else torch.randn(6, 6, 7, 5)
+    y = torch.randint(0, 3, (6,))
+    model(x)
+    assert_exact(per_sample_grads(model, ce, x, y, method="layers"), loop(model, ce, x, y))
+
+
+def test_per_sample_grads_takes_the_unfold_path_for_a_wide_conv_and_is_exact(monkeypatch):
+    calls = []
+    original = L._unfold_weight
+    monkeypatch.setattr(L, "_unfold_weight", lambda m, a, d: calls.append(m) or original(m, a, d))
+    torch.manual_seed(0)
+    wide = nn.Conv1d(4, 300, 3)  # 300 output channels per group > 256: not the grouped call
+    model = nn.Sequential(wide, nn.ReLU(), nn.Flatten(), nn.Linear(300 * 6, 3))
+    x, y = torch.randn(10, 4, 8), torch.randint(0, 3, (10,))
+    g, msgs = run(model, x, y)
+    assert calls and all(m is wide for m in calls) and not msgs
+    assert_exact(g, loop(model, ce, x, y))
