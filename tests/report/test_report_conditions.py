@@ -192,6 +192,9 @@ def test_figures_and_reports_dirs_follow_the_condition(project, monkeypatch):
 def test_use_condition_for_a_notebook_run_by_hand(project, monkeypatch):
     from gradkit.core.paths import figures_dir
 
+    # use_condition sets the variable for the session; monkeypatch restores it to unset after
+    monkeypatch.delenv("GRADKIT_CONDITION", raising=False)
+
     assert P.use_condition(None, "plastic", 3000) is None and figures_dir() == project / "figures"
     assert P.use_condition("/my/recordings", "plastic", 3000) == "plastic_3000hz"
     assert figures_dir() == project / "figures/plastic_3000hz"
