@@ -15,7 +15,7 @@ def project_root() -> Path:
     override = os.environ.get("GRADKIT_ROOT")
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # gradkit/core/paths.py -> the root
 
 
 def _subdir(name: str, create: bool) -> Path:
