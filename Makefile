@@ -54,7 +54,8 @@ setup: $(STAMP)
 lab: data
 	@echo "[lab] JupyterLab on notebooks/, kernel 'Python (gradkit)' = $(CLONE)/$(VENV); Ctrl-C stops it"
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 \
-	  --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	  --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # For a Jupyter installed elsewhere (see the README): this clone's user-level kernel.
 kernel: $(STAMP)

@@ -5,7 +5,10 @@ A :class:`Scrubber` wraps one drawing function ``draw(fig, value)`` and the valu
 - In a live notebook it is an ipywidgets slider above an ``ipywidgets.Image``: moving the slider
   (also while dragging: ``continuous_update=True``) replaces the image's bytes in place, so the
   figure follows the handle without clearing an output area (no flicker, no page jump). Frames
-  already drawn are kept, so going back is instant. The slider's label keeps its full width.
+  already drawn are kept, so going back is instant. Each position is drawn on the kernel's main
+  thread in the order it arrived (matplotlib's pyplot is not thread-safe), so a first drag over
+  frames never drawn lags by their drawing time and ends on the right frame. The slider's label
+  keeps its full width.
 - In the HTML report (``GRADKIT_REPORT=1``, set by ``make report``) it is a kernel-free player:
   every frame pre-rendered to PNG and embedded, with a range input, play / pause and step
   buttons, the frame label, and the arrow keys, in a few lines of inline JavaScript. It needs no
@@ -175,7 +178,7 @@ class Scrubber:
                 style={"description_width": "initial"},  # the whole label, never "learning r…"
                 layout=w.Layout(width="min(100%, 720px)"),
             )
-            self._slider.observe(lambda change: self._show(change["owner"].index), names="index")
+            self._slider.observe(lambda change: self._show(change["new"]), names="index")
             self._show(0)
         return self._slider
 
