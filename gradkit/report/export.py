@@ -39,7 +39,8 @@ body.jp-Notebook { max-width: 1280px; margin: 0 auto; box-sizing: border-box; }
 details.gradkit-code > summary { cursor: pointer; color: #666; font: 12px monospace;
   padding: 2px 0; user-select: none; }
 details.gradkit-code:not([open]) { margin-bottom: 2px; }
-math[display="block"] { margin: .6em 0; font-size: 1.1em; }
+math { font-size: 1.12em; }
+math[display="block"] { margin: .6em 0; }
 .gradkit-math-error { color: #b00; }
 """
 
