@@ -169,12 +169,24 @@ def _run_all(page, name: str) -> None:
     kernel = page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext"
                            ".kernelDisplayName")
     assert "gradkit" in kernel, f"{name} opened with the kernel {kernel!r}, not gradkit's"
+    module = page.evaluate(_ASK, "import gradkit; print(gradkit.__file__)").strip()
+    assert Path(module) == project_root() / "gradkit" / "__init__.py", \
+        f"{name}: the kernel runs {module}, not this clone's gradkit"
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(f"() => ({_STATE})() !== 'running'", timeout=RUN_TIMEOUT_S * 1000,
                            polling=1000)
     state = page.evaluate(f"({_STATE})()")
     assert state == "done", f"{name}: {state}"
 
+
+_ASK = """async (code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const future = kernel.requestExecute({code, silent: false, store_history: false});
+  let text = '';
+  future.onIOPub = msg => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
+  await future.done;
+  return text;
+}"""
 
 _ROUND_TRIP = """async () => {
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
