@@ -1,27 +1,72 @@
-# The two commands of the README. Each one sets itself up on a fresh machine:
+# The three commands of the README. Each one sets itself up on a fresh machine:
 #   make report   generate the data set, execute the five notebooks, export reports/*.html
 #                 (DATA=<folder> MATERIAL=<name> FREQ=<Hz>: the workbook on your recordings)
-#   make test     ruff, unit tests, and pytest --nbmake over the notebooks
+#   make test     ruff, the reports built (the notebooks executed once), unit tests including
+#                 the offline browser test of the reports and the live JupyterLab test
+#   make lab      JupyterLab on notebooks/ with this clone's kernel, on 127.0.0.1
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradkit-installed
 
-.PHONY: report test setup lint unit notebooks data sync bench ddp clean
+# This clone's kernels. Inside the venv: "gradkit" (the name the notebooks ask for), seen only by
+# a Jupyter running from this venv (make lab, nbclient), which looks in its own environment first.
+# A Jupyter installed elsewhere gets, with `make kernel`, a user-level kernel whose name and
+# display name carry this clone's folder and a checksum of its path, so a second clone adds its
+# own next to it instead of overwriting it. Its argv is this clone's venv Python and its
+# PYTHONPATH this clone: it runs this clone's gradkit even when a venv is shared.
+CLONE := $(CURDIR)
+CLONE_ID := $(shell printf '%s' '$(CLONE)' | cksum | cut -d' ' -f1)
+KERNEL_NAME := gradkit-$(shell printf '%s' '$(notdir $(CLONE))' | tr 'A-Z' 'a-z' | tr -c 'a-z0-9._-' '-')-$(CLONE_ID)
+KERNEL_DISPLAY := Python (gradkit: $(CLONE))
+LAB_PORT ?= 8888
+
+.PHONY: report test setup lint unit notebooks data sync bench ddp clean lab kernel kernel-remove
+
+# Warn about the user-level kernel named "gradkit" that earlier versions of this Makefile
+# registered for every clone (the last one set up won): a Jupyter outside the venv would run that
+# clone's gradkit for these notebooks.
+define CHECK_SHARED_KERNEL
+import json, pathlib, sys
+from jupyter_core.paths import jupyter_data_dir
+spec = pathlib.Path(jupyter_data_dir(), "kernels", "gradkit", "kernel.json")
+if spec.is_file() and json.loads(spec.read_text())["argv"][0] != sys.executable:
+    print(f"warning: {spec.parent} (a user-level kernel named gradkit, left by an older set-up) "
+          f"runs {json.loads(spec.read_text())['argv'][0]}, not this clone. A Jupyter outside "
+          f"this clone's .venv would use it for these notebooks: remove it (rm -r '{spec.parent}') "
+          "and register this clone's own with `make kernel`.", file=sys.stderr)
+endef
+export CHECK_SHARED_KERNEL
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	@# The kernel inside the venv is the one make, nbmake and nbclient use (a venv's own kernels
-	@# come first); the user-level copy lets a Jupyter installed elsewhere open the notebooks.
+	@# The kernel inside the venv: the one make lab, nbclient and nbmake use. No user-level one.
 	$(PY) -m ipykernel install --sys-prefix --name gradkit --display-name "Python (gradkit)" >/dev/null
-	$(PY) -m ipykernel install --user --name gradkit --display-name "Python (gradkit)" >/dev/null
+	@$(PY) -c "$$CHECK_SHARED_KERNEL"
 	@touch $@
 
 setup: $(STAMP)
+
+# JupyterLab 4 and the widget extension come from the lock; the venv's own kernels come first.
+lab: data
+	@echo "[lab] JupyterLab on notebooks/, kernel 'Python (gradkit)' = $(CLONE)/$(VENV); Ctrl-C stops it"
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 \
+	  --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# For a Jupyter installed elsewhere (see the README): this clone's user-level kernel.
+kernel: $(STAMP)
+	$(PY) -m ipykernel install --user --name '$(KERNEL_NAME)' --display-name '$(KERNEL_DISPLAY)' \
+	  --env PYTHONPATH '$(CLONE)' >/dev/null
+	@echo "[kernel] registered '$(KERNEL_DISPLAY)' as $(KERNEL_NAME) (remove: make kernel-remove)"
+	@$(PY) -c "$$CHECK_SHARED_KERNEL"
+
+kernel-remove: $(STAMP)
+	$(VENV)/bin/jupyter kernelspec remove -y '$(KERNEL_NAME)'
 
 data: $(STAMP)
 	$(PY) -m gradkit.data
@@ -32,7 +77,10 @@ REPORT_ARGS = $(if $(DATA),--data "$(DATA)") $(if $(MATERIAL),--material $(MATER
 report: data
 	$(PY) -m gradkit.report $(REPORT_ARGS)
 
-test: lint unit notebooks
+# The notebooks are executed once: `report` runs the five (training runs cached in checkpoints/)
+# and fails if one fails; the unit tests then read those reports (offline browser test) and run
+# 01, 03 and 05 live in JupyterLab on the cached runs. `make notebooks` is the nbmake pass on its own.
+test: lint report unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gradkit tests benchmarks notebooks/*.py

@@ -23,13 +23,21 @@ def headlines_html(values: dict[str, Any]) -> str:
     return f"<table class='gradkit-headlines'>{rows}</table>"
 
 
-def show_headlines(**values: Any) -> dict[str, str]:
-    """Display ``values`` (name -> already formatted value) and tag them for the report index."""
+def headline_values(**values: Any) -> dict[str, str]:
+    """The names as shown (``best_accuracy`` -> ``best accuracy``), each value as text."""
+    return {k.replace("_", " "): str(v) for k, v in values.items()}
+
+
+def show_headlines(**values: Any) -> None:
+    """Display ``values`` (name -> already formatted value) and tag them for the report index.
+
+    Returns ``None``: a cell ending in ``show_headlines(...)`` shows the table once, not the table
+    and then the same values again as a raw dict.
+    """
     from IPython.display import HTML, display
 
-    values = {k.replace("_", " "): str(v) for k, v in values.items()}
+    values = headline_values(**values)
     display(HTML(headlines_html(values)), metadata={METADATA_KEY: values})
-    return values
 
 
 def collect_headlines(notebook) -> dict[str, str]:

@@ -106,7 +106,7 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResul
     seconds = time.perf_counter() - start
     strip_widgets(nb)
     nbformat.write(nb, str(executed_dir / path.name))
-    atomic_write_text(out_dir / f"{name}.html", to_html(nb))
+    atomic_write_text(out_dir / f"{name}.html", to_html(nb, where=str(path)))
     print(f"[report] {name}: {seconds:.0f} s -> {out_dir / (name + '.html')}", flush=True)
     return NotebookResult(name, _title(nb) or name, seconds, ok=True,
                           headlines=collect_headlines(nb),

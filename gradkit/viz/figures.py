@@ -29,14 +29,17 @@ def save_figure(fig: plt.Figure, name: str, dpi: int = 110) -> Path:
     return target
 
 
-def publish(fig: plt.Figure, name: str) -> Path:
-    """Save ``fig`` as ``figures/<name>``, close it and show that PNG (drawn once, not twice)."""
+def publish(fig: plt.Figure, name: str) -> None:
+    """Save ``fig`` as ``figures/<name>``, close it and show that PNG (drawn once, not twice).
+
+    Returns ``None`` so that a cell ending in ``publish(...)`` shows the figure and nothing else
+    (no ``Out[n]: PosixPath(...)``); :func:`figures_written` lists what was saved.
+    """
     from IPython.display import SVG, Image, display
 
     path = save_figure(fig, name)
     plt.close(fig)
     display(SVG(filename=str(path)) if path.suffix == ".svg" else Image(filename=str(path)))
-    return path
 
 
 def figures_written() -> list[str]:

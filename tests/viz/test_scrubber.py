@@ -13,24 +13,47 @@ def _draw(fig, value):
     ax.set_title(f"epoch {value}")
 
 
-def test_slider_callback_redraws_for_the_chosen_value():
+def test_slider_callback_redraws_the_image_in_place():
     scrubber = Scrubber(_draw, [5, 10, 15])
     assert scrubber.shown is None, "nothing is drawn before the slider is shown"
-    slider = scrubber.slider
+    slider, image = scrubber.slider, scrubber.image
     assert scrubber.shown == 5
-    first = scrubber.output.outputs[-1]["data"]["image/png"]
+    first = image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
     slider.value = 15
     assert scrubber.shown == 15
-    last = scrubber.output.outputs[-1]["data"]["image/png"]
-    assert last != first
-    assert len(scrubber.output.outputs) == 1, "the old frame is replaced, not appended"
+    assert scrubber.image is image, "the same Image widget is updated, never cleared or replaced"
+    assert image.value != first
+    slider.value = 5
+    assert image.value == first, "a frame seen before is shown again unchanged"
 
 
-def test_player_embeds_one_distinct_frame_per_value():
+def test_slider_follows_a_drag_and_keeps_its_label_whole():
+    slider = Scrubber(_draw, [0.005, 0.06], label="learning rate").slider
+    assert slider.continuous_update, "the figure must follow the handle while dragging"
+    assert slider.description == "learning rate"
+    assert slider.style.description_width == "initial", "a fixed width cuts 'learning r…'"
+
+
+def test_frames_are_drawn_once_and_bounded_by_the_window():
+    calls = []
+    scrubber = Scrubber(lambda fig, v: (calls.append(v), _draw(fig, v)), [1, 2, 3])
+    scrubber.slider.value = 3
+    scrubber.slider.value = 1
+    scrubber.slider.value = 3
+    assert calls == [1, 3], "going back to a frame reuses its PNG"
+    assert scrubber.image.layout.max_height == "80vh" and scrubber.image.layout.max_width == "100%"
+    assert "max-height:80vh" in scrubber.player_html()
+
+
+def test_player_embeds_one_distinct_frame_per_value_with_its_controls():
     page = Scrubber(_draw, [1, 2, 3, 4], label="step").player_html()
     frames = re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", page)
     assert len(set(frames)) == 4
-    assert 'max="3"' in page and "step 4" in page
+    assert 'max="3"' in page and "step 4 (4/4)" in page and "step 1 (1/4)" in page
+    for control in ("gradkit-scrubber-play", "gradkit-scrubber-prev", "gradkit-scrubber-next"):
+        assert f'class="{control}"' in page
+    assert "ArrowLeft" in page and "ArrowRight" in page
     assert "http" not in page.replace("data:", ""), "the player must not load anything"
 
 
@@ -59,4 +82,4 @@ def test_display_is_the_player_in_report_mode_and_the_live_slider_otherwise(monk
     player, live = shown
     assert "gradkit-scrubber" in player.data
     assert len(set(re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", player.data))) == 2
-    assert live.children[0] is scrubber.slider and live.children[1] is scrubber.output
+    assert live.children[0] is scrubber.slider and live.children[1] is scrubber.image
