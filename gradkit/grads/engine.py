@@ -75,6 +75,8 @@ _CHUNK_MIN = 8
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
 _LOOP_MAX = 8
+# The consistency check's tolerance (see _Pass._consistency).
+_CHECK_RTOL, _CHECK_FLOOR = 5e-2, 1e-2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,11 +263,15 @@ class _Run:
             return
         sums = g[: ref.k].sum(0).split([p.numel() for _, p in self.named])
         want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
-        floor = 1e-3 * float(torch.cat(want).norm())
+        # The batched pass and a one-sample backward round differently in float32; through a
+        # deep frozen trunk the input-side gradients (an input prompt) differed by up to ~1 %
+        # (measured; vmap agreed with the batched pass). A broken rule is off by O(1): 5 %
+        # separates the two.
+        floor = _CHECK_FLOOR * float(torch.cat(want).norm())
         bad = []
         for (name, _), s, r in zip(self.named, sums, want, strict=True):
             err, size = float((s - r).norm()), float(r.norm())
-            if err > 1e-3 * max(size, floor) + 1e-30:
+            if err > _CHECK_RTOL * max(size, floor) + 1e-30:
                 bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
         if bad:
             raise RuntimeError(
