@@ -5,7 +5,8 @@
 and records, at every step, the two task losses, the weights, and the two tasks' gradients on the
 shared parameters (norms, :func:`~gradkit.grads.similarity.cosine`,
 :func:`~gradkit.grads.similarity.magnitude_similarity`, the plane picture).
-:func:`run_comparison` trains every method on every seed.
+:func:`run_comparison` trains every method on every seed. The loop is the workbook's one
+(:func:`gradkit.training.loop.fit_epoch`), the held-out pass its one evaluation pass.
 
 **Peak memory** of a training step (``MultitaskRun.peak_step_bytes``): the tensor bytes held at
 the step's backward pass, i.e. the parameters, their gradients, Adam's two moments and every
@@ -34,6 +35,8 @@ from gradkit.grads.similarity import cosine, magnitude_similarity
 from gradkit.losses.tasks import box_iou, classification_loss, decode_boxes, detection_loss
 from gradkit.losses.weighting import FixedWeights, GradNorm, PCGrad, UncertaintyWeighting
 from gradkit.models.multitask import SharedNet, TwoBackbones
+from gradkit.training.loop import evaluate as evaluate_pass
+from gradkit.training.loop import fit_epoch
 
 TASKS = ("detection", "classification")
 
@@ -130,15 +133,15 @@ def event_data(n: int, seed: int) -> EventData:
     return _data_cache[key]
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: EventData) -> dict[str, float]:
-    """Held-out ``mean_iou``, ``iou50`` (share of clips with IoU >= 0.5) and ``accuracy``."""
-    model.eval()
-    det, logits = model(data.x)
-    model.train()
-    iou = box_iou(decode_boxes(det, data.size), data.boxes)
-    return {"mean_iou": float(iou.mean()), "iou50": float((iou >= 0.5).float().mean()),
-            "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
+    """Held-out ``mean_iou``, ``iou50`` (share of clips with IoU >= 0.5) and ``accuracy``,
+    through the shared evaluation pass (eval mode, no gradients)."""
+    def measure() -> dict[str, float]:
+        det, logits = model(data.x)
+        iou = box_iou(decode_boxes(det, data.size), data.boxes)
+        return {"mean_iou": float(iou.mean()), "iou50": float((iou >= 0.5).float().mean()),
+                "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
+    return evaluate_pass(model, measure)
 
 
 def _plane(g1: torch.Tensor, g2: torch.Tensor, u: torch.Tensor) -> list[float]:
@@ -178,6 +181,30 @@ def _state_bytes(params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -
     return total
 
 
+def _step_record(step: int, epoch: int, losses, weights, g, shared, names
+                 ) -> tuple[dict, list[dict]]:
+    """One step's row of :attr:`MultitaskRun.history` and its rows of ``layer_norms``."""
+    row = {"step": step, "epoch": epoch,
+           "loss_det": float(losses[0].detach()), "loss_cls": float(losses[1].detach()),
+           "w_det": float(weights[0]), "w_cls": float(weights[1])}
+    if g is None:
+        return row, []
+    update = torch.cat([p.grad.reshape(-1) for p in shared])
+    n1, n2 = float(g[0].norm()), float(g[1].norm())
+    row.update(gnorm_det=n1, gnorm_cls=n2, wgnorm_det=row["w_det"] * n1,
+               wgnorm_cls=row["w_cls"] * n2, cosine=cosine(g[0], g[1]),
+               magsim=magnitude_similarity(g[0], g[1]), update_norm=float(update.norm()))
+    row.update(zip(("g1_x", "g1_y", "g2_x", "g2_y", "u_x", "u_y"),
+                   _plane(g[0], g[1], update), strict=True))
+    layers, offset = [], 0
+    for name, p in zip(names, shared, strict=True):
+        k = p.numel()
+        layers.append({"step": step, "tensor": name, "det": float(g[0][offset:offset + k].norm()),
+                       "cls": float(g[1][offset:offset + k].norm())})
+        offset += k
+    return row, layers
+
+
 def train_multitask(config: MultitaskConfig, progress: bool = False) -> MultitaskRun:
     """Train ``config.method`` with Adam and measure the two tasks' gradients at every step."""
     train, test = event_data(config.n_train, config.data_seed), event_data(
@@ -203,61 +230,51 @@ def train_multitask(config: MultitaskConfig, progress: bool = False) -> Multitas
     handles += [p.register_hook(counter("last_shared")) for p in model.last_shared_parameters()[:1]]
 
     order_gen = torch.Generator().manual_seed(config.seed)
-    rows, layer_rows, epoch_times, step = [], [], [], 0
+    rows, layer_rows, epoch_times = [], [], []
     initial = evaluate(model, test)
-    saved, peak = _SavedBytes(), 0
-    all_params = list(model.parameters()) + extra
+    saved, all_params = _SavedBytes(), list(model.parameters()) + extra
+    probe = {"peak": 0, "seconds": 0.0}
+
+    def step(idx):  # forward (timed) and the probe of each task's gradient (not timed)
+        t0 = time.perf_counter()
+        with saved.context():
+            det, logits = model(train.x[idx])
+            losses = [detection_loss(det, train.boxes[idx], train.size),
+                      classification_loss(logits, train.labels[idx])]
+        probe["seconds"] += time.perf_counter() - t0
+        probe["forward_saved"] = dict(saved.seen)
+        probe["g"] = [flat_grad(loss, shared, retain_graph=True) for loss in losses] \
+            if shared else None
+        probe["weights"] = combiner.weights.clone()  # the weights this step is taken with
+        return losses
+
+    def backward(losses):  # the method's backward; timed with the optimiser step (on_step)
+        probe["t1"] = time.perf_counter()
+        counting[0] = True
+        with saved.context():
+            combiner.backward(losses, combine_on)
+        counting[0] = False
+
+    def on_step(b, idx, losses):
+        probe["seconds"] += time.perf_counter() - probe["t1"]
+        saved.seen.update(probe["forward_saved"])
+        probe["peak"] = max(probe["peak"], saved.total + _state_bytes(all_params, optimizer))
+        row, layers = _step_record(len(rows), epoch, losses, probe["weights"], probe["g"],
+                                   shared, names)
+        rows.append(row)
+        layer_rows.extend(layers)
+
     epochs = range(config.epochs)
     if progress:
         from tqdm.auto import tqdm
         epochs = tqdm(epochs, desc=config.method, leave=False)
     for epoch in epochs:
+        probe["seconds"] = 0.0
         order = torch.randperm(len(train), generator=order_gen)
-        seconds = 0.0
-        for start in range(0, len(train), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            t0 = time.perf_counter()
-            with saved.context():
-                det, logits = model(train.x[idx])
-                losses = [detection_loss(det, train.boxes[idx], train.size),
-                          classification_loss(logits, train.labels[idx])]
-            seconds += time.perf_counter() - t0
-            forward_saved = dict(saved.seen)
-            # Probe (not timed): each task's own gradient on the shared parameters.
-            g = [flat_grad(loss, shared, retain_graph=True) for loss in losses] if shared else None
-            weights = combiner.weights.clone()     # the weights this step is taken with
-            t1 = time.perf_counter()
-            counting[0] = True
-            with saved.context():
-                combiner.backward(losses, combine_on)
-            counting[0] = False
-            optimizer.step()
-            seconds += time.perf_counter() - t1
-            saved.seen.update(forward_saved)
-            peak = max(peak, saved.total + _state_bytes(all_params, optimizer))
-            row = {"step": step, "epoch": epoch,
-                   "loss_det": float(losses[0].detach()), "loss_cls": float(losses[1].detach()),
-                   "w_det": float(weights[0]), "w_cls": float(weights[1])}
-            if g is not None:
-                update = torch.cat([p.grad.reshape(-1) for p in shared])
-                n1, n2 = float(g[0].norm()), float(g[1].norm())
-                row.update(gnorm_det=n1, gnorm_cls=n2, wgnorm_det=row["w_det"] * n1,
-                           wgnorm_cls=row["w_cls"] * n2, cosine=cosine(g[0], g[1]),
-                           magsim=magnitude_similarity(g[0], g[1]),
-                           update_norm=float(update.norm()))
-                row.update(zip(("g1_x", "g1_y", "g2_x", "g2_y", "u_x", "u_y"),
-                               _plane(g[0], g[1], update), strict=True))
-                offset = 0
-                for name, p in zip(names, shared, strict=True):
-                    k = p.numel()
-                    layer_rows.append({"step": step, "tensor": name,
-                                       "det": float(g[0][offset:offset + k].norm()),
-                                       "cls": float(g[1][offset:offset + k].norm())})
-                    offset += k
-            rows.append(row)
-            step += 1
-        epoch_times.append(seconds)
+        fit_epoch(model, optimizer, order.split(config.batch_size), step, epoch=epoch,
+                  backward=backward, on_step=on_step)
+        epoch_times.append(probe["seconds"])
+    step, peak = len(rows), probe["peak"]
     for h in handles:
         h.remove()
     steps = max(step, 1)
