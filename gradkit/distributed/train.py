@@ -50,6 +50,7 @@ from gradkit.data.features import log_mel
 from gradkit.distributed.launch import spawn
 from gradkit.distributed.noise_hook import DDPNoiseScale, critical_batch_advice
 from gradkit.models import ResNetAudioRanker
+from gradkit.training.loop import fit_epoch
 
 __all__ = ["DDPConfig", "main", "ranker_loss", "run_short_ddp", "train_worker"]
 
@@ -167,16 +168,17 @@ def train_worker(rank: int, world: int, cfg: DDPConfig) -> pd.DataFrame | None:
     history = None
     for epoch in range(1, cfg.epochs + 1):
         sampler.set_epoch(epoch)
-        ddp.train()
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
+
+        def step(batch):
+            x, y = (t.to(device) for t in batch)
             noise.step(batch_size=len(x))
-            loss = ranker_loss(ddp(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            return ranker_loss(ddp(x), y)
+
+        def record(b, batch, loss, epoch=epoch):
             epochs_of_steps.append(epoch)
             losses.append(float(loss.detach()))
+
+        fit_epoch(ddp, opt, loader, step, epoch=epoch, on_step=record)
         if rank == 0:
             model.eval()
             with torch.no_grad():
