@@ -77,6 +77,7 @@ def root_mean_square(grad: GradFn, theta0: Tensor, steps: int, lr: LR,
 
     With ``η_t = η/√(t+1)`` the 1/(t+1) inside σ cancels and this is AdaGrad (:func:`adagrad`).
     """
+    # A formula twin of adagrad on purpose: the notes state both rules (benchmarks/README.md).
     theta = _check(theta0, steps)
     sum_sq = torch.zeros_like(theta)
     path = [theta]
