@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -19,7 +19,7 @@
 #
 # Does a GHM loss help against the easy/hard-sample imbalance? We train the same ResNetAudioRanker on one material and probe frequency (set below) with cross-entropy + ranking ("raw") and with GHM-C + GHM ranking ("GHM"), over several seeds and a stratified cross-validation, and compare the two objectives pair by pair: every verdict below comes from `gradkit.stats`.
 
-# %%
+# %% tags=["parameters"]
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
 MATERIAL = "plastic"
 FREQ_HZ = 3000
