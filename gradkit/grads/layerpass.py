@@ -6,12 +6,14 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
 
 1. **form**: the module's class does not override the ``forward`` of the class its rule was
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
-   returning a tensor;
-2. **samples on dim 0**: its input and output have the chunk's ``n`` samples on dim 0, and the
-   same call on the first sample alone (:func:`reference_pass`) had shapes ``(1, *rest)``
-   with the same ``rest``, so that dim 0 is the sample
-   dimension, not a time axis that happens to be ``n`` long (time-major ``[T, N, C]``) and not
-   a flattened ``[N·T, C]`` view; the number of calls is the same in both;
+   returning a tensor (a *replay* rule, :func:`~gradkit.grads.layers.register_replay`, takes
+   any call and checks it itself: an LSTM with its ``hx``, attention with its masks);
+2. **where the samples are**: the same call on the first sample alone (:func:`reference_pass`)
+   had the same input and output shapes except for one dim of size 1 where the chunk has its
+   ``n`` samples: that dim holds the samples. It must be dim 0 for rules written for dim 0
+   (convolutions, GroupNorm, BatchNorm); a Linear or LayerNorm may see them on any dim
+   (time-major ``[T, N, C]``, moved to dim 0 for the rule). A flattened ``[N·T, C]`` view
+   has no such dim and is rejected; the number of calls is the same in both;
 3. **called**: it is called at least once (``nn.MultiheadAttention`` applies its ``out_proj``
    functionally, never calling the Linear);
 4. **no use outside the call**: during each call its parameters are swapped for fresh leaf
@@ -34,14 +36,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradkit.grads.layers import FusedConv, fuses, rule_for, unsupported_reason
+from gradkit.grads.layers import (
+    FusedConv,
+    any_sample_dim,
+    fuses,
+    replay_for,
+    rule_for,
+    unsupported_reason,
+)
 from gradkit.grads.samples import num_samples, per_sample_losses, take
 
 __all__ = ["LayerPlan", "Reference", "layers_pass", "reference_pass", "reference_rejections"]
 
+_NEVER_CALLED = ("never called (its parameters are used functionally by another module, e.g. "
+                 "nn.MultiheadAttention's out_proj)")
+
 
 def _own_trainable(m: nn.Module) -> list[str]:
     return [k for k, p in m._parameters.items() if p is not None and p.requires_grad]
+
+
+def _slots(m: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(holder, name)`` of the trainable parameters the pass covers through ``m``: its own, or
+    for a replay rule those of its whole subtree (attention's ``out_proj``)."""
+    if replay_for(m) is not None:
+        return [(sub, k) for sub in m.modules() for k in _own_trainable(sub)]
+    return [(m, k) for k in _own_trainable(m)]
 
 
 @dataclass
@@ -58,13 +78,17 @@ class LayerPlan:
 
     @classmethod
     def of(cls, model: nn.Module) -> LayerPlan:
-        plan = cls()
+        plan, inside = cls(), set()  # inside: modules a replay rule's subtree covers
         for name, m in model.named_modules(remove_duplicate=False):
-            own = _own_trainable(m)
-            if not own:
+            if m in inside:
                 continue
-            for k in own:
-                p = m._parameters[k]
+            if replay_for(m) is not None:
+                inside |= set(m.modules()) - {m}
+            slots = _slots(m)
+            if not slots:
+                continue
+            for holder, k in slots:
+                p = holder._parameters[k]
                 plan.owners_of.setdefault(id(p), []).append(m)
                 plan.params[id(p)] = p
             reason = unsupported_reason(m)
@@ -82,7 +106,6 @@ class LayerPlan:
                         if all(m in plan.owners for m in ms)}
         return plan
 
-
     def exclude(self, names: dict[str, str]) -> None:
         """Treat the named modules as unsupported from now on (a rejection is for the call)."""
         for m, name in list(self.owners.items()):
@@ -93,12 +116,36 @@ class LayerPlan:
                         if all(m in self.owners for m in self.owners_of[pid])}
 
 
-def _call_form(args: tuple, kwargs: dict, output: Any) -> str | None:
+def _first_tensor(tree: Any) -> Tensor | None:
+    leaves = torch.utils._pytree.tree_leaves(tree)
+    return next((t for t in leaves if isinstance(t, Tensor)), None)
+
+
+def _call_form(m: nn.Module, args: tuple, kwargs: dict, output: Any) -> str | None:
+    if replay_for(m) is not None:
+        if _first_tensor((args, kwargs)) is None or _first_tensor(output) is None:
+            return "called without a tensor input or output"
+        return None
     if kwargs or len(args) != 1 or not isinstance(args[0], Tensor):
         return "called with other than one positional tensor (keyword or extra arguments)"
     if not isinstance(output, Tensor):
         return f"returned a {type(output).__name__}, not a tensor"
     return None
+
+
+def _shapes(args: tuple, kwargs: dict, output: Any) -> tuple[torch.Size, torch.Size]:
+    """(input, output) shapes of a call: its first tensor argument and first tensor result."""
+    return _first_tensor((args, kwargs)).shape, _first_tensor(output).shape
+
+
+def _sample_dim(ref: torch.Size, got: torch.Size, n: int, k: int) -> int | None:
+    """The dim holding the samples: size ``k`` in the reference call, ``n`` in the chunk, every
+    other dim equal (unique when ``n > k``; dim 0 preferred when ``n == k``)."""
+    if len(ref) != len(got):
+        return None
+    dims = [s for s in range(len(got)) if ref[s] == k and got[s] == n
+            and ref[:s] == got[:s] and ref[s + 1:] == got[s + 1:]]
+    return 0 if 0 in dims else (dims[0] if dims else None)
 
 
 @dataclass
@@ -120,7 +167,7 @@ def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: 
     calls: dict[nn.Module, list] = {m: [] for m in plan.owners}
 
     def hook(m, args, kwargs, output):
-        calls[m].append(_call_form(args, kwargs, output) or (args[0].shape, output.shape))
+        calls[m].append(_call_form(m, args, kwargs, output) or _shapes(args, kwargs, output))
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in plan.owners]
     x, y = take(inputs, slice(0, 1)), take(targets, slice(0, 1))
@@ -141,37 +188,44 @@ def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: 
 
 def reference_rejections(ref: Reference, plan: LayerPlan) -> dict[str, str]:
     """Modules the reference pass already disqualifies (before any batch pass): not called,
-    called otherwise than their rule expects, or without the one sample on dim 0."""
+    called otherwise than their rule expects, or without a dim of size 1 for the one sample
+    (on dim 0 where the rule needs it there)."""
     out = {}
     for m, name in plan.owners.items():
         calls = ref.calls[m]
         bad = next((c for c in calls if isinstance(c, str)), None)
+        anywhere = any_sample_dim(m) or replay_for(m) is not None
         if not calls:
-            out[name] = ("never called (its parameters are used functionally by another "
-                         "module, e.g. nn.MultiheadAttention's out_proj)")
+            out[name] = _NEVER_CALLED
         elif bad:
             out[name] = bad
-        elif any(a[0] != ref.k or o[0] != ref.k for a, o in calls):
-            a, o = next((a, o) for a, o in calls if a[0] != ref.k or o[0] != ref.k)
+        elif any((ref.k not in a or ref.k not in o) if anywhere else (a[0] != ref.k or o[0] !=
+                 ref.k) for a, o in calls):
+            a, o = next((a, o) for a, o in calls if (a[0] != ref.k or o[0] != ref.k))
             out[name] = (f"dim 0 is not the sample dimension: for one sample its input is "
                          f"{tuple(a)}, its output {tuple(o)} (time-major or flattened samples?)")
     return out
 
 
-def _layout(ref: Reference, m: nn.Module, i: int, a: Tensor, out: Tensor, n: int) -> str | None:
-    if a.dim() == 0 or out.dim() == 0 or a.shape[0] != n or out.shape[0] != n:
-        return (f"its input {tuple(a.shape)} / output {tuple(out.shape)} do not carry the "
-                f"{n} samples on dim 0")
+def _layout(ref: Reference, m: nn.Module, i: int, a: torch.Size, out: torch.Size,
+            n: int) -> tuple[int | None, str | None]:
+    """``(the dim of the samples, None)`` for the ``i``-th call of ``m``, or ``(None, why not)``."""
     seen = ref.calls[m]
     if i >= len(seen):
-        return f"called more often with {n} samples than with {ref.k}"
+        return None, f"called more often with {n} samples than with {ref.k}"
     if isinstance(seen[i], str):
-        return seen[i]
+        return None, seen[i]
     ra, ro = seen[i]
-    if ra[0] != ref.k or ro[0] != ref.k or ra[1:] != a.shape[1:] or ro[1:] != out.shape[1:]:
-        return (f"dim 0 is not the sample dimension: input {tuple(a.shape)} with {n} samples "
-                f"but {tuple(ra)} with {ref.k} (time-major or flattened samples?)")
-    return None
+    s, s_out = _sample_dim(ra, a, n, ref.k), _sample_dim(ro, out, n, ref.k)
+    replay = replay_for(m) is not None
+    if s is None or s_out is None or (s != s_out and not replay):
+        return None, (f"dim 0 is not the sample dimension: input {tuple(a)} / output "
+                      f"{tuple(out)} with {n} samples but {tuple(ra)} / {tuple(ro)} with "
+                      f"{ref.k} (flattened samples?)")
+    if s != 0 and not (replay or any_sample_dim(m)):
+        return None, (f"dim 0 is not the sample dimension: the samples are on dim {s} of "
+                      f"{tuple(a)}, and its rule needs them on dim 0 (time-major?)")
+    return s, None
 
 
 def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan,
@@ -183,31 +237,43 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan,
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
     rejected: dict[str, str] = {}
     ncalls = dict.fromkeys(plan.owners, 0)
-    swapped: list[tuple[nn.Module, str, Tensor]] = []
+    swapped: list[tuple[nn.Module, nn.Module, str, Tensor]] = []
 
     def store(module, per_sample):
         for name, g in per_sample.items():
-            key, g = id(getattr(module, name)), g.reshape(n, -1)
+            key, g = id(module.get_parameter(name)), g.reshape(n, -1)
             grads[key] = grads[key] + g if key in grads else g  # shared layers add up
 
     def pre_hook(module, args, kwargs):
-        for k in _own_trainable(module):  # fresh leaves: uses outside the call stay visible
-            p = module._parameters[k]
-            swapped.append((module, k, p))
-            module._parameters[k] = p.detach().requires_grad_()
+        for holder, k in _slots(module):  # fresh leaves: uses outside the call stay visible
+            p = holder._parameters[k]
+            swapped.append((module, holder, k, p))
+            holder._parameters[k] = p.detach().requires_grad_()
 
     def restore(module):
         while swapped and swapped[-1][0] is module:
-            _, k, p = swapped.pop()
-            module._parameters[k] = p
+            _, holder, k, p = swapped.pop()
+            holder._parameters[k] = p
 
     def forward_hook(module, args, kwargs, output):
-        restore(module)
         i, ncalls[module] = ncalls[module], ncalls[module] + 1
-        why = _call_form(args, kwargs, output) or _layout(ref, module, i, args[0], output, n)
+        why = _call_form(module, args, kwargs, output)
+        s = None
+        if not why:
+            s, why = _layout(ref, module, i, *_shapes(args, kwargs, output), n)
+        replay = replay_for(module)
+        if replay is not None and not why:  # recomputed from the stand-ins, before restoring
+            got = replay(module, args, kwargs, s, lambda g: store(module, g))
+            why = got if isinstance(got, str) else None
+        restore(module)
         if why:
             rejected.setdefault(plan.owners[module], why)
             return None
+        if replay is not None:
+            output, tensors = got
+            edges.extend(torch.autograd.graph.get_gradient_edge(t) for t in tensors
+                         if t.requires_grad)
+            return output
         if not output.requires_grad:
             return None
         if fuses(module, args[0]):
@@ -215,10 +281,10 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan,
             edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
             return FusedConv.apply(args[0], module, [output.detach()],
                                    lambda g: store(module, g))
-        saved, rule = [args[0].detach()], rule_for(module)[0]
+        saved, rule = [args[0].detach().movedim(s, 0)], rule_for(module)[0]
 
         def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
-            store(module, rule(module, saved[0], d))
+            store(module, rule(module, saved[0], d.movedim(s, 0)))
             saved.clear()  # free the input now, as autograd frees its saved tensors
 
         # The hook refers to neither the output nor the graph: no reference cycle keeps
@@ -235,12 +301,11 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan,
     finally:
         for h in handles:
             h.remove()
-        for module, k, p in reversed(swapped):  # a forward that raised mid-call
-            module._parameters[k] = p
+        for _, holder, k, p in reversed(swapped):  # a forward that raised mid-call
+            holder._parameters[k] = p
     for m, name in plan.owners.items():
         if ncalls[m] == 0:
-            rejected.setdefault(name, "never called (its parameters are used functionally by "
-                                      "another module, e.g. nn.MultiheadAttention's out_proj)")
+            rejected.setdefault(name, _NEVER_CALLED)
         elif ncalls[m] != len(ref.calls[m]):
             rejected.setdefault(name, f"called {ncalls[m]} times with {n} samples but "
                                       f"{len(ref.calls[m])} times with {ref.k}")
@@ -262,4 +327,3 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan,
     keep = {pid: grads[pid] if pid in grads else plan.params[pid].new_zeros(n, plan.params[
             pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])}
     return keep, rejected
-

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["conv_path", "layers_supported", "register_rule", "rule_for", "unsupported_reason"]
+__all__ = ["any_sample_dim", "conv_path", "layers_supported", "register_replay", "register_rule",
+           "replay_for", "rule_for", "unsupported_reason"]
 
 
 def _conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> Tensor:
@@ -145,24 +146,61 @@ def _normalised(m: nn.Module, a: Tensor) -> Tensor:
 # layer's own parameters, {name: Tensor[n, *param.shape]}; RULE_PARAMS says which it covers.
 Rule = Callable[[nn.Module, Tensor, Tensor], dict[str, Tensor]]
 _RULES: dict[type, tuple[Rule, tuple[str, ...]]] = {}
+_ANY_DIM: set[type] = set()  # rules that hold with the samples on any dim (moved to dim 0)
 
 
-def register_rule(*types: type, params: tuple[str, ...] = ("weight", "bias")):
-    """Decorator: ``rule(module, a, δ)`` computes per-sample gradients for layers of ``types``."""
+def register_rule(*types: type, params: tuple[str, ...] = ("weight", "bias"),
+                  any_dim: bool = False):
+    """Decorator: ``rule(module, a, δ)`` computes per-sample gradients for layers of ``types``
+    (samples on dim 0 of ``a`` and ``δ``; ``any_dim``: the rule also holds when the layer sees
+    them on another dim, as a Linear on time-major ``[T, N, C]``, which the pass moves to 0)."""
 
     def wrap(rule: Rule) -> Rule:
         for t in types:
             _RULES[t] = (rule, params)
+            (_ANY_DIM.add if any_dim else _ANY_DIM.discard)(t)
         return rule
 
     return wrap
+
+
+def any_sample_dim(m: nn.Module) -> bool:
+    """Whether ``m``'s rule holds with the samples on any dim of its input and output."""
+    return any(t in _ANY_DIM for t in type(m).__mro__ if t in _RULES)
+
+
+# A replay rule handles a module whose forward is more than one contraction (an LSTM's
+# recurrence, attention): called with the module's call (args, kwargs), the dim of the samples
+# and a ``store`` callback, it recomputes the output from the parameters as given (the pass's
+# stand-ins) with hooks on its intermediate tensors that ``store({name: Tensor[n, *shape]})``
+# the per-sample gradients of the whole subtree's parameters (names as in named_parameters)
+# when the backward reaches them. It returns (output, [those tensors]) or why it cannot.
+Replay = Callable[[nn.Module, tuple, dict, int, Callable[[dict[str, Tensor]], None]],
+                  "tuple[object, list[Tensor]] | str"]
+_REPLAYS: dict[type, Replay] = {}
+
+
+def register_replay(*types: type):
+    """Decorator: ``replay(module, args, kwargs, sample_dim, store)`` for modules of ``types``."""
+
+    def wrap(replay: Replay) -> Replay:
+        for t in types:
+            _REPLAYS[t] = replay
+        return replay
+
+    return wrap
+
+
+def replay_for(m: nn.Module) -> Replay | None:
+    """The replay rule registered for ``m``'s class (None: an ordinary rule or none)."""
+    return next((_REPLAYS[t] for t in type(m).__mro__ if t in _REPLAYS), None)
 
 
 def _wants(p: Tensor | None) -> bool:
     return p is not None and p.requires_grad
 
 
-@register_rule(nn.Linear)
+@register_rule(nn.Linear, any_dim=True)
 def _linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     """``∂l_n/∂W = Σ_t δ[n, t]ᵀ a[n, t]``, ``∂l_n/∂b = Σ_t δ[n, t]`` (``t``: any extra dims)."""
     n = a.shape[0]
@@ -220,7 +258,8 @@ class FusedConv(torch.autograd.Function):
         return ga, None, None, None
 
 
-@register_rule(nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+@register_rule(nn.LayerNorm, any_dim=True)
+@register_rule(nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def _norm_rule(m: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     """``y = x̂ ⊙ γ + β``: ``∂l_n/∂γ = Σ δ[n] ⊙ x̂[n]``, ``∂l_n/∂β = Σ δ[n]`` over the positions
     the affine parameters are broadcast across (spatial dims; leading dims for LayerNorm)."""
@@ -251,7 +290,7 @@ except ImportError:  # pragma: no cover - models is optional for this module
 def unsupported_reason(m: nn.Module) -> str | None:
     """Why the ``"layers"`` method cannot handle ``m``'s trainable parameters (None: it can)."""
     own = [name for name, p in m._parameters.items() if p is not None and p.requires_grad]
-    if not own:
+    if not own or replay_for(m) is not None:  # a replay checks each call itself
         return None
     entry = next((_RULES[t] for t in type(m).__mro__ if t in _RULES), None)
     if entry is None:
@@ -267,8 +306,8 @@ def unsupported_reason(m: nn.Module) -> str | None:
 
 def rule_for(m: nn.Module) -> tuple[Rule, type]:
     """``(rule, the registered class it was registered for)`` of a supported module."""
-    t = next(t for t in type(m).__mro__ if t in _RULES)
-    return _RULES[t][0], t
+    t = next(t for t in type(m).__mro__ if t in _RULES or t in _REPLAYS)
+    return _RULES[t][0] if t in _RULES else _REPLAYS[t], t
 
 
 def layers_supported(model: nn.Module) -> bool:

@@ -98,7 +98,30 @@ def seq(n, t=7, c=5, seed=0):
 
 
 @pytest.mark.parametrize("n", [5, 7])  # T = 7: T != N and T == N
-@pytest.mark.parametrize("cls", [TimeMajor, Flattened, Tied])
+@pytest.mark.parametrize("method", ["auto", "layers"])
+def test_time_major_linear_is_exact_in_the_layers_pass_without_a_fallback(n, method):
+    torch.manual_seed(0)
+    model, (x, y) = TimeMajor(), seq(n)
+    g, msgs = run(model, x, y, method=method)
+    assert_exact(g, loop(model, ce, x, y))
+    assert not msgs  # the samples were found on dim 1 and moved to dim 0 for the Linear rule
+
+
+def test_a_dim0_rule_seeing_samples_on_another_dim_is_rejected_naming_it():
+    from gradkit.grads.layerpass import Reference, _layout
+
+    conv = nn.Conv1d(5, 6, 3, padding=1)
+    ref = Reference(1, {conv: [((7, 5, 1), (7, 6, 1))]}, None)
+    dim, why = _layout(ref, conv, 0, torch.Size([7, 5, 4]), torch.Size([7, 6, 4]), 4)
+    assert dim is None and "dim 2" in why and "needs them on dim 0" in why
+    assert _layout(ref, conv, 1, torch.Size([7, 5, 4]), torch.Size([7, 6, 4]), 4)[0] is None
+    lin = nn.Linear(5, 6)
+    ref = Reference(1, {lin: [((7, 1, 5), (7, 1, 6))]}, None)
+    assert _layout(ref, lin, 0, torch.Size([7, 7, 5]), torch.Size([7, 7, 6]), 7) == (1, None)
+
+
+@pytest.mark.parametrize("n", [5, 7])  # T = 7: T != N and T == N
+@pytest.mark.parametrize("cls", [Flattened, Tied])
 def test_layout_and_tied_patterns_are_exact_with_a_warning_naming_the_module(cls, n):
     torch.manual_seed(0)
     model, (x, y) = cls(), seq(n)
@@ -112,7 +135,7 @@ def test_layout_and_tied_patterns_are_exact_with_a_warning_naming_the_module(cls
 
 def test_reasons_say_what_failed():
     x, y = seq(7)
-    for model, why in [(TimeMajor(), "sample dimension"), (Flattened(), "flattened"),
+    for model, why in [(Flattened(), "flattened"),
                        (Tied(), "outside its call"), (Attention(True), "never called")]:
         msgs = run(model, x[..., :4] if isinstance(model, Attention) else x, y)[1]
         assert any(why in m for m in msgs), (type(model).__name__, msgs)
