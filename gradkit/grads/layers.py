@@ -10,6 +10,9 @@ small rule per layer type (BackPACK's design):
   input channels take their input gradient in the same call, :class:`FusedConv`)
 - GroupNorm / LayerNorm / BatchNorm (eval) ``Σ δ_i ⊙ x̂_i`` and ``Σ δ_i``
 - the ranker's ``InputPrompt`` ``δ_i``
+- by *replay* (the module's output recomputed with hooks inside): ``LSTM``
+  (:mod:`~gradkit.grads.recurrent`, a hand-written backward through time) and
+  ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`, its projections as Linear rules)
 
 The backward is taken with respect to the layer outputs only, so autograd never forms the summed
 weight gradients it would throw away. More layer types: :func:`register_rule`. Why each rule has
@@ -171,8 +174,8 @@ def any_sample_dim(m: nn.Module) -> bool:
 
 # A replay rule handles a module whose forward is more than one contraction (an LSTM's
 # recurrence, attention): called with the module's call (args, kwargs), the dim of the samples
-# and a ``store`` callback, it recomputes the output from the parameters as given (the pass's
-# stand-ins) with hooks on its intermediate tensors that ``store({name: Tensor[n, *shape]})``
+# and a ``store`` callback, it recomputes the output from the parameters' values, detached (the
+# graph must not reach them: the pass sees uses outside the call that way), with hooks on its intermediate tensors that ``store({name: Tensor[n, *shape]})``
 # the per-sample gradients of the whole subtree's parameters (names as in named_parameters)
 # when the backward reaches them. It returns (output, [those tensors]) or why it cannot.
 Replay = Callable[[nn.Module, tuple, dict, int, Callable[[dict[str, Tensor]], None]],
@@ -287,6 +290,15 @@ except ImportError:  # pragma: no cover - models is optional for this module
     pass
 
 
+# The replay rules, each in its own module (the math of a recurrence or of attention is longer
+# than a contraction): they import nothing from here, so registering them here has no cycle.
+from gradkit.grads.attention import mha_replay  # noqa: E402
+from gradkit.grads.recurrent import lstm_replay  # noqa: E402
+
+register_replay(nn.MultiheadAttention)(mha_replay)
+register_replay(nn.LSTM)(lstm_replay)
+
+
 def unsupported_reason(m: nn.Module) -> str | None:
     """Why the ``"layers"`` method cannot handle ``m``'s trainable parameters (None: it can)."""
     own = [name for name, p in m._parameters.items() if p is not None and p.requires_grad]
@@ -315,6 +327,8 @@ def layers_supported(model: nn.Module) -> bool:
 
     Built in: ``Linear``, ``Conv1d``/``2d``/``3d`` (zero padding given as numbers, any stride,
     dilation, groups), ``GroupNorm``, ``LayerNorm``, ``BatchNorm`` (eval mode) and the project's
-    ``InputPrompt``; more with :func:`register_rule`.
+    ``InputPrompt``, and by replay ``LSTM`` (:mod:`~gradkit.grads.recurrent`) and
+    ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`), whose calls are checked as they
+    happen; more with :func:`register_rule` / :func:`register_replay`.
     """
     return all(unsupported_reason(m) is None for m in model.modules())

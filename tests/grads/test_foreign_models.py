@@ -133,21 +133,37 @@ def test_layout_and_tied_patterns_are_exact_with_a_warning_naming_the_module(cls
         per_sample_grads(model, ce, x, y, method="layers")
 
 
+class Functional(nn.Module):
+    """A Linear that is never called: its parameters are applied by ``F.linear`` (as
+    ``nn.MultiheadAttention`` applies its ``out_proj``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.head = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(F.linear(x.mean(1), self.proj.weight, self.proj.bias)))
+
+
 def test_reasons_say_what_failed():
     x, y = seq(7)
-    for model, why in [(Flattened(), "flattened"),
-                       (Tied(), "outside its call"), (Attention(True), "never called")]:
-        msgs = run(model, x[..., :4] if isinstance(model, Attention) else x, y)[1]
+    for model, why in [(Flattened(), "flattened"), (Tied(), "outside its call"),
+                       (Functional(), "never called")]:
+        g, msgs = run(model, x, y)
         assert any(why in m for m in msgs), (type(model).__name__, msgs)
+        assert_exact(g, loop(model, ce, x, y))
 
 
+@pytest.mark.parametrize("method", ["auto", "layers"])
 @pytest.mark.parametrize("frozen_in", [True, False])
-def test_multihead_attention_out_proj_is_not_zero(frozen_in):
+def test_multihead_attention_is_exact_in_the_layers_pass(frozen_in, method):
+    """The attention replay covers in_proj and the functionally applied out_proj alike."""
     torch.manual_seed(0)
     model, (x, y) = Attention(frozen_in), seq(12, c=4)
-    g = run(model, x, y)[0]
+    g, msgs = run(model, x, y, method=method)
     want = loop(model, ce, x, y)
     assert_exact(g, want)
+    assert not msgs
     assert float(g[:, :16].abs().max()) > 0 if frozen_in else True  # out_proj.weight comes first
 
 
@@ -158,6 +174,43 @@ def test_transformer_encoder_is_exact():
                           nn.Flatten(), nn.Linear(28, 3)).eval()
     x, y = seq(10, c=4)
     assert_exact(run(model, x, y)[0], loop(model, ce, x, y))
+
+
+class LSTMNet(nn.Module):
+    """A 2-layer bidirectional LSTM (batch first or time major), a head on the last step."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.batch_first = batch_first
+        self.rnn = nn.LSTM(5, 6, 2, batch_first=batch_first, bidirectional=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):  # x: [N, T, C]
+        out = self.rnn(x if self.batch_first else x.transpose(0, 1))[0]
+        return self.head(out[:, -1] if self.batch_first else out[-1])
+
+
+@pytest.mark.parametrize("n", [5, 7, 16])  # T = 7: T == N once
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_lstm_is_exact_in_the_layers_pass(batch_first, n):
+    torch.manual_seed(0)
+    model, (x, y) = LSTMNet(batch_first), seq(n)
+    for method in ("auto", "layers"):
+        g, msgs = run(model, x, y, method=method)
+        assert_exact(g, loop(model, ce, x, y))
+        assert not msgs
+
+
+def test_lstm_with_projection_falls_back_naming_it():
+    torch.manual_seed(0)
+    model, (x, y) = LSTMNet(True), seq(9)
+    model.rnn = nn.LSTM(5, 12, batch_first=True, proj_size=6)
+    model.head = nn.Linear(6, 3)
+    g, msgs = run(model, x, y)
+    assert_exact(g, loop(model, ce, x, y))
+    assert any("'rnn'" in m and "proj_size" in m for m in msgs), msgs
+    with pytest.raises(ValueError, match="proj_size"):
+        per_sample_grads(model, ce, x, y, method="layers")
 
 
 class GRUNet(nn.Module):

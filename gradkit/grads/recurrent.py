@@ -1,0 +1,234 @@
+"""Per-sample gradients of ``nn.LSTM`` from one batched forward and backward (a replay rule).
+
+One LSTM layer (one direction) computes, for every step ``t``, the gate pre-activations
+
+    ``G_t = x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh``   (``[n, 4H]``, gates in PyTorch's order
+    ``i, f, g, o``)
+    ``i, f, o = σ(G_t^i), σ(G_t^f), σ(G_t^o)``,  ``g = tanh(G_t^g)``
+    ``c_t = f ⊙ c_{t-1} + i ⊙ g``,  ``h_t = o ⊙ tanh(c_t)``.
+
+Each parameter enters only through ``G_t``, and sample ``n`` only touches row ``n``, so with
+``δG[t, n] = ∂L/∂G_t[n]`` (``L = Σ_n l_n``) the per-sample gradients are
+
+    ``∂l_n/∂W_ih = Σ_t δG[t, n]ᵀ x[t, n]``,   ``∂l_n/∂W_hh = Σ_t δG[t, n]ᵀ h[t-1, n]``,
+    ``∂l_n/∂b_ih = ∂l_n/∂b_hh = Σ_t δG[t, n]``.
+
+The replay splits ``G_t = A[t] + h_{t-1} W_hhᵀ`` with the input part for all steps in one
+matmul, ``A = X W_ihᵀ + b_ih + b_hh`` (``[T, n, 4H]``). ``A[t]`` enters the graph only through
+``G_t``, so ``∂L/∂A = δG``: one tensor hook on ``A`` receives all of ``δG`` and turns it into the
+three sums above (batched matmuls over the samples). The recurrence itself is one autograd node
+(:class:`_LSTMScan`) with a hand-written backward through time (BPTT),
+
+    ``δh_t = ∂L/∂h_t (from above) + δG_{t+1} W_hh``,
+    ``δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ⊙ o ⊙ (1 - tanh²c_t)``,
+    ``δG^i = δc_t ⊙ g ⊙ i(1-i)``, ``δG^f = δc_t ⊙ c_{t-1} ⊙ f(1-f)``,
+    ``δG^g = δc_t ⊙ i ⊙ (1-g²)``, ``δG^o = δh_t ⊙ tanh(c_t) ⊙ o(1-o)``,
+
+so autograd sees one node per layer and direction instead of a dozen per step. Layers stack on
+the concatenated directions; the reverse direction runs the same scan from ``t = T-1`` down
+(its "previous" hidden state is ``h_{t+1}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn.utils.rnn import PackedSequence
+
+__all__ = ["lstm_replay", "lstm_unsupported"]
+
+Store = Callable[[dict[str, Tensor]], None]
+
+
+class _LSTMScan(torch.autograd.Function):
+    """``(A [T, n, 4H], W_hh, h0 [n, H], c0 [n, H], reverse) -> (H [T, n, H], c_last)``.
+
+    The recurrence of one layer and direction given its input projection ``A`` (biases
+    included); ``W_hh`` is a constant (its gradient comes from the hook on ``A``). Forward and
+    backward write into preallocated buffers, about eight ops per step each way.
+    """
+
+    @staticmethod
+    def forward(ctx, A: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, reverse: bool):
+        T, n, G = A.shape
+        H = G // 4
+        order = range(T - 1, -1, -1) if reverse else range(T)
+        gates = A.new_empty(T, n, G)  # activated gates, in step order s
+        cs = A.new_empty(T + 1, n, H)  # cs[s]: c before step s (cs[0] = c0), cs[s+1] after
+        tcs = A.new_empty(T, n, H)  # tanh(c) after step s
+        out = A.new_empty(T, n, H)  # h, in time order
+        cs[0] = c0
+        h, w_t = h0, w_hh.t()
+        for s, t in enumerate(order):
+            g = gates[s]
+            torch.addmm(A[t], h, w_t, out=g)
+            g[:, : 2 * H].sigmoid_()
+            g[:, 2 * H : 3 * H].tanh_()
+            g[:, 3 * H :].sigmoid_()
+            c = cs[s + 1]
+            torch.mul(g[:, H : 2 * H], cs[s], out=c)
+            c.addcmul_(g[:, :H], g[:, 2 * H : 3 * H])
+            torch.tanh(c, out=tcs[s])
+            h = torch.mul(g[:, 3 * H :], tcs[s], out=out[t])
+        ctx.save_for_backward(w_hh, gates, cs, tcs)
+        ctx.reverse = reverse
+        return out, cs[T].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out: Tensor, d_c: Tensor):
+        w_hh, gates, cs, tcs = ctx.saved_tensors
+        T, n, G = gates.shape
+        H = G // 4
+        i, f, g, o = gates.split(H, dim=2)
+        # The gates' local derivatives for all steps at once: δG = [δc, δc, δc, δh] ⊙ p.
+        p = torch.empty_like(gates)
+        pi, pf, pg, po = p.split(H, dim=2)
+        torch.mul(g, i * (1 - i), out=pi)
+        torch.mul(cs[:-1], f * (1 - f), out=pf)
+        torch.mul(i, 1 - g * g, out=pg)
+        torch.mul(tcs, o * (1 - o), out=po)
+        oc = o * (1 - tcs * tcs)  # ∂h/∂c
+        del gates, cs, tcs, i, g, o
+        p3 = p.view(T, n, 4, H)[:, :, :3]
+        dA = torch.empty_like(p)  # δG in time order
+        d3 = dA.view(T, n, 4, H)[:, :, :3]
+        order = range(T - 1, -1, -1) if ctx.reverse else range(T)
+        steps = list(enumerate(order))[::-1]
+        prev = None
+        for s, t in steps:
+            dh = d_out[t] if prev is None else torch.addmm(d_out[t], dA[prev], w_hh)
+            d_c = torch.addcmul(d_c, dh, oc[s])
+            torch.mul(p3[s], d_c.unsqueeze(1), out=d3[t])
+            torch.mul(po[s], dh, out=dA[t, :, 3 * H :])
+            d_c = d_c * f[s]
+            prev = t
+        dh0 = dA[prev] @ w_hh if ctx.needs_input_grad[2] else None
+        dc0 = d_c if ctx.needs_input_grad[3] else None
+        return dA, None, dh0, dc0, None
+
+
+def lstm_unsupported(m: nn.Module, args: tuple, kwargs: dict, sample_dim: int) -> str | None:
+    """Why :func:`lstm_replay` cannot replay this call (None: it can)."""
+    if not isinstance(m, nn.LSTM) or m.mode != "LSTM":
+        return f"{type(m).__name__} is not an nn.LSTM"
+    if set(kwargs) - {"hx"} or len(args) + len(kwargs) > 2 or not args:
+        return f"LSTM called with args {len(args)} and kwargs {sorted(kwargs)}"
+    x = args[0]
+    if isinstance(x, PackedSequence):
+        return "PackedSequence input (variable lengths)"
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        return f"input of {getattr(x, 'dim', lambda: '?')()} dims (unbatched or not a tensor)"
+    if m.proj_size > 0:
+        return f"proj_size = {m.proj_size} (projected LSTM)"
+    if m.dropout > 0 and m.training and m.num_layers > 1:
+        return f"dropout = {m.dropout} between layers in training mode"
+    if sample_dim != (0 if m.batch_first else 1):
+        return f"samples in dim {sample_dim} but batch_first={m.batch_first}"
+    w = m.weight_ih_l0
+    if x.dtype != w.dtype or x.device != w.device or not x.dtype.is_floating_point:
+        return f"input {x.dtype} on {x.device}, parameters {w.dtype} on {w.device}"
+    hx = args[1] if len(args) > 1 else kwargs.get("hx")
+    if hx is not None:
+        n, dirs = x.shape[sample_dim], 2 if m.bidirectional else 1
+        shape = (m.num_layers * dirs, n, m.hidden_size)
+        if not (isinstance(hx, tuple | list) and len(hx) == 2
+                and all(isinstance(h, Tensor) and h.shape == shape for h in hx)):
+            return f"hx is not a pair (h0, c0) of shape {shape}"
+    if not torch.is_grad_enabled():
+        return "grad mode is off"
+    return None
+
+
+def _per_sample(dG: Tensor, x: Tensor, h_prev: Tensor, names: list[str],
+                want: list[bool]) -> dict[str, Tensor]:
+    """``δG [T, n, 4H]``, ``x [T, n, D]``, ``h_prev [T, n, H]`` -> the sums of the module
+    docstring, for the parameters ``names`` (weight_ih, weight_hh[, bias_ih, bias_hh]) wanted."""
+    dGn = dG.permute(1, 2, 0)  # [n, 4H, T]
+    got = {}
+    if want[0]:
+        got[names[0]] = torch.bmm(dGn, x.transpose(0, 1))
+    if want[1]:
+        got[names[1]] = torch.bmm(dGn, h_prev.transpose(0, 1))
+    if len(names) > 2 and (want[2] or want[3]):
+        db = dG.sum(0)
+        for k in (2, 3):
+            if want[k]:
+                got[names[k]] = db if k == 2 or not want[2] else db.clone()
+    return got
+
+
+def lstm_replay(m: nn.LSTM, args: tuple, kwargs: dict, sample_dim: int,
+                store: Store) -> tuple[Any, list[Tensor]] | str:
+    """Replay ``m(*args, **kwargs)`` -> ``((out, (h_n, c_n)), edges)`` or why it cannot.
+
+    The output is recomputed layer by layer from the detached parameters (the graph reaches
+    the input and ``hx`` but not the parameters). ``edges`` are the input projections ``A`` of
+    the layers and directions with trainable parameters; when the backward reaches one, its
+    hook calls ``store({name: Tensor[n, *param.shape]})`` for that layer and direction's
+    trainable parameters and drops the activations it kept.
+    """
+    why = lstm_unsupported(m, args, kwargs, sample_dim)
+    if why:
+        return why
+    x = args[0]
+    hx = args[1] if len(args) > 1 else kwargs.get("hx")
+    if m.batch_first:
+        x = x.transpose(0, 1)
+    T, n, _ = x.shape
+    Hd, dirs = m.hidden_size, 2 if m.bidirectional else 1
+    if hx is None:
+        zeros = x.new_zeros(m.num_layers * dirs, n, Hd)
+        hx = (zeros, zeros)
+    h_n, c_n, edges = [], [], []
+    layer_in = x
+    for layer in range(m.num_layers):
+        x2 = layer_in.reshape(T * n, -1)
+        outs = []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
+            names += [f"bias_ih{sfx}", f"bias_hh{sfx}"] if m.bias else []
+            params = [m._parameters[k] for k in names]
+            w_ih, w_hh = params[0].detach(), params[1].detach()
+            if m.bias:
+                A = torch.addmm(params[2].detach() + params[3].detach(), x2, w_ih.t())
+            else:
+                A = torch.mm(x2, w_ih.t())
+            A = A.view(T, n, 4 * Hd)
+            want = [p.requires_grad for p in params]
+            if any(want) and not A.requires_grad:
+                A.requires_grad_()  # a leaf: the backward still delivers δG to its hook
+            k = layer * dirs + d
+            out, c_last = _LSTMScan.apply(A, w_hh, hx[0][k], hx[1][k], bool(d))
+            outs.append(out)
+            h_n.append(out[0] if d else out[T - 1])
+            c_n.append(c_last)
+            if any(want):
+                edges.append(A)
+                A.register_hook(_hook(layer_in.detach(), out.detach(), hx[0][k].detach(),
+                                      bool(d), names, want, store))
+        layer_in = outs[0] if dirs == 1 else torch.cat(outs, dim=2)
+    out = layer_in.transpose(0, 1) if m.batch_first else layer_in
+    return (out, (torch.stack(h_n), torch.stack(c_n))), edges
+
+
+def _hook(x: Tensor, out: Tensor, h0: Tensor, reverse: bool, names: list[str],
+          want: list[bool], store: Store) -> Callable[[Tensor], None]:
+    """The hook on ``A``: ``δG`` -> ``store`` the per-sample gradients; frees what it kept."""
+    kept = [x, out, h0]
+
+    def on_grad(dG: Tensor) -> None:
+        x, out, h0 = kept
+        kept.clear()
+        if reverse:
+            h_prev = torch.cat([out[1:], h0.unsqueeze(0)])
+        else:
+            h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
+        store(_per_sample(dG, x, h_prev, names, want))
+
+    return on_grad
