@@ -18,7 +18,13 @@ Usage: ``from gradkit.grads import per_sample_grads, noise_scale``.
 """
 
 from gradkit.grads.batches import batch_grads, batch_index, batch_means, full_grad
-from gradkit.grads.engine import METHODS, choose_method, default_chunk_size, per_sample_grads
+from gradkit.grads.engine import (
+    METHODS,
+    choose_method,
+    default_chunk_size,
+    forget,
+    per_sample_grads,
+)
 from gradkit.grads.layers import layers_supported, register_rule
 from gradkit.grads.noise import NoiseScale, StreamingNoiseScale, noise_scale
 from gradkit.grads.samples import per_sample_losses
@@ -27,7 +33,7 @@ from gradkit.grads.sketch import sketch
 
 __all__ = [
     "METHODS", "NoiseScale", "StreamingNoiseScale", "batch_grads", "batch_index", "batch_means",
-    "choose_method", "cosine", "default_chunk_size", "full_grad", "layers_supported",
+    "choose_method", "cosine", "default_chunk_size", "forget", "full_grad", "layers_supported",
     "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
     "similarity_matrix", "similarity_stats", "sketch",
 ]

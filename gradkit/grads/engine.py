@@ -23,28 +23,46 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 - every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
   convolution's weight rule takes the cheapest exact path for its shape
   (:func:`~gradkit.grads.layers.conv_path`: a grouped ``convolution_backward`` while groups are
-  small, else im2col + batched matmul, else one summed gradient per sample);
+  small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM`` and
+  ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
+  :mod:`~gradkit.grads.attention`);
 - the other parameters: ``"vmap"`` (for all parameters, since it runs the whole network batched
   anyway, unless a large convolution would take vmap's costly grouped weight gradient: then for
-  those parameters only), or the loop when the chunk has at most
-  ``_LOOP_MAX`` samples, when the model has recurrent layers (their vmap is a slow internal
-  loop) or when vmap raised (data-dependent control flow, ``.item()``, GRU; warned once, with
-  the method to pass to skip the attempt). When the fallback is the loop, the loop does the
-  whole chunk (it costs the same for all parameters as for some).
+  those parameters only), or the loop when the chunk has at most ``_LOOP_MAX`` samples, when
+  the model has recurrent layers (``nn.RNNBase``: vmap fails on a GRU at some batch sizes, and
+  is a slow internal loop otherwise) or when vmap raised (data-dependent control flow,
+  ``.item()``; warned once, with the method to pass to skip the attempt). When the fallback
+  is the loop, the loop does the whole chunk (it costs the same for all parameters as for
+  some);
+- all parameters go to vmap, else the loop, when the samples of a batch interact (a batch
+  padded to its longest sample with layers that see the padding): a batched pass cannot give
+  each sample's gradient alone (:func:`~gradkit.grads.layerpass.batch_coupling`, warned once).
 
-Cost model, in units of a plain batch backward ``B``: layers ``≈ B`` plus the per-sample
-products (the rules' flops equal the summed weight gradient's, ``≈ 0.1-0.3 B``); vmap
-``≈ 1.5-2 B`` on convolutions and norms (more on attention, whose math kernel it must use);
-the loop ``≈ N · B(1)``, ``N`` single-sample passes, ``4-5 B`` at ``N = 32-128`` on the ranker
-and the best choice at small ``N`` or for large layers, where ``B(1) ≈ B / N``. The thresholds
-and the rules' forms were chosen by measurement (``benchmarks/per_sample_grads.py``; numbers
-in ``benchmarks/README.md``).
+What a call learns about a model (the reference sample's call shapes, the modules rejected,
+a failed vmap, interacting samples, a passed consistency check) is kept, weakly, per model and
+call signature (the inputs' per-sample shapes, dtypes and tree, the modules, their training
+flags, the trainable parameters): later calls with the same signature skip the reference pass
+and the probes. :func:`forget` drops it.
+
+Cost model, in units of a plain batch backward ``B`` (measured on this 2-core CPU,
+``benchmarks/README.md``): layers ``≈ B`` plus the per-sample products (the rules' flops equal
+the summed weight gradient's, ``≈ 0.1-0.3 B`` on the ranker; attention and an LSTM are
+replayed in their own forward, the LSTM's recurrence in Python, ``≈ 1.4 B`` and ``≈ 4 B`` on
+the benchmark's models); vmap ``≈ 1.5-2.5 B`` on convolutions, norms and attention (whose math
+kernel it must use); the loop ``≈ N · B(1)``, ``N`` single-sample passes, ``4-5 B`` at
+``N = 32-128`` on the ranker, ``13-18 B`` on the small sequence models (a pass of one sample
+costs nearly what a batch does there) and the best choice at small ``N`` or for large layers,
+where ``B(1) ≈ B / N``. The first call on a model adds the reference pass: a forward of one
+sample and, with the check, its backward, ``B(1)`` (``0.05 B`` on the ranker, ``0.3-0.7 B`` on
+the small sequence models). The thresholds and the rules' forms were chosen by measurement
+(``benchmarks/per_sample_grads.py``).
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -55,6 +73,7 @@ from gradkit.core.params import flat_grad, num_trainable, trainable_named_parame
 from gradkit.grads.hessian import double_backward_sdpa
 from gradkit.grads.layerpass import (
     LayerPlan,
+    Reference,
     layers_pass,
     reference_pass,
     reference_rejections,
@@ -63,7 +82,7 @@ from gradkit.grads.layers import conv_path, layers_supported
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
 
-__all__ = ["METHODS", "choose_method", "default_chunk_size", "per_sample_grads"]
+__all__ = ["METHODS", "choose_method", "default_chunk_size", "forget", "per_sample_grads"]
 
 METHODS = ("auto", "vmap", "loop", "layers")
 
@@ -156,9 +175,56 @@ def _reasons(d: dict[str, str]) -> str:
     return "; ".join(f"{name!r}: {why}" for name, why in d.items())
 
 
+@dataclass
+class _Learned:
+    """What the calls of :func:`per_sample_grads` learned about one model and call signature
+    (:func:`_signature`), so that later calls skip the probes: the reference calls of a sample
+    (its gradient and values dropped once used), the modules rejected and why, whether vmap
+    failed, why the samples of a batch interact (if they do) and whether the consistency check
+    passed."""
+
+    ref: Reference | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+    coupled: str | None = None
+    vmap_failed: bool = False
+    checked: bool = False
+
+
+_LEARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {signature: _Learned}
+_SIGNATURES_KEPT = 8
+
+
+def _signature(model: nn.Module, inputs: Any) -> tuple:
+    """What the layers pass's structure depends on: the inputs' tree, each tensor's per-sample
+    shape, dtype and device (other leaves by value), the modules and their training flags, the
+    parameters and which are trainable. (The number of samples is left out: a chunk of any size
+    behaves alike.)"""
+    leaves, spec = torch.utils._pytree.tree_flatten(inputs)
+    sig = tuple((tuple(t.shape[1:]), t.dtype, t.device) if isinstance(t, Tensor) else
+                (type(t).__name__, repr(t)[:80]) for t in leaves)
+    return (str(spec), sig, tuple((id(m), m.training) for m in model.modules()),
+            tuple((id(p), p.requires_grad) for p in model.parameters()))
+
+
+def _recall(model: nn.Module, inputs: Any) -> _Learned:
+    known = _LEARNED.setdefault(model, {})
+    key = _signature(model, inputs)
+    if key not in known:
+        if len(known) >= _SIGNATURES_KEPT:
+            known.pop(next(iter(known)))
+        known[key] = _Learned()
+    return known[key]
+
+
+def forget(model: nn.Module) -> None:
+    """Drop what earlier calls learned about ``model`` (the next call probes and checks again)."""
+    _LEARNED.pop(model, None)
+
+
 class _Run:
     """One call of :func:`per_sample_grads`: the method chosen per chunk, the layer plan and
-    its rejections (kept for the later chunks), the reference samples, the fallbacks."""
+    its rejections (kept for the later chunks and, in ``learned``, for later calls), the
+    reference sample, the fallbacks."""
 
     def __init__(self, model, loss_fn, method, check):
         self.model, self.loss_fn, self.method, self.check = model, loss_fn, method, check
@@ -167,7 +233,17 @@ class _Run:
         if method == "layers" and self.plan.unsupported:
             raise ValueError(f"method='layers' cannot handle {_reasons(self.plan.unsupported)}; "
                              "use method='auto' (exact fallbacks) or 'vmap' / 'loop'")
-        self.ref, self.vmap_failed, self.whole = None, False, None
+        self.ref, self.whole, self.learned = None, None, _Learned()
+        self.checking = False  # whether this call's reference pass took the gradient
+
+    def recall(self, x) -> None:
+        """Start from what earlier calls learned for this model and signature."""
+        self.learned = learned = _recall(self.model, x)
+        if self.plan is None:
+            return
+        self._reject(dict(learned.rejected))
+        if learned.ref is not None and (learned.checked or not self.check):
+            self.ref = learned.ref
 
     def chunk(self, x, y, first: bool) -> Tensor:
         n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
@@ -175,6 +251,10 @@ class _Run:
             return self._fallback(x, y, None)
         if self.method == "loop":
             return _loop_grads(model, loss_fn, x, y)
+        if first:
+            self.recall(x)
+        if self.learned.coupled and self.whole is None:
+            return self._coupled(self.learned.coupled, x, y)
         if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
             return _loop_grads(model, loss_fn, x, y)
         if self.whole == "vmap":
@@ -186,6 +266,7 @@ class _Run:
             self.whole = self.whole or "vmap"
             return _loop_grads(model, loss_fn, x, y) if fb is None else fb
         if self.ref is None and plan.covered:
+            self.checking = self.check
             self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
             self._reject(reference_rejections(self.ref, plan))
         sizes = {id(p): p.numel() for _, p in self.named}
@@ -201,7 +282,10 @@ class _Run:
             got.update(zip([id(p) for _, p in missing],
                            fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
         if plan.covered:
-            layered, rejected = layers_pass(model, loss_fn, x, y, plan, self.ref)
+            layered, rejected, coupled = layers_pass(model, loss_fn, x, y, plan, self.ref,
+                                                     coupling=first)
+            if coupled:
+                return self._coupled(coupled, x, y)
             self._reject(rejected)
             got.update(layered)
             late = [(k, p) for k, p in self.named if id(p) not in got]
@@ -213,9 +297,26 @@ class _Run:
                 got.update(zip([id(p) for _, p in late],
                                fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
         g = torch.cat([got[id(p)] for _, p in self.named], dim=1)
-        if first and self.check:
+        if first and self.checking:
             self._consistency(g)
+        if first and self.ref is not None and self.learned.ref is not self.ref:
+            self.ref.grads, self.ref.losses, self.ref.output = None, None, None
+            self.learned.ref, self.learned.checked = self.ref, self.checking
         return g
+
+    def _coupled(self, why: str, x, y) -> Tensor:
+        """The samples of a batch interact: only a method that runs each sample alone is exact
+        (vmap, else the loop), for every parameter; ``"layers"`` raises."""
+        if self.method == "layers":
+            raise ValueError(f"method='layers': {why}; one batched pass cannot give each "
+                             "sample's gradient alone: use method='loop' (or 'vmap')")
+        _warn_once(self.model, "coupled", (
+            f"per_sample_grads: {why}. Per-sample gradients are defined for each sample alone, "
+            "so all of them are computed by vmap, else the per-sample loop (exact)."))
+        self.learned.coupled = why
+        fb = self._fallback(x, y, None)
+        self.whole = self.whole or "vmap"
+        return _loop_grads(self.model, self.loss_fn, x, y) if fb is None else fb
 
     def _large_conv(self) -> bool:
         """Whether a hooked conv leaves the grouped call (there vmap's weight gradient explodes:
@@ -229,6 +330,7 @@ class _Run:
             raise ValueError(f"method='layers': its assumptions fail for {_reasons(rejected)}; "
                              "method='auto' computes these modules' parameters by vmap / loop")
         self.plan.exclude(rejected)
+        self.learned.rejected.update(rejected)
 
     def _warn_unsupported(self, reasons: dict[str, str]) -> None:
         _warn_once(self.model, "layers", (
@@ -242,11 +344,11 @@ class _Run:
         if self.method == "vmap":
             return _vmap_grads(model, loss_fn, x, y, names=names)
         recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
-        if self.method == "auto" and not (self.vmap_failed or recurrent or n <= _LOOP_MAX):
+        if self.method == "auto" and not (self.learned.vmap_failed or recurrent or n <= _LOOP_MAX):
             try:
                 return _vmap_grads(model, loss_fn, x, y, names=names)
             except Exception as e:  # noqa: BLE001 - any vmap failure: the loop is exact
-                self.vmap_failed = True
+                self.learned.vmap_failed = True
                 _warn_once(model, "vmap", (
                     f"per_sample_grads: torch.func.vmap failed on {type(model).__name__} "
                     f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); using the per-sample "
@@ -306,11 +408,15 @@ def per_sample_grads(
     ``"layers"`` and ``"auto"`` verify the layer rules' assumptions on every call
     (:mod:`gradkit.grads.layerpass`); a module that fails one makes ``"layers"`` raise and sends
     its parameters, under ``"auto"``, to vmap (then the loop) with one warning naming it and why.
-    ``check=True`` (default) adds the end-to-end consistency check: ``G[0]`` must equal the
-    plain autograd gradient of the first sample's loss taken alone (to 1e-3 relative per
-    parameter tensor), else a ``RuntimeError`` names the parameters. It costs one forward and
-    backward of one sample per call (about ``1/N`` of the loop); ``check=False`` skips it once
-    trusted (the structural checks stay; they need only a forward of that sample).
+    Samples that interact in a batch (padding seen by a layer) make ``"layers"`` raise and send
+    everything, under ``"auto"``, to vmap or the loop. ``check=True`` (default) adds the end-to-
+    end consistency check: ``G[0]`` must equal the plain autograd gradient of the first sample's
+    loss taken alone (to 5 % relative per parameter tensor: float32 rounding differs by up to
+    ~1 % between a batch and one sample, a broken rule by O(1)), else a ``RuntimeError`` names
+    the parameters. It runs on the first call for a model and call signature (module
+    docstring), costing a backward of one sample; later calls reuse the verdict, and
+    :func:`forget` makes the next call check again. ``check=False`` skips it once trusted (the
+    structural checks stay).
     With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
     the result is ``Tensor[N, k]``.
     """

@@ -173,11 +173,13 @@ def any_sample_dim(m: nn.Module) -> bool:
 
 
 # A replay rule handles a module whose forward is more than one contraction (an LSTM's
-# recurrence, attention): called with the module's call (args, kwargs), the dim of the samples
-# and a ``store`` callback, it recomputes the output from the parameters' values, detached (the
-# graph must not reach them: the pass sees uses outside the call that way), with hooks on its intermediate tensors that ``store({name: Tensor[n, *shape]})``
-# the per-sample gradients of the whole subtree's parameters (names as in named_parameters)
-# when the backward reaches them. It returns (output, [those tensors]) or why it cannot.
+# recurrence, attention). During the pass it runs *instead of* the module's forward: called
+# with the call's (args, kwargs), the dim of the samples and a ``store`` callback, it computes
+# the output from the parameters' values, detached (the graph must not reach them: that is how
+# the pass sees uses outside the call), with hooks on intermediate tensors that
+# ``store({name: Tensor[n, *shape]})`` the per-sample gradients of the whole subtree's
+# parameters (names as in named_parameters) when the backward reaches them. It returns
+# (output, [those tensors]) or why it cannot (the module's own forward then runs).
 Replay = Callable[[nn.Module, tuple, dict, int, Callable[[dict[str, Tensor]], None]],
                   "tuple[object, list[Tensor]] | str"]
 _REPLAYS: dict[type, Replay] = {}

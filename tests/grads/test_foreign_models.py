@@ -245,15 +245,157 @@ class Lengths(nn.Module):
 
 
 @pytest.mark.parametrize("n", [6, 12])
-def test_tuple_input_with_item_falls_back_to_the_loop_and_says_how_to_skip_vmap(n):
+def test_tuple_input_with_item_and_a_padded_batch_is_exact_in_the_layers_pass(n):
+    """A batch cropped to its longest sample: the reference sample is shorter, so its Linear
+    finds the samples on the one dim of sizes 1 and n (the masked mean keeps them apart)."""
     torch.manual_seed(0)
     model, (x, y) = Lengths(), seq(n)
     lengths = torch.randint(2, 8, (n,))
-    g, msgs = run(model, (x, lengths), y)
-    assert_exact(g, loop(model, ce, (x, lengths), y))
-    g2, msgs2 = run(model, (x, lengths), y, method="loop")
+    lengths[0] = 3  # shorter than the batch: the padding differs from the sample alone
+    want = loop(model, ce, (x, lengths), y)
+    for method in ("auto", "layers", "loop"):
+        g, msgs = run(model, (x, lengths), y, method=method)
+        assert_exact(g, want)
+        assert not msgs, (method, msgs)
+
+
+class PaddedConv(nn.Module):
+    """``(x, lengths)`` cropped to the longest sample, then a convolution over time that sees
+    the padding (as torchaudio's Conformer's depthwise convolution): the samples interact."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv1d(5, 6, 3, padding=1), nn.Linear(6, 3)
+
+    def forward(self, inputs):
+        x, lengths = inputs
+        h = torch.tanh(self.conv(x[:, : int(lengths.max())].transpose(1, 2)))
+        return self.head(h.mean(2))
+
+
+def test_samples_that_interact_in_the_batch_go_to_the_loop_with_a_warning_or_raise():
+    torch.manual_seed(0)
+    model, (x, y) = PaddedConv(), seq(10)
+    lengths = torch.randint(3, 8, (10,))
+    lengths[:2] = torch.tensor([4, 7])
+    inputs = (x, lengths)
+    g, msgs = run(model, inputs, y)
+    assert_exact(g, loop(model, ce, inputs, y))
+    assert any("interact" in m for m in msgs), msgs
+    with pytest.raises(ValueError, match="interact"):
+        per_sample_grads(model, ce, inputs, y, method="layers")
+    g2, msgs2 = run(model, inputs, y)  # learned: straight to the loop, no second warning
     assert_exact(g2, g)
     assert not msgs2
+
+
+def test_torchaudio_conformer_is_exact():
+    """Time-major layers, attention with a key padding mask, a depthwise conv that sees the
+    padding of its ``(x, lengths)`` batch: exact against the loop (it must run each sample)."""
+    torchaudio = pytest.importorskip("torchaudio")
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conformer = torchaudio.models.Conformer(
+                input_dim=8, num_heads=2, ffn_dim=16, num_layers=1, depthwise_conv_kernel_size=3)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, inputs):
+            x, lengths = inputs
+            h, lengths = self.conformer(x[:, : int(lengths.max())], lengths)
+            mask = (torch.arange(h.shape[1])[None, :] < lengths[:, None]).to(h.dtype)[..., None]
+            return self.head((h * mask).sum(1) / lengths[:, None].to(h.dtype))
+
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    x, y = seq(6, t=9, c=8)
+    inputs = (x, torch.tensor([5, 9, 7, 9, 6, 8]))
+    g, msgs = run(model, inputs, y)
+    assert_exact(g, loop(model, ce, inputs, y))
+    equal = (x, torch.full((6,), 9))  # no padding: the layers pass, time-major and all
+    g, msgs = run(model, equal, y)
+    assert_exact(g, loop(model, ce, equal, y))
+    assert not msgs, msgs
+
+
+def test_a_sample_dim_is_found_past_a_padded_length_only_when_unique():
+    from gradkit.grads.layerpass import _sample_dim
+
+    assert _sample_dim(torch.Size([1, 5, 4]), torch.Size([3, 7, 4]), 3, 1) == 0
+    assert _sample_dim(torch.Size([5, 1, 4]), torch.Size([7, 3, 4]), 3, 1) == 1
+    assert _sample_dim(torch.Size([1, 1, 4]), torch.Size([3, 3, 5]), 3, 1) is None  # ambiguous
+    assert _sample_dim(torch.Size([1, 1, 4]), torch.Size([3, 3, 4]), 3, 1) is None
+    assert _sample_dim(torch.Size([1, 3, 4]), torch.Size([3, 3, 4]), 3, 1) == 0
+    assert _sample_dim(torch.Size([5, 4]), torch.Size([15, 4]), 3, 1) is None  # flattened
+
+
+def test_later_calls_reuse_what_the_first_learned(monkeypatch):
+    """The reference pass and its check run on a model's first call per call signature; the
+    vmap probe that failed is not repeated; ``forget`` starts over; a new shape probes anew."""
+    import gradkit.grads.engine as E
+
+    counts = {"ref": 0, "vmap": 0}
+    ref_pass, vmap_grads = E.reference_pass, E._vmap_grads
+
+    def counting_ref(*a, **k):
+        counts["ref"] += 1
+        return ref_pass(*a, **k)
+
+    def counting_vmap(*a, **k):
+        counts["vmap"] += 1
+        return vmap_grads(*a, **k)
+
+    monkeypatch.setattr(E, "reference_pass", counting_ref)
+    monkeypatch.setattr(E, "_vmap_grads", counting_vmap)
+    torch.manual_seed(0)
+    model, (x, y) = TimeMajor(), seq(12)
+    for _ in range(3):
+        assert_exact(run(model, x, y)[0], loop(model, ce, x, y))
+    assert counts["ref"] == 1
+    run(model, x, y, check=False)
+    assert counts["ref"] == 1  # checked before: nothing to probe
+    E.forget(model)
+    run(model, x, y, check=False)
+    run(model, x, y)  # learned unchecked: the check runs now
+    assert counts["ref"] == 3
+    run(model, *seq(12, t=9))  # another shape: probed (and checked) again
+    assert counts["ref"] == 4
+
+    class ItemNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(5))
+
+        def forward(self, x):
+            if float(x.abs().max()) > 1e6:  # a guard on the data: vmap cannot trace it
+                raise ValueError("input out of range")
+            return x * self.scale
+
+    model2, x2 = ItemNet(), torch.randn(12, 5)
+    y2 = torch.randint(0, 5, (12,))
+    for _ in range(3):
+        run(model2, x2, y2)
+    assert counts["vmap"] == 1
+
+
+def test_attention_is_computed_once_per_call_in_the_pass(monkeypatch):
+    """The replay replaces the module's forward during the pass (not computed twice), and the
+    module's own forward is back afterwards."""
+    torch.manual_seed(0)
+    model, (x, y) = Attention(False), seq(12, c=4)
+    run(model, x, y)  # learn
+    want = loop(model, ce, x, y)
+    calls = []
+    original = F.multi_head_attention_forward
+    monkeypatch.setattr(F, "multi_head_attention_forward",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    g, msgs = run(model, x, y)
+    assert_exact(g, want)
+    assert "forward" not in model.att.__dict__
+    assert not calls  # the pass never ran MultiheadAttention's own forward
+    model(x)
+    assert calls
 
 
 def test_vmap_failure_on_a_non_recurrent_model_falls_back_with_one_warning():
