@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from gradkit.grads import per_sample_grads
+from gradkit.grads import forget, per_sample_grads
 
 
 class Skip(Exception):
@@ -32,7 +32,7 @@ def make(method: str, case) -> Callable[[], torch.Tensor | None]:
     ``case`` (a ``per_sample_grads.Case``: model, x, y, n, loss_sum, loss_mean, ablations)."""
     model, x, y, n = case.model, case.x, case.y, case.n
     loss_mean, loss_sum = case.loss_mean, case.loss_sum
-    if method.startswith("gradkit-") and method != "gradkit-vmap" and not case.ablations:
+    if method in ("gradkit-floor", "gradkit-noconv") and not case.ablations:
         raise Skip("ablation rows only for the workbook's model")
     if method == "plain":
         def run():
@@ -41,6 +41,11 @@ def make(method: str, case) -> Callable[[], torch.Tensor | None]:
         return run
     if method == "gradkit":
         return lambda: per_sample_grads(model, loss_mean, x, y)
+    if method == "gradkit-first":
+        def first():  # what a model's first call costs: the reference pass, probes and check
+            forget(model)
+            return per_sample_grads(model, loss_mean, x, y)
+        return first
     if method in ("gradkit-floor", "gradkit-noconv"):
         # Ablations (no agreement check): the same pass with some per-layer rules emptied.
         import gradkit.grads.layers as gg
@@ -55,7 +60,7 @@ def make(method: str, case) -> Callable[[], torch.Tensor | None]:
                 gg._RULES[t] = (lambda m, a, d: {}, rules[t][1])
             gg._FUSE_MAX_IN = 0  # no conv takes its per-sample gradients with its input's
             try:
-                per_sample_grads(model, loss_mean, x, y)
+                per_sample_grads(model, loss_mean, x, y, check=False)  # emptied: would fail
             finally:
                 gg._RULES.update(rules)
                 gg._FUSE_MAX_IN = fuse

@@ -16,14 +16,18 @@ same ``[N, P]`` per-sample gradients as the per-sample autograd loop (checked; m
 in the table).
 
 Methods: the plain batch backward (the unit: one forward + backward of the mean loss, what a
-training step costs), gradkit (``method="auto"``, and the plain ``torch.func`` vmap recipe), a
-per-sample autograd loop, BackPACK (``BatchGrad``), Opacus (``GradSampleModule``) and PyTorch's
+training step costs), gradkit (``method="auto"``, whose warm-up call learns the model: timed
+rounds are its steady state, as in a training run; its first call on a model, with the
+reference pass, probes and consistency check, is timed separately after ``forget``; and the
+plain ``torch.func`` vmap recipe), a per-sample autograd loop, BackPACK (``BatchGrad``), Opacus (``GradSampleModule``) and PyTorch's
 own ExpandedWeights (``call_for_per_sample_grads``). Peers that are not installed (see
 ``benchmarks/requirements.txt``) or that cannot handle the model are reported as skipped.
 
 Timing: ``rounds`` rounds, each running every method once in turn (so a slow spell of this
 shared machine hits all methods alike); reported are the median wall time and the median over
-rounds of the time relative to that round's plain backward. Peak memory: the peak of tensor
+rounds of the time relative to that round's plain backward. The verdict compares gradkit with
+the fastest exact alternative by a paired t-test of the log times over the rounds
+(``gradkit.stats.compare_paired``): faster, slower, or no detectable difference. Peak memory: the peak of tensor
 memory allocated during one call (``torch.profiler`` with ``profile_memory=True``), including
 the ``[N, P]`` result.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -42,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,6 +56,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from gradkit.grads import per_sample_grads  # noqa: E402
 from gradkit.models import ResNetAudioRanker  # noqa: E402
+from gradkit.stats import compare_paired  # noqa: E402
+from gradkit.stats.text import p_text  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from foreign_models import MODELS  # noqa: E402
@@ -59,11 +67,14 @@ README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SUMMARY_BEGIN, SUMMARY_END = "<!-- per-sample-summary:begin -->", "<!-- per-sample-summary:end -->"
 AGREE_TOL = 1e-5
-METHODS = ("plain", "gradkit", "gradkit-floor", "gradkit-noconv", "gradkit-vmap", "loop",
-           "backpack", "opacus", "expanded-weights")
+METHODS = ("plain", "gradkit", "gradkit-first", "gradkit-floor", "gradkit-noconv",
+           "gradkit-vmap", "loop", "backpack", "opacus", "expanded-weights")
+# gradkit's own rows that are not alternatives to it (its first call, ablations)
+NOT_ALTERNATIVES = ("plain", "gradkit", "gradkit-first", "gradkit-floor", "gradkit-noconv")
 LABELS = {
     "plain": "plain batch backward (unit)",
     "gradkit": "gradkit `per_sample_grads` (auto)",
+    "gradkit-first": "(gradkit auto, a model's first call: reference pass, probes, check)",
     "gradkit-floor": "(gradkit's pass without any per-sample product: the floor)",
     "gradkit-noconv": "(gradkit without the conv per-sample products)",
     "gradkit-vmap": "gradkit, `torch.func` vmap recipe",
@@ -222,6 +233,7 @@ def bench(case: Case, rounds: int, memory: bool) -> list[dict]:
         row["ratio"] = statistics.median(t / b for t, b in zip(ts, base, strict=True))
         row["ratio_min"] = min(ts) / min(times["plain"])
         row["rounds"] = len(ts)
+        row["times_s"] = ts
         if memory:
             row["peak_mib"] = peak_memory_mib(fns[method])
     return list(rows.values())
@@ -262,8 +274,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def against(g: dict, alt: dict) -> str:
+    """gradkit against one alternative: the paired t-test (``gradkit.stats``) of the log time
+    ratio over the rounds both ran, as a ratio with its 95 % interval and a verdict."""
+    k = min(len(g["times_s"]), len(alt["times_s"]))
+    a, b = np.log(g["times_s"][:k]), np.log(alt["times_s"][:k])
+    c = compare_paired(a, b, higher_is_better=False, label_a="gradkit", label_b=alt["method"],
+                       what="rounds")
+    if math.isnan(c.p_value):
+        return f"{math.exp(c.diff):.2f}x its time ({c.reason})"
+    word = {"better": "faster than", "worse": "SLOWER than",
+            "no detectable difference": "no detectable difference from"}[c.verdict]
+    lo, hi = (math.exp(v) for v in c.ci)
+    return (f"{math.exp(c.diff):.2f}x its time [{lo:.2f}, {hi:.2f}] over {c.n} rounds "
+            f"({p_text(c.p_value, c.alpha)}): {word} it")
+
+
 def verdict(rows: list[dict]) -> str:
-    """One generated sentence per model and N: gradkit against the fastest exact alternative."""
+    """One generated sentence per model and N: gradkit against the fastest exact alternative
+    (by median ratio), compared by :func:`against`."""
     out = []
     for key in dict.fromkeys((r["model"], r["N"]) for r in rows):
         timed = {r["method"]: r for r in rows if (r["model"], r["N"]) == key and "ratio" in r}
@@ -273,13 +302,15 @@ def verdict(rows: list[dict]) -> str:
         g = timed["gradkit"]
         s = f"{key[0]}, N = {key[1]}: gradkit takes {g['ratio']:.2f}x a plain batch backward"
         s += ", exact" if g.get("agrees") else ", NOT exact (max abs diff above 1e-5)"
+        if "gradkit-first" in timed:
+            s += f" ({timed['gradkit-first']['ratio']:.2f}x on a model's first call)"
         exact = {m: r["ratio"] for m, r in timed.items()
-                 if m not in ("plain", "gradkit", "gradkit-floor", "gradkit-noconv")
-                 and r.get("agrees") and "only" not in r.get("partial", "")}
+                 if m not in NOT_ALTERNATIVES and r.get("agrees")
+                 and "only" not in r.get("partial", "")}
         if exact:
             best = min(exact, key=exact.get)
-            rel = "not slower than" if g["ratio"] <= exact[best] else "SLOWER than"
-            s += f", {rel} the fastest exact alternative ({LABELS[best]}, {exact[best]:.2f}x)"
+            s += (f"; the fastest exact alternative, {LABELS[best]}, takes {exact[best]:.2f}x: "
+                  f"gradkit {against(g, timed[best])}")
         if key[0].startswith("ResNet") and key[1] == 128:
             s += "; target <= 1.2x " + ("met" if g["ratio"] <= 1.2 else "NOT met")
         if "gradkit-floor" in timed and "gradkit-noconv" in timed:
