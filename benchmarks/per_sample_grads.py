@@ -19,17 +19,18 @@ Methods: the plain batch backward (the unit: one forward + backward of the mean 
 training step costs), gradkit (``method="auto"``, whose warm-up call learns the model: timed
 rounds are its steady state, as in a training run; its first call on a model, with the
 reference pass, probes and consistency check, is timed separately after ``forget``; and the
-plain ``torch.func`` vmap recipe), a per-sample autograd loop, BackPACK (``BatchGrad``), Opacus (``GradSampleModule``) and PyTorch's
-own ExpandedWeights (``call_for_per_sample_grads``). Peers that are not installed (see
-``benchmarks/requirements.txt``) or that cannot handle the model are reported as skipped.
+plain ``torch.func`` vmap recipe), a per-sample autograd loop, BackPACK (``BatchGrad``), Opacus
+(``GradSampleModule``) and PyTorch's own ExpandedWeights (``call_for_per_sample_grads``). Peers
+that are not installed (see ``benchmarks/requirements.txt``) or that cannot handle the model are
+reported as skipped.
 
 Timing: ``rounds`` rounds, each running every method once in turn (so a slow spell of this
 shared machine hits all methods alike); reported are the median wall time and the median over
 rounds of the time relative to that round's plain backward. The verdict compares gradkit with
 the fastest exact alternative by a paired t-test of the log times over the rounds
-(``gradkit.stats.compare_paired``): faster, slower, or no detectable difference. Peak memory: the peak of tensor
-memory allocated during one call (``torch.profiler`` with ``profile_memory=True``), including
-the ``[N, P]`` result.
+(``gradkit.stats.compare_paired``): faster, slower, or no detectable difference. Peak memory:
+the peak of tensor memory allocated during one call (``torch.profiler`` with
+``profile_memory=True``), including the ``[N, P]`` result.
 """
 
 from __future__ import annotations
@@ -241,12 +242,13 @@ def bench(case: Case, rounds: int, memory: bool) -> list[dict]:
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+    try:  # the vector units matter: oneDNN's kernels differ between AVX2 and AVX-512 CPUs
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(x.split(":", 1)[1].strip() for x in info if x.startswith("model name"))
+        flags = set(next(x for x in info if x.startswith("flags")).split(":", 1)[1].split())
+        cpu += " (" + ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else
+                       "no AVX2") + ")"
+    except (OSError, StopIteration):
         pass
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
