@@ -194,14 +194,23 @@ _LEARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {s
 _SIGNATURES_KEPT = 8
 
 
+def _leaf_signature(t: Any) -> tuple:
+    if not isinstance(t, Tensor):
+        return type(t).__name__, repr(t)[:80]
+    if t.is_floating_point() or t.is_complex():
+        return tuple(t.shape[1:]), t.dtype, t.device
+    # Integer and bool inputs (lengths, masks, token ids) can steer the structure by their
+    # values (a batch cropped to its longest sample): a new pattern is probed again.
+    return tuple(t.shape), t.dtype, t.device, hash(t.detach().cpu().numpy().tobytes())
+
+
 def _signature(model: nn.Module, inputs: Any) -> tuple:
-    """What the layers pass's structure depends on: the inputs' tree, each tensor's per-sample
-    shape, dtype and device (other leaves by value), the modules and their training flags, the
-    parameters and which are trainable. (The number of samples is left out: a chunk of any size
-    behaves alike.)"""
+    """What the layers pass's structure depends on: the inputs' tree, each float tensor's
+    per-sample shape, dtype and device, integer and bool tensors by value (other leaves by
+    repr), the modules and their training flags, the parameters and which are trainable. (The
+    number of samples of a float input is left out: a chunk of any size behaves alike.)"""
     leaves, spec = torch.utils._pytree.tree_flatten(inputs)
-    sig = tuple((tuple(t.shape[1:]), t.dtype, t.device) if isinstance(t, Tensor) else
-                (type(t).__name__, repr(t)[:80]) for t in leaves)
+    sig = tuple(_leaf_signature(t) for t in leaves)
     return (str(spec), sig, tuple((id(m), m.training) for m in model.modules()),
             tuple((id(p), p.requires_grad) for p in model.parameters()))
 
@@ -359,11 +368,12 @@ class _Run:
         return _loop_grads(model, loss_fn, x, y, names=names)
 
     def _consistency(self, g: Tensor) -> None:
-        """``Σ_{i<k} G[i]`` (k = 1: ``G[0]``) against the autograd gradient of ``Σ_{i<k} l_i``."""
+        """``G[r]`` of the probed sample ``r`` (:func:`~gradkit.grads.layerpass.probe_index`)
+        against the autograd gradient of its loss ``l_r`` alone."""
         ref = self.ref
         if ref is None or ref.grads is None:
             return
-        sums = g[: ref.k].sum(0).split([p.numel() for _, p in self.named])
+        sums = g[ref.index : ref.index + ref.k].sum(0).split([p.numel() for _, p in self.named])
         want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
         # The batched pass and a one-sample backward round differently in float32; through a
         # deep frozen trunk the input-side gradients (an input prompt) differed by up to ~1 %
@@ -410,13 +420,13 @@ def per_sample_grads(
     its parameters, under ``"auto"``, to vmap (then the loop) with one warning naming it and why.
     Samples that interact in a batch (padding seen by a layer) make ``"layers"`` raise and send
     everything, under ``"auto"``, to vmap or the loop. ``check=True`` (default) adds the end-to-
-    end consistency check: ``G[0]`` must equal the plain autograd gradient of the first sample's
-    loss taken alone (to 5 % relative per parameter tensor: float32 rounding differs by up to
-    ~1 % between a batch and one sample, a broken rule by O(1)), else a ``RuntimeError`` names
-    the parameters. It runs on the first call for a model and call signature (module
-    docstring), costing a backward of one sample; later calls reuse the verdict, and
-    :func:`forget` makes the next call check again. ``check=False`` skips it once trusted (the
-    structural checks stay).
+    end consistency check: the row of one sample (the first, or the shortest where the inputs
+    give lengths) must equal the plain autograd gradient of its loss taken alone (to 5 %
+    relative per parameter tensor: float32 rounding differs by up to ~1 % between a batch and
+    one sample, a broken rule by O(1)), else a ``RuntimeError`` names the parameters. It runs
+    on the first call for a model and call signature (module docstring), costing a backward of
+    one sample; later calls reuse the verdict, and :func:`forget` makes the next call check
+    again. ``check=False`` skips it once trusted (the structural checks stay).
     With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
     the result is ``Tensor[N, k]``.
     """

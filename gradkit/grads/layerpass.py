@@ -8,7 +8,7 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
    returning a tensor (a *replay* rule, :func:`~gradkit.grads.layers.register_replay`, takes
    any call and checks it itself: an LSTM with its ``hx``, attention with its masks);
-2. **where the samples are**: the same call on the first sample alone (:func:`reference_pass`)
+2. **where the samples are**: the same call on one sample alone (:func:`reference_pass`)
    had the same input and output shapes except for one dim of size 1 where the chunk has its
    ``n`` samples: that dim holds the samples. It must be dim 0 for rules written for dim 0
    (convolutions, GroupNorm, BatchNorm); a Linear or LayerNorm may see them on any dim
@@ -20,13 +20,13 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
    tensors, so the backward reaches the real parameters only through uses *outside* the
    module's calls (a tied decoder ``F.linear(h, enc.weight)``); any such path rejects the owner.
    This costs nothing when there is none: autograd never forms those gradients otherwise;
-5. **the samples do not interact**: the first sample's loss and output in the batch equal its
+5. **the samples do not interact**: the probed sample's loss and output in the batch equal its
    values alone (:func:`batch_coupling`); a batch padded to its longest sample, with layers
    that see the padding, fails this for the whole model (per-sample gradients are defined for
    each sample alone: then only the loop or vmap computes them).
 
 What these checks cannot see is caught end to end by the consistency check of the engine
-(``check=True``): the first row ``G[0]`` must equal the gradient of ``l_0``, the first sample's
+(``check=True``): the probed sample's row ``G[r]`` must equal the gradient of ``l_r``, its
 loss taken alone by plain autograd in :func:`reference_pass` (for one sample, "the per-sample
 gradients sum to the gradient of the summed loss"; a sum over the whole batch would not see a
 time-major layout, whose rows still sum to the right total).
@@ -176,20 +176,22 @@ class Reference:
     grads: dict[int, Tensor] | None
     losses: Tensor | None = None
     output: Any = None
+    index: int = 0  # which sample of the chunk ran alone (:func:`probe_index`)
 
 
 def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: bool) -> Reference:
-    """Run the first sample alone (``k = 1``) through the model, recording each hooked call's
-    shapes; with ``with_grad`` also the plain autograd gradient of its loss ``l_0`` (the
-    consistency check's reference: the definition of ``G[0]``, one sample alone, so that
-    coupling between the samples of a batch shows too)."""
+    """Run one sample alone (``k = 1``, sample ``r`` of :func:`probe_index`) through the model,
+    recording each hooked call's shapes, its loss and output; with ``with_grad`` also the plain
+    autograd gradient of its loss ``l_r`` (the consistency check's reference: the definition of
+    ``G[r]``, one sample alone, so that coupling between the samples of a batch shows too)."""
     calls: dict[nn.Module, list] = {m: [] for m in plan.owners}
 
     def hook(m, args, kwargs, output):
         calls[m].append(_call_form(m, args, kwargs, output) or _shapes(args, kwargs, output))
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in plan.owners]
-    x, y = take(inputs, slice(0, 1)), take(targets, slice(0, 1))
+    i = probe_index(inputs)
+    x, y = take(inputs, slice(i, i + 1)), take(targets, slice(i, i + 1))
     try:  # with autograd on even without the check: some modules take another path without
         out = model(x)  # (the TransformerEncoderLayer fast path skips its submodules)
     finally:
@@ -202,23 +204,39 @@ def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: 
         grads = {pid: (gi if gi is not None else torch.zeros_like(p)).detach().reshape(-1)
                  for (pid, p), gi in zip(params.items(), g, strict=True)}
     detach = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out)
-    return Reference(1, calls, grads, losses.detach(), detach)
+    return Reference(1, calls, grads, losses.detach(), detach, i)
+
+
+_INTEGER = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def probe_index(inputs: Any) -> int:
+    """The sample the reference pass runs alone: where the inputs hold a 1-D integer tensor (a
+    length per sample), the sample of the smallest value (the most padded sample of a padded
+    batch, where interacting samples show); else the first."""
+    for t in torch.utils._pytree.tree_leaves(inputs):
+        if isinstance(t, Tensor) and t.dim() == 1 and t.dtype in _INTEGER:
+            return int(t.argmin())
+    return 0
 
 
 def batch_coupling(ref: Reference, losses: Tensor, outputs: Any) -> str | None:
-    """Why the first sample's loss or output in the batch is not its value alone (None: equal).
+    """Why the probed sample's loss or output in the batch is not its value alone (None: equal).
 
     Per-sample gradients are those of each sample *alone* (the loop's definition); a batched
     pass computes them only when the samples of a batch do not interact. They do when a model
     pads a batch to its longest sample and a layer sees the padding (torchaudio's Conformer:
     its depthwise convolution runs over the padded frames). Rounding differs between a batch
     and one sample by ~1e-7 relative in float32 (measured on the benchmark's models); the bar
-    is 1000 ulps.
+    is 1000 ulps. One sample is probed (:func:`probe_index`: the shortest where the inputs give
+    lengths), so a coupling that spares it is not seen; the consistency check tests the same
+    sample.
     """
     if ref.losses is None:
         return None
-    pairs = [(ref.losses, losses[: ref.k])]
-    got = torch.utils._pytree.tree_leaves(take(outputs, slice(0, ref.k)))
+    rows = slice(ref.index, ref.index + ref.k)
+    pairs = [(ref.losses, losses[rows])]
+    got = torch.utils._pytree.tree_leaves(take(outputs, rows))
     want = torch.utils._pytree.tree_leaves(ref.output)
     if len(got) == len(want):
         pairs += [(w, g) for w, g in zip(want, got, strict=True) if isinstance(w, Tensor)
@@ -227,7 +245,7 @@ def batch_coupling(ref: Reference, losses: Tensor, outputs: Any) -> str | None:
         tol = 1e3 * torch.finfo(want.dtype).eps
         err, size = float((got.detach() - want).norm()), float(want.norm())
         if err > tol * size + 1e-30:
-            return (f"the first sample's {'loss' if want is ref.losses else 'output'} differs by "
+            return (f"sample {ref.index}'s {'loss' if want is ref.losses else 'output'} differs by "
                     f"{err / max(size, 1e-30):.1g} (relative) between the batch and that sample "
                     "alone: the samples of a batch interact (a batch padded to its longest "
                     "sample, with layers that see the padding?)")
@@ -281,7 +299,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     """One forward and one backward of the chunk -> (``{parameter id: Tensor[n, numel]}`` for
     the parameters of accepted modules, ``{module name: why rejected}``, why the samples of the
     batch interact (:func:`batch_coupling`, with ``coupling`` when ``ref`` holds the values of
-    this chunk's first sample; the
+    this chunk's probed sample; the
     gradients are then not per-sample ones and the caller must discard them))."""
     n = num_samples(inputs)
     grads: dict[int, Tensor] = {}

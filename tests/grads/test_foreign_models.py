@@ -289,6 +289,30 @@ def test_samples_that_interact_in_the_batch_go_to_the_loop_with_a_warning_or_rai
     assert not msgs2
 
 
+def test_a_new_lengths_pattern_is_probed_again():
+    """Learned on a batch without padding (the layers pass is exact there), a later batch with
+    other lengths is checked anew: its padding makes the samples interact."""
+    torch.manual_seed(0)
+    model, (x, y) = PaddedConv(), seq(10)
+    same = (x, torch.full((10,), 7))
+    g, msgs = run(model, same, y)
+    assert_exact(g, loop(model, ce, same, y))
+    assert not msgs
+    padded = (x, torch.tensor([7, 7, 5, 6, 7, 3, 5, 6, 7, 4]))  # sample 0 is not padded
+    g, msgs = run(model, padded, y)
+    assert_exact(g, loop(model, ce, padded, y))
+    assert any("sample 5's" in m and "interact" in m for m in msgs), msgs  # the shortest
+
+
+def test_the_probe_is_the_shortest_sample_where_the_inputs_give_lengths():
+    from gradkit.grads.layerpass import probe_index
+
+    x = torch.randn(4, 7, 5)
+    assert probe_index(x) == 0
+    assert probe_index((x, torch.tensor([7, 3, 5, 3]))) == 1
+    assert probe_index({"x": x, "mask": torch.ones(4, dtype=torch.bool)}) == 0
+
+
 def test_torchaudio_conformer_is_exact():
     """Time-major layers, attention with a key padding mask, a depthwise conv that sees the
     padding of its ``(x, lengths)`` batch: exact against the loop (it must run each sample)."""
