@@ -5,6 +5,8 @@
 - :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)
 - :mod:`~gradkit.grads.attention`   ``nn.MultiheadAttention``'s replay rule
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions
+- :mod:`~gradkit.grads.reference`   the pass's reference: one sample alone (shapes, coupling)
+- :mod:`~gradkit.grads.learned`     what a call learns about a model, kept for later calls
 - :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
 - :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
 - :mod:`~gradkit.grads.sketch`      random projections that keep inner products

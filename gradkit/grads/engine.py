@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -71,14 +70,10 @@ from torch.func import functional_call, grad, vmap
 
 from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
 from gradkit.grads.hessian import double_backward_sdpa
-from gradkit.grads.layerpass import (
-    LayerPlan,
-    Reference,
-    layers_pass,
-    reference_pass,
-    reference_rejections,
-)
+from gradkit.grads.layerpass import LayerPlan, layers_pass
 from gradkit.grads.layers import conv_path, layers_supported
+from gradkit.grads.learned import Learned, forget, recall
+from gradkit.grads.reference import reference_pass, reference_rejections
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
 
@@ -175,61 +170,6 @@ def _reasons(d: dict[str, str]) -> str:
     return "; ".join(f"{name!r}: {why}" for name, why in d.items())
 
 
-@dataclass
-class _Learned:
-    """What the calls of :func:`per_sample_grads` learned about one model and call signature
-    (:func:`_signature`), so that later calls skip the probes: the reference calls of a sample
-    (its gradient and values dropped once used), the modules rejected and why, whether vmap
-    failed, why the samples of a batch interact (if they do) and whether the consistency check
-    passed."""
-
-    ref: Reference | None = None
-    rejected: dict[str, str] = field(default_factory=dict)
-    coupled: str | None = None
-    vmap_failed: bool = False
-    checked: bool = False
-
-
-_LEARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {signature: _Learned}
-_SIGNATURES_KEPT = 8
-
-
-def _leaf_signature(t: Any) -> tuple:
-    if not isinstance(t, Tensor):
-        return type(t).__name__, repr(t)[:80]
-    if t.is_floating_point() or t.is_complex():
-        return tuple(t.shape[1:]), t.dtype, t.device
-    # Integer and bool inputs (lengths, masks, token ids) can steer the structure by their
-    # values (a batch cropped to its longest sample): a new pattern is probed again.
-    return tuple(t.shape), t.dtype, t.device, hash(t.detach().cpu().numpy().tobytes())
-
-
-def _signature(model: nn.Module, inputs: Any) -> tuple:
-    """What the layers pass's structure depends on: the inputs' tree, each float tensor's
-    per-sample shape, dtype and device, integer and bool tensors by value (other leaves by
-    repr), the modules and their training flags, the parameters and which are trainable. (The
-    number of samples of a float input is left out: a chunk of any size behaves alike.)"""
-    leaves, spec = torch.utils._pytree.tree_flatten(inputs)
-    sig = tuple(_leaf_signature(t) for t in leaves)
-    return (str(spec), sig, tuple((id(m), m.training) for m in model.modules()),
-            tuple((id(p), p.requires_grad) for p in model.parameters()))
-
-
-def _recall(model: nn.Module, inputs: Any) -> _Learned:
-    known = _LEARNED.setdefault(model, {})
-    key = _signature(model, inputs)
-    if key not in known:
-        if len(known) >= _SIGNATURES_KEPT:
-            known.pop(next(iter(known)))
-        known[key] = _Learned()
-    return known[key]
-
-
-def forget(model: nn.Module) -> None:
-    """Drop what earlier calls learned about ``model`` (the next call probes and checks again)."""
-    _LEARNED.pop(model, None)
-
-
 class _Run:
     """One call of :func:`per_sample_grads`: the method chosen per chunk, the layer plan and
     its rejections (kept for the later chunks and, in ``learned``, for later calls), the
@@ -242,12 +182,12 @@ class _Run:
         if method == "layers" and self.plan.unsupported:
             raise ValueError(f"method='layers' cannot handle {_reasons(self.plan.unsupported)}; "
                              "use method='auto' (exact fallbacks) or 'vmap' / 'loop'")
-        self.ref, self.whole, self.learned = None, None, _Learned()
+        self.ref, self.whole, self.learned = None, None, Learned()
         self.checking = False  # whether this call's reference pass took the gradient
 
     def recall(self, x) -> None:
         """Start from what earlier calls learned for this model and signature."""
-        self.learned = learned = _recall(self.model, x)
+        self.learned = learned = recall(self.model, x)
         if self.plan is None:
             return
         self._reject(dict(learned.rejected))
