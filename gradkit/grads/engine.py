@@ -36,13 +36,14 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
   some);
 - all parameters go to vmap, else the loop, when the samples of a batch interact (a batch
   padded to its longest sample with layers that see the padding): a batched pass cannot give
-  each sample's gradient alone (:func:`~gradkit.grads.layerpass.batch_coupling`, warned once).
+  each sample's gradient alone (:func:`~gradkit.grads.reference.batch_coupling`, warned once).
 
 What a call learns about a model (the reference sample's call shapes, the modules rejected,
 a failed vmap, interacting samples, a passed consistency check) is kept, weakly, per model and
-call signature (the inputs' per-sample shapes, dtypes and tree, the modules, their training
-flags, the trainable parameters): later calls with the same signature skip the reference pass
-and the probes. :func:`forget` drops it.
+call signature (the inputs' tree, float inputs' per-sample shapes and dtypes, integer and bool
+inputs by value, the modules, their training flags, the trainable parameters;
+:mod:`~gradkit.grads.learned`): later calls with the same signature skip the reference pass and
+the probes. :func:`forget` drops it.
 
 Cost model, in units of a plain batch backward ``B`` (measured on this 2-core CPU,
 ``benchmarks/README.md``): layers ``≈ B`` plus the per-sample products (the rules' flops equal
@@ -308,7 +309,7 @@ class _Run:
         return _loop_grads(model, loss_fn, x, y, names=names)
 
     def _consistency(self, g: Tensor) -> None:
-        """``G[r]`` of the probed sample ``r`` (:func:`~gradkit.grads.layerpass.probe_index`)
+        """``G[r]`` of the probed sample ``r`` (:func:`~gradkit.grads.reference.probe_index`)
         against the autograd gradient of its loss ``l_r`` alone."""
         ref = self.ref
         if ref is None or ref.grads is None:

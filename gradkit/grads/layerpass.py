@@ -8,12 +8,13 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
    returning a tensor (a *replay* rule, :func:`~gradkit.grads.layers.register_replay`, takes
    any call and checks it itself: an LSTM with its ``hx``, attention with its masks);
-2. **where the samples are**: the same call on one sample alone (:func:`reference_pass`)
-   had the same input and output shapes except for one dim of size 1 where the chunk has its
-   ``n`` samples: that dim holds the samples. It must be dim 0 for rules written for dim 0
-   (convolutions, GroupNorm, BatchNorm); a Linear or LayerNorm may see them on any dim
-   (time-major ``[T, N, C]``, moved to dim 0 for the rule). A flattened ``[N·T, C]`` view
-   has no such dim and is rejected; the number of calls is the same in both;
+2. **where the samples are**: the same call on one sample alone
+   (:func:`~gradkit.grads.reference.reference_pass`) had the same input and output shapes
+   except for one dim of size 1 where the chunk has its ``n`` samples: that dim holds the
+   samples. It must be dim 0 for rules written for dim 0 (convolutions, GroupNorm,
+   BatchNorm); a Linear or LayerNorm may see them on any dim (time-major ``[T, N, C]``, moved
+   to dim 0 for the rule). A flattened ``[N·T, C]`` view has no such dim and is rejected; the
+   number of calls is the same in both;
 3. **called**: it is called at least once (``nn.MultiheadAttention`` applies its ``out_proj``
    functionally, never calling the Linear);
 4. **no use outside the call**: during each call its parameters are swapped for fresh leaf
@@ -21,15 +22,16 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
    module's calls (a tied decoder ``F.linear(h, enc.weight)``); any such path rejects the owner.
    This costs nothing when there is none: autograd never forms those gradients otherwise;
 5. **the samples do not interact**: the probed sample's loss and output in the batch equal its
-   values alone (:func:`batch_coupling`); a batch padded to its longest sample, with layers
-   that see the padding, fails this for the whole model (per-sample gradients are defined for
-   each sample alone: then only the loop or vmap computes them).
+   values alone (:func:`~gradkit.grads.reference.batch_coupling`); a batch padded to its
+   longest sample, with layers that see the padding, fails this for the whole model
+   (per-sample gradients are defined for each sample alone: then only the loop or vmap
+   computes them).
 
 What these checks cannot see is caught end to end by the consistency check of the engine
 (``check=True``): the probed sample's row ``G[r]`` must equal the gradient of ``l_r``, its
-loss taken alone by plain autograd in :func:`reference_pass` (for one sample, "the per-sample
-gradients sum to the gradient of the summed loss"; a sum over the whole batch would not see a
-time-major layout, whose rows still sum to the right total).
+loss taken alone by plain autograd in :func:`~gradkit.grads.reference.reference_pass` (for one
+sample, "the per-sample gradients sum to the gradient of the summed loss"; a sum over the
+whole batch would not see a time-major layout, whose rows still sum to the right total).
 """
 
 from __future__ import annotations
