@@ -195,7 +195,8 @@ class _Run:
         if learned.ref is not None and (learned.checked or not self.check):
             self.ref = learned.ref
 
-    def chunk(self, x, y, first: bool) -> Tensor:
+    def chunk(self, x, y, first: bool, out: Tensor | None = None) -> Tensor:
+        """The chunk's ``[n, P]`` gradients (the layers pass writes them into ``out`` if given)."""
         n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
         if self.method == "vmap":
             return self._fallback(x, y, None)
@@ -246,7 +247,9 @@ class _Run:
                 fb = _loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
                 got.update(zip([id(p) for _, p in late],
                                fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
-        g = torch.cat([got[id(p)] for _, p in self.named], dim=1)
+        parts = [got[id(p)] for _, p in self.named]
+        fits = out is not None and all(t.dtype == out.dtype for t in parts)
+        g = torch.cat(parts, dim=1, out=out) if fits else torch.cat(parts, dim=1)
         if first and self.checking:
             self._consistency(g)
         if first and self.ref is not None and self.learned.ref is not self.ref:
@@ -379,9 +382,16 @@ def per_sample_grads(
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     run = _Run(model, loss_fn, method, check)
-    rows = []
+    result = None  # [n, P] or [n, k], allocated once the first chunk shows its width and dtype
     for start in range(0, n, int(chunk_size)):
         sl = slice(start, min(n, start + int(chunk_size)))
-        g = run.chunk(take(inputs, sl), take(targets, sl), first=start == 0).detach()
-        rows.append(sketch(g, sketch_dim, sketch_seed) if sketch_dim is not None else g)
-    return torch.cat(rows) if len(rows) > 1 else rows[0]
+        out = result[sl] if result is not None and sketch_dim is None else None
+        g = run.chunk(take(inputs, sl), take(targets, sl), first=start == 0, out=out).detach()
+        if sketch_dim is not None:
+            g = sketch(g, sketch_dim, sketch_seed)
+        if sl.stop - sl.start == n:
+            return g
+        result = g.new_empty(n, g.shape[1]) if result is None else result
+        if out is None or g.data_ptr() != out.data_ptr():  # not written in place
+            result[sl] = g
+    return result

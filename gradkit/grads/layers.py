@@ -6,8 +6,9 @@ mode), the per-sample gradient of a layer is a per-sample contraction of ``a_i``
 small rule per layer type (BackPACK's design):
 
 - Linear ``δ_iᵀ a_i`` (and ``Σ δ_i`` for the bias)
-- Conv ``δ_i ⋆ a_i`` (a grouped ``convolution_backward``; 1x1 convs by one ``bmm``; convs with few
-  input channels take their input gradient in the same call, :class:`FusedConv`)
+- Conv ``δ_i ⋆ a_i`` (a grouped ``convolution_backward``; 1x1 convs by one ``bmm``; 1x1 convs
+  and unstrided convs with few input channels take their input gradient in the same step,
+  :class:`FusedConv`)
 - GroupNorm / LayerNorm / BatchNorm (eval) ``Σ δ_i ⊙ x̂_i`` and ``Σ δ_i``
 - the ranker's ``InputPrompt`` ``δ_i``
 - by *replay* (the module's output recomputed with hooks inside): ``LSTM``
@@ -21,6 +22,7 @@ the form it has (measurements): ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -92,17 +94,22 @@ def conv_path(m: nn.Module, a_shape: torch.Size | tuple[int, ...]) -> str:
     per group), else ``"unfold"`` (2-D, or 1-D as 2-D, when the unfolded input fits
     _UNFOLD_BYTES) or ``"loop"`` (one summed weight gradient per sample).
     """
-    w, g = m.weight, m.groups
-    if g == 1 and all(k == 1 for k in w.shape[2:]) and not any(m.padding):
+    return _path(tuple(m.weight.shape), m.groups, tuple(m.padding), tuple(m.stride),
+                 tuple(m.dilation), tuple(a_shape))
+
+
+@functools.lru_cache(maxsize=1024)  # asked several times per layer and chunk
+def _path(w: tuple[int, ...], g: int, padding, stride, dilation, a_shape) -> str:
+    if g == 1 and all(k == 1 for k in w[2:]) and not any(padding):
         return "bmm"
-    if w.shape[1] == 1:
+    if w[1] == 1:
         return "depthwise"
-    if w.shape[0] // g <= _GROUP_MAX_OUT and w[0].numel() * (w.shape[0] // g) <= _GROUP_MAX_WEIGHT:
+    if w[0] // g <= _GROUP_MAX_OUT and math.prod(w[1:]) * (w[0] // g) <= _GROUP_MAX_WEIGHT:
         return "grouped"
-    if w.dim() <= 4:
+    if len(w) <= 4:
         out = [(L + 2 * p - r * (k - 1) - 1) // s + 1 for L, p, r, k, s in
-               zip(a_shape[2:], m.padding, m.dilation, w.shape[2:], m.stride, strict=True)]
-        size = a_shape[0] * w.shape[1] * g * math.prod(w.shape[2:]) * math.prod(out) * 4
+               zip(a_shape[2:], padding, dilation, w[2:], stride, strict=True)]
+        size = a_shape[0] * w[1] * g * math.prod(w[2:]) * math.prod(out) * 4
         if size <= _UNFOLD_BYTES:
             return "unfold"
     return "loop"
@@ -125,7 +132,10 @@ def _grouped_backward(m, a: Tensor, d: Tensor, groups: int, input_grad: bool):
     """``(∂L/∂a or None, per-sample ∂l_n/∂W)`` from one ``convolution_backward`` of the batch
     folded into ``groups`` groups (see :func:`_conv_weight`)."""
     n, w = a.shape[0], m.weight.detach()
-    stacked = w.expand(n, *w.shape).reshape(n * w.shape[0], *w.shape[1:])  # W for each sample
+    if input_grad:
+        stacked = w.expand(n, *w.shape).reshape(n * w.shape[0], *w.shape[1:])  # W per sample
+    else:  # only its shape matters: the weight gradient does not read the weight
+        stacked = w.new_zeros(()).expand(n * w.shape[0], *w.shape[1:])
     ga, gw, _ = torch.ops.aten.convolution_backward(
         d.reshape(1, -1, *d.shape[2:]), a.reshape(1, -1, *a.shape[2:]), stacked, None,
         list(m.stride), list(m.padding), list(m.dilation), False, [0] * len(m.stride),
@@ -230,23 +240,51 @@ def conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[s
     return out
 
 
-# Convolutions with at most this many input channels per group whose input needs a gradient
-# take both gradients in one grouped call (FusedConv); measured at N = 68 on this CPU, the
-# input + per-sample weight gradients: 8 -> 8 at 40x32 6.2 ms instead of 7.1, 8 -> 16 stride 2
-# 1.14 instead of 2.0, its 1x1 skip 0.49 instead of 0.90; with 16-32 input channels at 20x16
-# and 10x8 the fused call was slower (0.9-1.2 ms instead of 0.8-1.1), so they stay separate.
+# Unstrided convolutions with at most this many input channels per group whose input needs a
+# gradient take both gradients in one grouped call (FusedConv); measured at N = 68, the input +
+# per-sample weight gradients: 8 -> 8 at 40x32 6.2 ms instead of 7.1 (AVX-512 machine; equal on
+# the AMD EPYC AVX2 one); with 16-32 input channels at 20x16 and 10x8 the fused call was slower
+# (0.9-1.2 ms instead of 0.8-1.1), and on the AVX2 machine so was 8 -> 16 with stride 2 (6.5-7.7
+# ms instead of 4.0-5.1), so they stay separate. 1x1 convs take their input gradient by one
+# matmul (_pointwise_input_grad).
 _FUSE_MAX_IN = 8
 
 
 def fuses(m: nn.Module, a: Tensor) -> bool:
-    """Whether conv ``m`` takes its input and per-sample weight gradients in one call."""
-    return (isinstance(m, nn.modules.conv._ConvNd) and _wants(m.weight) and a.requires_grad
-            and m.weight.shape[1] <= _FUSE_MAX_IN and conv_path(m, a.shape) == "grouped")
+    """Whether conv ``m`` takes its input and per-sample weight gradients in one step
+    (:func:`_fused_backward`)."""
+    if not (isinstance(m, nn.modules.conv._ConvNd) and _wants(m.weight) and a.requires_grad):
+        return False
+    path = conv_path(m, a.shape)
+    return path == "bmm" or (path == "grouped" and m.weight.shape[1] <= _FUSE_MAX_IN
+                             and all(s == 1 for s in m.stride))
+
+
+def _fused_backward(m, a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+    """``(∂L/∂a, per-sample ∂l_n/∂W)`` of conv ``m`` (a path :func:`fuses` accepts)."""
+    if conv_path(m, a.shape) == "bmm":
+        return _pointwise_input_grad(m, a, d), _conv_weight(m, a, d)
+    return _grouped_backward(m, a, d, a.shape[0] * m.groups, input_grad=True)
+
+
+def _pointwise_input_grad(m, a: Tensor, d: Tensor) -> Tensor:
+    """``∂L/∂a`` of a 1x1 conv without padding: ``Wᵀ δ[n, :, p]`` at the input positions
+    ``s·p`` it reads (stride ``s``), zero between them. One matmul; on the AMD EPYC (AVX2) CPU,
+    N = 60-68, 3-12x faster than oneDNN's input gradient of the ranker's stride-2 1x1 skips
+    (0.3-0.5 ms instead of 0.8-5.8)."""
+    n, w = a.shape[0], m.weight.detach()
+    on = torch.matmul(w.flatten(1).t(), d.flatten(2))  # [n, C_in, positions read]
+    if all(s == 1 for s in m.stride):
+        return on.view(a.shape)
+    ga = a.new_zeros(a.shape)
+    ga[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in m.stride)] = on.view(
+        n, -1, *d.shape[2:])
+    return ga
 
 
 class FusedConv(torch.autograd.Function):
     """A conv output (computed by the module, handed over in ``box``) whose backward computes
-    ``∂L/∂a`` and the per-sample ``∂l_n/∂W`` in one grouped ``convolution_backward``, where
+    ``∂L/∂a`` and the per-sample ``∂l_n/∂W`` in one step (:func:`_fused_backward`), where
     autograd would run the input gradient and the hook the weight gradients separately."""
 
     @staticmethod
@@ -258,7 +296,7 @@ class FusedConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d):
         (a,), m = ctx.saved_tensors, ctx.m
-        ga, gw = _grouped_backward(m, a, d, a.shape[0] * m.groups, input_grad=True)
+        ga, gw = _fused_backward(m, a, d)
         ctx.store({"weight": gw, **conv_rule(m, a, d, weight=False)})
         return ga, None, None, None
 

@@ -212,6 +212,37 @@ def test_every_conv_path_matches_the_loop(conv):
     torch.testing.assert_close(per_sample_grads(model, ce, x, y, method="layers"), ref, **TOL)
 
 
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(6, 4, 1, stride=(2, 3)),  # 1x1: input gradient by one matmul
+    nn.Conv1d(6, 4, 1, stride=2, bias=False),
+    nn.Conv3d(6, 4, 1, stride=(1, 2, 3)),
+    nn.Conv2d(6, 4, 1),
+    nn.Conv2d(6, 6, 3, padding=1),  # few input channels, stride 1: one grouped call
+    nn.Conv2d(6, 4, 3, stride=2, padding=1),  # strided: autograd's input gradient
+], ids=lambda c: repr(c))
+def test_conv_taking_its_input_gradient_matches_the_loop(conv):
+    """A conv whose input needs a gradient (a layer before it): where it takes that gradient
+    itself (FusedConv), the layer before gets exact per-sample gradients through it."""
+    import gradkit.grads.layers as L
+
+    torch.manual_seed(6)
+    before = type(conv)(6, 6, 1, bias=False)
+    model = nn.Sequential(before, nn.Tanh(), conv, nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(5, 6, *([7, 9, 5][: conv.weight.dim() - 2]))
+    model(x)
+    model.eval()
+    a = torch.randn(5, 6, *x.shape[2:], requires_grad=True)
+    fused = L.fuses(conv, a)
+    assert fused == (conv.kernel_size[0] == 1 or conv.stride[0] == 1)
+    y = torch.randint(0, 3, (5,))
+    ref = reference(model, ce, x, y)
+    torch.testing.assert_close(per_sample_grads(model, ce, x, y, method="layers"), ref, **TOL)
+    if fused and conv.kernel_size[0] == 1:  # the input gradient itself, against autograd
+        d = torch.randn_like(conv(a))
+        (want,) = torch.autograd.grad(conv(a), a, d)
+        torch.testing.assert_close(L._pointwise_input_grad(conv, a.detach(), d), want, **TOL)
+
+
 def test_fused_conv_with_inplace_relu_shared_layer_and_input_needing_grad():
     """Convs with few input channels take both gradients in one call (FusedConv): an in-place
     ReLU on their output, a conv applied twice, and an input that itself requires grad."""
