@@ -2,6 +2,7 @@
 
 - :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
 - :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
+- :mod:`~gradkit.grads.convs`       the convolutions' exact per-sample paths and cost model
 - :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)
 - :mod:`~gradkit.grads.attention`   ``nn.MultiheadAttention``'s replay rule
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions

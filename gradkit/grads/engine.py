@@ -22,7 +22,7 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 - fewer than ``_LOOP_BELOW`` samples in the chunk: the loop;
 - every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
   convolution's weight rule takes the cheapest exact path for its shape
-  (:func:`~gradkit.grads.layers.conv_path`: a grouped ``convolution_backward`` while groups are
+  (:func:`~gradkit.grads.convs.conv_path`: a grouped ``convolution_backward`` while groups are
   small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM`` and
   ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
   :mod:`~gradkit.grads.attention`);
@@ -70,9 +70,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
+from gradkit.grads.convs import conv_path
 from gradkit.grads.hessian import double_backward_sdpa
 from gradkit.grads.layerpass import LayerPlan, layers_pass
-from gradkit.grads.layers import conv_path, layers_supported
+from gradkit.grads.layers import layers_supported
 from gradkit.grads.learned import Learned, forget, recall
 from gradkit.grads.reference import reference_pass, reference_rejections
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
@@ -83,8 +84,9 @@ __all__ = ["METHODS", "choose_method", "default_chunk_size", "forget", "per_samp
 METHODS = ("auto", "vmap", "loop", "layers")
 
 # Target temporary memory of one chunk (activations, per-sample grads), as estimated by
-# default_chunk_size; 32 MiB gives chunks of 68 for the ranker (measurements: benchmarks/README).
-_CHUNK_BYTES = 32 * 2**20
+# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk, which measured 1.22-1.25x
+# a plain backward against 1.32x for two chunks of 68 (per-chunk overhead; benchmarks/README).
+_CHUNK_BYTES = 64 * 2**20
 _CHUNK_MIN = 8
 # "auto": below this many samples the plain loop is fastest (measured, see the docstring) ...
 _LOOP_BELOW = 4
@@ -144,12 +146,13 @@ def choose_method(model: nn.Module, n: int, *, supported: bool | None = None) ->
 
 
 def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
-    """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES`` (32 MiB).
+    """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES`` (64 MiB).
 
     Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
     stand-in for the activations a small conv net keeps for its backward. Never fewer than
-    ``_CHUNK_MIN`` samples (vectorisation would be lost); smaller chunks were measured faster
-    than one big one on this CPU (cache and allocator effects; see ``_CHUNK_BYTES``).
+    ``_CHUNK_MIN`` samples (vectorisation would be lost). Each chunk costs a fixed overhead
+    (hooks, checks, per-call kernel set-up: ~13 ms on the ranker), so fewer, larger chunks are
+    faster until memory runs short (see ``_CHUNK_BYTES``).
     """
     leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
     per_input = sum(t[0].numel() * t.element_size() for t in leaves)
@@ -276,7 +279,7 @@ class _Run:
         vmap then takes only the parameters the layers pass cannot)."""
         return any(isinstance(m, nn.modules.conv._ConvNd)
                    and conv_path(m, (1, m.in_channels) + (1,) * (m.weight.dim() - 2))
-                   not in ("bmm", "depthwise", "grouped") for m in self.plan.owners)
+                   not in ("bmm", "taps", "depthwise", "grouped") for m in self.plan.owners)
 
     def _reject(self, rejected: dict[str, str]) -> None:
         if rejected and self.method == "layers":

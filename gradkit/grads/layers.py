@@ -6,9 +6,9 @@ mode), the per-sample gradient of a layer is a per-sample contraction of ``a_i``
 small rule per layer type (BackPACK's design):
 
 - Linear ``δ_iᵀ a_i`` (and ``Σ δ_i`` for the bias)
-- Conv ``δ_i ⋆ a_i`` (a grouped ``convolution_backward``; 1x1 convs by one ``bmm``; 1x1 convs
-  and unstrided convs with few input channels take their input gradient in the same step,
-  :class:`FusedConv`)
+- Conv ``δ_i ⋆ a_i`` (:mod:`~gradkit.grads.convs`: the exact path the cost model picks for the
+  layer's shape; 1x1 convs and unstrided convs with few input channels take their input
+  gradient in the same step, :class:`FusedConv`)
 - GroupNorm / LayerNorm / BatchNorm (eval) ``Σ δ_i ⊙ x̂_i`` and ``Σ δ_i``
 - the ranker's ``InputPrompt`` ``δ_i``
 - by *replay* (the module's output recomputed with hooks inside): ``LSTM``
@@ -22,126 +22,16 @@ the form it has (measurements): ``benchmarks/README.md``.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["any_sample_dim", "conv_path", "layers_supported", "register_replay", "register_rule",
+from gradkit.grads.convs import conv_path, conv_weight, fused_backward
+
+__all__ = ["any_sample_dim", "layers_supported", "register_replay", "register_rule",
            "replay_for", "rule_for", "unsupported_reason"]
-
-
-def _conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> Tensor:
-    """Per-sample conv weight gradient -> ``[n, *weight.shape]``.
-
-    ``∂l_n/∂W[o, c, i, j] = Σ_{h,w} δ[n, o, h, w] · a_pad[n, c, h·s + i·r, w·s + j·r]``
-    (stride ``s``, dilation ``r``). The batch is folded into the channels: ``a`` as one sample
-    with ``n·C_in`` channels and ``δ`` with ``n·C_out``, convolved with ``n·groups`` groups, is
-    ``n`` independent convolutions, and the *summed* weight gradient of that grouped
-    convolution (``aten.convolution_backward``, batch 1) is exactly the stack of the ``n``
-    per-sample weight gradients. Measured on this CPU (N = 128, the ranker's 3x3 layers): as
-    fast as the ordinary summed weight gradient, 3-6x faster than one batched matmul per kernel
-    tap, 10-60x faster than ``F.unfold`` (im2col) + ``bmm`` as in Opacus/BackPACK, 1.05-5x faster
-    than the "conv as correlation" trick (``conv2d`` of the channel-major input with ``δ`` as
-    ``n·C_out`` kernels) and 1.5-2.5x faster than with channels_last tensors.
-
-    Two layer shapes get their own, measured faster, path (chunk of 64-68, medians in place):
-
-    - 1x1 kernels without padding (the ResNet skips): ``δ_n · a_n[:, ::s, ::s]ᵀ``, one ``bmm``
-      (0.07-0.11 ms instead of 0.12-0.18 alone; 0.17-0.26 instead of 0.35-0.43 ms in place).
-    - one input channel per group (the 1-channel stem): ``a`` repeated over the output channels
-      of its group makes a depthwise convolution with ``n·C_out`` groups, which oneDNN handles
-      2x faster alone (0.22 ms instead of 0.45-0.72; 0.63-0.94 instead of 0.78-1.2 in place).
-      Depthwise paths for more input channels were 10-100x slower (the repeated ``a`` is big).
-    """
-    n, w = a.shape[0], m.weight.detach()
-    path = conv_path(m, a.shape)
-    if path == "bmm":
-        strided = a[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in m.stride)]
-        return torch.bmm(d.flatten(2), strided.flatten(2).transpose(1, 2)).view(n, *w.shape)
-    if path == "depthwise":  # one input channel per group: repeat it over the group's outputs
-        g, space = m.groups, a.shape[2:]
-        a = a.reshape(n, g, 1, *space).expand(n, g, w.shape[0] // g, *space).reshape(n, -1, *space)
-        return _grouped_backward(m, a, d, n * w.shape[0], input_grad=False)[1]
-    if path == "grouped":
-        return _grouped_backward(m, a, d, n * m.groups, input_grad=False)[1]
-    if path == "unfold":
-        return _unfold_weight(m, a, d)
-    return torch.cat([_grouped_backward(m, a[i : i + 1], d[i : i + 1], m.groups, False)[1]
-                      for i in range(n)])  # "loop": one summed weight gradient per sample
-
-
-# The cost model of the conv weight rule (measured: benchmarks/README.md, "Large convolutions").
-# The grouped call (n·groups groups) is as fast as the summed weight gradient while a group is
-# small (the ranker: 8-32 channels, 3x3) but oneDNN's grouped kernels degrade with wide groups
-# (Conv1d(250, 2000, 32), N = 8: ~24 s against 0.3 s summed). Above these sizes the same
-# products go through im2col (``F.unfold``) + one batched matmul, whose cost is the summed
-# gradient's flops plus writing the unfolded input, or, when that copy would exceed
-# _UNFOLD_BYTES, through one summed weight gradient per sample ("loop": no extra memory).
-_GROUP_MAX_OUT = 256  # output channels per group
-_GROUP_MAX_WEIGHT = 2**17  # weight elements per group (C_in/g · C_out/g · kernel)
-_UNFOLD_BYTES = 256 * 2**20
-
-
-def conv_path(m: nn.Module, a_shape: torch.Size | tuple[int, ...]) -> str:
-    """Which exact path :func:`_conv_weight` takes for input shape ``a_shape`` (the cost model).
-
-    ``"bmm"`` (1x1, no padding, no groups), ``"depthwise"`` (one input channel per group),
-    ``"grouped"`` (small groups: ≤ _GROUP_MAX_OUT outputs and ≤ _GROUP_MAX_WEIGHT weight elements
-    per group), else ``"unfold"`` (2-D, or 1-D as 2-D, when the unfolded input fits
-    _UNFOLD_BYTES) or ``"loop"`` (one summed weight gradient per sample).
-    """
-    return _path(tuple(m.weight.shape), m.groups, tuple(m.padding), tuple(m.stride),
-                 tuple(m.dilation), tuple(a_shape))
-
-
-@functools.lru_cache(maxsize=1024)  # asked several times per layer and chunk
-def _path(w: tuple[int, ...], g: int, padding, stride, dilation, a_shape) -> str:
-    if g == 1 and all(k == 1 for k in w[2:]) and not any(padding):
-        return "bmm"
-    if w[1] == 1:
-        return "depthwise"
-    if w[0] // g <= _GROUP_MAX_OUT and math.prod(w[1:]) * (w[0] // g) <= _GROUP_MAX_WEIGHT:
-        return "grouped"
-    if len(w) <= 4:
-        out = [(L + 2 * p - r * (k - 1) - 1) // s + 1 for L, p, r, k, s in
-               zip(a_shape[2:], padding, dilation, w[2:], stride, strict=True)]
-        size = a_shape[0] * w[1] * g * math.prod(w[2:]) * math.prod(out) * 4
-        if size <= _UNFOLD_BYTES:
-            return "unfold"
-    return "loop"
-
-
-def _unfold_weight(m, a: Tensor, d: Tensor) -> Tensor:
-    """``∂l_n/∂W = δ_n · unfold(a_n)ᵀ`` per group (im2col, as Opacus / BackPACK)."""
-    n, w, g = a.shape[0], m.weight, m.groups
-    pairs = list(zip(w.shape[2:], m.dilation, m.padding, m.stride, strict=True))
-    if w.dim() == 3:  # a 1-D conv as a 2-D conv of height 1
-        a, pairs = a.unsqueeze(2), [(1, 1, 0, 1), *pairs]
-    k, r, p, s = zip(*pairs, strict=True)
-    cols = F.unfold(a, k, dilation=r, padding=p, stride=s)  # [n, C_in·K, L]
-    cols = cols.view(n, g, -1, cols.shape[-1])
-    dg = d.reshape(n, g, w.shape[0] // g, -1)
-    return torch.einsum("ngol,ngil->ngoi", dg, cols).reshape(n, *w.shape)
-
-
-def _grouped_backward(m, a: Tensor, d: Tensor, groups: int, input_grad: bool):
-    """``(∂L/∂a or None, per-sample ∂l_n/∂W)`` from one ``convolution_backward`` of the batch
-    folded into ``groups`` groups (see :func:`_conv_weight`)."""
-    n, w = a.shape[0], m.weight.detach()
-    if input_grad:
-        stacked = w.expand(n, *w.shape).reshape(n * w.shape[0], *w.shape[1:])  # W per sample
-    else:  # only its shape matters: the weight gradient does not read the weight
-        stacked = w.new_zeros(()).expand(n * w.shape[0], *w.shape[1:])
-    ga, gw, _ = torch.ops.aten.convolution_backward(
-        d.reshape(1, -1, *d.shape[2:]), a.reshape(1, -1, *a.shape[2:]), stacked, None,
-        list(m.stride), list(m.padding), list(m.dilation), False, [0] * len(m.stride),
-        groups, [input_grad, True, False],
-    )
-    return (ga.reshape(a.shape) if input_grad else None), gw.reshape(n, *w.shape)
 
 
 def _normalised(m: nn.Module, a: Tensor) -> Tensor:
@@ -231,10 +121,11 @@ def _linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
 
 @register_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[str, Tensor]:
-    """Weight: :func:`_conv_weight`; bias: ``∂l_n/∂b[o] = Σ_positions δ[n, o]``."""
+    """Weight: :func:`~gradkit.grads.convs.conv_weight`; bias:
+    ``∂l_n/∂b[o] = Σ_positions δ[n, o]``."""
     out = {}
     if weight and _wants(m.weight):
-        out["weight"] = _conv_weight(m, a, d)
+        out["weight"] = conv_weight(m, a, d)
     if _wants(m.bias):
         out["bias"] = d.reshape(d.shape[0], d.shape[1], -1).sum(2)
     return out
@@ -246,13 +137,13 @@ def conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[s
 # the AMD EPYC AVX2 one); with 16-32 input channels at 20x16 and 10x8 the fused call was slower
 # (0.9-1.2 ms instead of 0.8-1.1), and on the AVX2 machine so was 8 -> 16 with stride 2 (6.5-7.7
 # ms instead of 4.0-5.1), so they stay separate. 1x1 convs take their input gradient by one
-# matmul (_pointwise_input_grad).
+# matmul (gradkit.grads.convs).
 _FUSE_MAX_IN = 8
 
 
 def fuses(m: nn.Module, a: Tensor) -> bool:
     """Whether conv ``m`` takes its input and per-sample weight gradients in one step
-    (:func:`_fused_backward`)."""
+    (:func:`~gradkit.grads.convs.fused_backward`)."""
     if not (isinstance(m, nn.modules.conv._ConvNd) and _wants(m.weight) and a.requires_grad):
         return False
     path = conv_path(m, a.shape)
@@ -260,32 +151,11 @@ def fuses(m: nn.Module, a: Tensor) -> bool:
                              and all(s == 1 for s in m.stride))
 
 
-def _fused_backward(m, a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
-    """``(∂L/∂a, per-sample ∂l_n/∂W)`` of conv ``m`` (a path :func:`fuses` accepts)."""
-    if conv_path(m, a.shape) == "bmm":
-        return _pointwise_input_grad(m, a, d), _conv_weight(m, a, d)
-    return _grouped_backward(m, a, d, a.shape[0] * m.groups, input_grad=True)
-
-
-def _pointwise_input_grad(m, a: Tensor, d: Tensor) -> Tensor:
-    """``∂L/∂a`` of a 1x1 conv without padding: ``Wᵀ δ[n, :, p]`` at the input positions
-    ``s·p`` it reads (stride ``s``), zero between them. One matmul; on the AMD EPYC (AVX2) CPU,
-    N = 60-68, 3-12x faster than oneDNN's input gradient of the ranker's stride-2 1x1 skips
-    (0.3-0.5 ms instead of 0.8-5.8)."""
-    n, w = a.shape[0], m.weight.detach()
-    on = torch.matmul(w.flatten(1).t(), d.flatten(2))  # [n, C_in, positions read]
-    if all(s == 1 for s in m.stride):
-        return on.view(a.shape)
-    ga = a.new_zeros(a.shape)
-    ga[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in m.stride)] = on.view(
-        n, -1, *d.shape[2:])
-    return ga
-
-
 class FusedConv(torch.autograd.Function):
     """A conv output (computed by the module, handed over in ``box``) whose backward computes
-    ``∂L/∂a`` and the per-sample ``∂l_n/∂W`` in one step (:func:`_fused_backward`), where
-    autograd would run the input gradient and the hook the weight gradients separately."""
+    ``∂L/∂a`` and the per-sample ``∂l_n/∂W`` in one step
+    (:func:`~gradkit.grads.convs.fused_backward`), where autograd would run the input gradient
+    and the hook the weight gradients separately."""
 
     @staticmethod
     def forward(ctx, a, m, box, store):
@@ -296,7 +166,7 @@ class FusedConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d):
         (a,), m = ctx.saved_tensors, ctx.m
-        ga, gw = _fused_backward(m, a, d)
+        ga, gw = fused_backward(m, a, d)
         ctx.store({"weight": gw, **conv_rule(m, a, d, weight=False)})
         return ga, None, None, None
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradkit.grads import convs as C
 from gradkit.grads import layers as L
 from gradkit.grads import per_sample_grads
 
@@ -505,12 +506,13 @@ def test_consistency_check_turns_a_wrong_rule_into_an_error_naming_the_parameter
 
 def test_large_conv_cost_model_picks_unfold_and_small_ones_stay_grouped():
     big = nn.Conv1d(250, 2000, 32)
-    assert L.conv_path(big, (8, 250, 100)) == "unfold"
-    assert L.conv_path(big, (8, 250, 100_000)) == "loop"  # the unfolded copy would be too big
-    assert L.conv_path(nn.Conv2d(32, 32, 3, padding=1), (68, 32, 10, 8)) == "grouped"
-    assert L.conv_path(nn.Conv2d(1, 8, 3, padding=1), (68, 1, 40, 32)) == "depthwise"
-    assert L.conv_path(nn.Conv2d(8, 16, 1, stride=2), (68, 8, 40, 32)) == "bmm"
-    assert L.conv_path(nn.Conv3d(300, 300, 3), (2, 300, 5, 5, 5)) == "loop"
+    assert C.conv_path(big, (8, 250, 100)) == "unfold"
+    assert C.conv_path(big, (8, 250, 100_000)) == "loop"  # the unfolded copy would be too big
+    assert C.conv_path(nn.Conv2d(32, 32, 3, padding=1), (68, 32, 10, 8)) == "grouped"
+    assert C.conv_path(nn.Conv2d(1, 8, 3, padding=1), (68, 1, 40, 32)) == "taps"
+    assert C.conv_path(nn.Conv2d(4, 8, 3, groups=4), (68, 4, 40, 32)) == "depthwise"
+    assert C.conv_path(nn.Conv2d(8, 16, 1, stride=2), (68, 8, 40, 32)) == "bmm"
+    assert C.conv_path(nn.Conv3d(300, 300, 3), (2, 300, 5, 5, 5)) == "loop"
 
 
 @pytest.mark.parametrize("path", ["unfold", "loop"])
@@ -519,7 +521,7 @@ def test_large_conv_cost_model_picks_unfold_and_small_ones_stay_grouped():
     nn.Conv2d(6, 8, (3, 2), stride=(2, 1), padding=(1, 1), groups=2),
 ])
 def test_unfold_and_loop_conv_paths_are_exact(conv, path, monkeypatch):
-    monkeypatch.setattr(L, "conv_path", lambda m, shape: path)
+    monkeypatch.setattr(C, "conv_path", lambda m, shape: path)
     torch.manual_seed(0)
     model = nn.Sequential(conv, nn.Flatten(), nn.LazyLinear(3))
     x = torch.randn(6, 6, 11) if isinstance(conv, nn.Conv1d) else torch.randn(6, 6, 7, 5)
@@ -530,8 +532,8 @@ def test_unfold_and_loop_conv_paths_are_exact(conv, path, monkeypatch):
 
 def test_per_sample_grads_takes_the_unfold_path_for_a_wide_conv_and_is_exact(monkeypatch):
     calls = []
-    original = L._unfold_weight
-    monkeypatch.setattr(L, "_unfold_weight", lambda m, a, d: calls.append(m) or original(m, a, d))
+    original = C._unfold_weight
+    monkeypatch.setattr(C, "_unfold_weight", lambda m, a, d: calls.append(m) or original(m, a, d))
     torch.manual_seed(0)
     wide = nn.Conv1d(4, 300, 3)  # 300 output channels per group > 256: not the grouped call
     model = nn.Sequential(wide, nn.ReLU(), nn.Flatten(), nn.Linear(300 * 6, 3))
