@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from gradkit.grads import forget, per_sample_grads
 
@@ -48,22 +49,32 @@ def make(method: str, case) -> Callable[[], torch.Tensor | None]:
         return first
     if method in ("gradkit-floor", "gradkit-noconv"):
         # Ablations (no agreement check): the same pass with some per-layer rules emptied.
+        import gradkit.grads.layerpass as gp
         import gradkit.grads.layers as gg
 
-        rules = dict(gg._RULES)
+        rules, replays = dict(gg._RULES), dict(gg._REPLAYS)
         emptied = [t for t in rules if method == "gradkit-floor" or issubclass(t, torch.nn.Conv2d)]
 
-        fuse = gg._FUSE_MAX_IN
+        def plain_group_norm(m, args, kwargs, sample_dim, store):
+            # GroupNorm's own forward and backward (its input gradient), no per-sample product
+            a = args[0]
+            out = F.group_norm(a, m.num_groups, m.weight.detach(), m.bias.detach(), m.eps)
+            return out, [a] if a.requires_grad else []
+
+        fuses = gp.fuses
 
         def run():
             for t in emptied:
                 gg._RULES[t] = (lambda m, a, d: {}, rules[t][1])
-            gg._FUSE_MAX_IN = 0  # no conv takes its per-sample gradients with its input's
+            if method == "gradkit-floor":
+                gg._REPLAYS[torch.nn.GroupNorm] = plain_group_norm
+            gp.fuses = lambda m, a: False  # no conv takes its gradients in one step (FusedConv)
             try:
                 per_sample_grads(model, loss_mean, x, y, check=False)  # emptied: would fail
             finally:
                 gg._RULES.update(rules)
-                gg._FUSE_MAX_IN = fuse
+                gg._REPLAYS.update(replays)
+                gp.fuses = fuses
         return run
     if method == "gradkit-vmap":
         return lambda: per_sample_grads(model, loss_mean, x, y, method="vmap")

@@ -9,9 +9,11 @@ small rule per layer type (BackPACK's design):
 - Conv ``δ_i ⋆ a_i`` (:mod:`~gradkit.grads.convs`: the exact path the cost model picks for the
   layer's shape; 1x1 convs and unstrided convs with few input channels take their input
   gradient in the same step, :class:`FusedConv`)
-- GroupNorm / LayerNorm / BatchNorm (eval) ``Σ δ_i ⊙ x̂_i`` and ``Σ δ_i``
+- LayerNorm / BatchNorm (eval) ``Σ δ_i ⊙ x̂_i`` and ``Σ δ_i``
 - the ranker's ``InputPrompt`` ``δ_i``
-- by *replay* (the module's output recomputed with hooks inside): ``LSTM``
+- by *replay* (the module's output computed by the rule, instead of its forward, so that the
+  backward yields the per-sample gradients): ``GroupNorm`` (:class:`_GroupNorm`, one native
+  backward for the input gradient and the per-sample ones), ``LSTM``
   (:mod:`~gradkit.grads.recurrent`, a hand-written backward through time) and
   ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`, its projections as Linear rules)
 
@@ -36,8 +38,6 @@ __all__ = ["any_sample_dim", "layers_supported", "register_replay", "register_ru
 
 def _normalised(m: nn.Module, a: Tensor) -> Tensor:
     """``x̂``: the layer's input normalised exactly as its forward does, before the affine map."""
-    if isinstance(m, nn.GroupNorm):
-        return F.group_norm(a, m.num_groups, eps=m.eps)
     if isinstance(m, nn.LayerNorm):
         return F.layer_norm(a, m.normalized_shape, eps=m.eps)
     shape = (1, -1) + (1,) * (a.dim() - 2)  # BatchNorm in eval mode: running statistics
@@ -172,7 +172,7 @@ class FusedConv(torch.autograd.Function):
 
 
 @register_rule(nn.LayerNorm, any_dim=True)
-@register_rule(nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def _norm_rule(m: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     """``y = x̂ ⊙ γ + β``: ``∂l_n/∂γ = Σ δ[n] ⊙ x̂[n]``, ``∂l_n/∂β = Σ δ[n]`` over the positions
     the affine parameters are broadcast across (spatial dims; leading dims for LayerNorm)."""
@@ -187,6 +187,46 @@ def _norm_rule(m: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     if _wants(getattr(m, "bias", None)):
         out["bias"] = d.sum(dims) if dims else d
     return out
+
+
+class _GroupNorm(torch.autograd.Function):
+    """GroupNorm whose backward gives the input gradient and the per-sample ``γ``, ``β``
+    gradients in one ``native_group_norm_backward``: the batch of ``n`` samples as one sample
+    of ``n·C`` channels in ``n·G`` groups normalises exactly the same groups, and that call's
+    "summed" ``γ``, ``β`` gradients are then the ``n`` per-sample ones (PyTorch's own form,
+    ``Σ_s δ x̂`` and ``Σ_s δ``). Measured on the ranker's layers, N = 128: as fast as the input
+    gradient alone, where recomputing ``x̂`` for the products cost 1-3 ms a layer."""
+
+    @staticmethod
+    def forward(ctx, a, weight, bias, m, store):
+        n, c, g = a.shape[0], a.shape[1], m.num_groups
+        y, mean, rstd = torch.native_group_norm(a, weight, bias, n, c, a[0, 0].numel(), g, m.eps)
+        ctx.save_for_backward(a, mean, rstd, weight)
+        ctx.m, ctx.store, ctx.wants = m, store, (_wants(weight), _wants(bias))
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        a, mean, rstd, weight = ctx.saved_tensors
+        n, c, g = a.shape[0], a.shape[1], ctx.m.num_groups
+        dx, dw, db = torch.ops.aten.native_group_norm_backward(
+            dy.contiguous().view(1, n * c, -1), a.contiguous().view(1, n * c, -1),
+            mean.view(1, -1), rstd.view(1, -1), weight.detach().repeat(n), 1, n * c,
+            a[0, 0].numel(), n * g, [ctx.needs_input_grad[0], *ctx.wants])
+        ctx.store({k: t.view(n, c) for k, t, w in (("weight", dw, ctx.wants[0]),
+                                                   ("bias", db, ctx.wants[1])) if w})
+        return (dx.view(a.shape) if dx is not None else None), None, None, None, None
+
+
+def group_norm_replay(m: nn.GroupNorm, args: tuple, kwargs: dict, sample_dim: int,
+                      store: Callable[[dict[str, Tensor]], None]):
+    """``m(a)`` as :class:`_GroupNorm`, run instead of ``m``'s forward (a replay rule): the
+    output, and the tensor whose gradient the pass must request (``a``, else a parameter)."""
+    a = args[0] if len(args) == 1 and not kwargs else None
+    if not isinstance(a, Tensor) or a.dim() < 2 or sample_dim != 0 or not m.affine:
+        return "GroupNorm called other than as m(x) with the samples on dim 0"
+    y = _GroupNorm.apply(a, m.weight, m.bias, m, store)
+    return y, [a] if a.requires_grad else [p for p in (m.weight, m.bias) if _wants(p)]
 
 
 try:  # the project's additive input prompt: x -> x + P, so ∂l_n/∂P = δ[n]
@@ -205,6 +245,7 @@ except ImportError:  # pragma: no cover - models is optional for this module
 from gradkit.grads.attention import mha_replay  # noqa: E402
 from gradkit.grads.recurrent import lstm_replay  # noqa: E402
 
+register_replay(nn.GroupNorm)(group_norm_replay)
 register_replay(nn.MultiheadAttention)(mha_replay)
 register_replay(nn.LSTM)(lstm_replay)
 
@@ -236,8 +277,8 @@ def layers_supported(model: nn.Module) -> bool:
     """True when every trainable parameter belongs to a layer the ``"layers"`` method handles.
 
     Built in: ``Linear``, ``Conv1d``/``2d``/``3d`` (zero padding given as numbers, any stride,
-    dilation, groups), ``GroupNorm``, ``LayerNorm``, ``BatchNorm`` (eval mode) and the project's
-    ``InputPrompt``, and by replay ``LSTM`` (:mod:`~gradkit.grads.recurrent`) and
+    dilation, groups), ``LayerNorm``, ``BatchNorm`` (eval mode) and the project's
+    ``InputPrompt``, and by replay ``GroupNorm``, ``LSTM`` (:mod:`~gradkit.grads.recurrent`) and
     ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`), whose calls are checked as they
     happen; more with :func:`register_rule` / :func:`register_replay`.
     """

@@ -247,6 +247,54 @@ def test_conv_taking_its_input_gradient_matches_the_loop(conv):
         torch.testing.assert_close(C._pointwise_input_grad(conv, a.detach(), d), want, **TOL)
 
 
+class GroupNormCases(nn.Module):
+    """GroupNorm as the first layer (input without grad), shared (called twice), on 2-D, 3-D
+    and channels_last inputs, with a frozen weight and an in-place ReLU after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.GroupNorm(2, 4)
+        self.conv = nn.Conv1d(4, 6, 3, padding=1)
+        self.shared = nn.GroupNorm(3, 6)
+        self.frozen = nn.GroupNorm(1, 6)
+        self.frozen.weight.requires_grad_(False)
+        self.flat = nn.GroupNorm(2, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.conv(self.first(x))
+        h = torch.relu_(self.shared(h))
+        h = self.frozen(self.shared(h)).mean(2)
+        return self.head(self.flat(h))
+
+
+def test_group_norm_replay_matches_the_loop():
+    import gradkit.grads.layers as L
+
+    torch.manual_seed(7)
+    model = GroupNormCases()
+    for m in model.modules():  # non-trivial affine parameters
+        if isinstance(m, nn.GroupNorm):
+            m.weight.data.normal_(1, 0.3)
+            m.bias.data.normal_(0, 0.3)
+    x, y = torch.randn(6, 4, 9) * 2 + 3, torch.randint(0, 3, (6,))
+    calls = []
+    original = L._GroupNorm.backward
+    try:
+        L._GroupNorm.backward = staticmethod(lambda ctx, dy: calls.append(1) or original(ctx, dy))
+        got = per_sample_grads(model, ce, x, y, method="layers")
+    finally:
+        L._GroupNorm.backward = original
+    assert len(calls) == 5  # every call of every GroupNorm went through the replay
+    torch.testing.assert_close(got, reference(model, ce, x, y), **TOL)
+    conv2d = nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.LazyLinear(3))
+    x2 = torch.randn(5, 2, 6, 7).to(memory_format=torch.channels_last)
+    conv2d(x2)
+    y2 = torch.randint(0, 3, (5,))
+    torch.testing.assert_close(per_sample_grads(conv2d, ce, x2, y2, method="layers"),
+                               reference(conv2d, ce, x2, y2), **TOL)
+
+
 def test_fused_conv_with_inplace_relu_shared_layer_and_input_needing_grad():
     """Convs with few input channels take both gradients in one call (FusedConv): an in-place
     ReLU on their output, a conv applied twice, and an input that itself requires grad."""
