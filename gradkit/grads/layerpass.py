@@ -52,12 +52,12 @@ from gradkit.grads.layers import (
     unsupported_reason,
 )
 from gradkit.grads.reference import (
-    _NEVER_CALLED,
+    NEVER_CALLED,
     Reference,
-    _call_form,
-    _first_tensor,
-    _shapes,
     batch_coupling,
+    call_form,
+    call_shapes,
+    first_tensor,
 )
 from gradkit.grads.samples import num_samples, per_sample_losses
 
@@ -202,7 +202,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         own, replay = module.__dict__.get("forward"), replay_for(module)
 
         def forward(*args, **kwargs):
-            i, seen, a = ncalls[module], ref.calls[module], _first_tensor((args, kwargs))
+            i, seen, a = ncalls[module], ref.calls[module], first_tensor((args, kwargs))
             s, why = None, None
             if i >= len(seen) or isinstance(seen[i], str) or a is None:
                 why = "checked in the forward hook"
@@ -221,10 +221,10 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
 
     def forward_hook(module, args, kwargs, output):
         i, ncalls[module] = ncalls[module], ncalls[module] + 1
-        why = _call_form(module, args, kwargs, output)
+        why = call_form(module, args, kwargs, output)
         s = None
         if not why:
-            s, why = _layout(ref, module, i, *_shapes(args, kwargs, output), n)
+            s, why = _layout(ref, module, i, *call_shapes(args, kwargs, output), n)
         restore(module)
         if module in replayed:  # output is the replay's (or the own forward's, with a reason)
             got = replayed.pop(module)
@@ -277,7 +277,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
             holder._parameters[k] = p
     for m, name in plan.owners.items():
         if ncalls[m] == 0:
-            rejected.setdefault(name, _NEVER_CALLED)
+            rejected.setdefault(name, NEVER_CALLED)
         elif ncalls[m] != len(ref.calls[m]):
             rejected.setdefault(name, f"called {ncalls[m]} times with {n} samples but "
                                       f"{len(ref.calls[m])} times with {ref.k}")

@@ -20,13 +20,15 @@ from gradkit.grads.samples import per_sample_losses, take
 if TYPE_CHECKING:
     from gradkit.grads.layerpass import LayerPlan
 
-__all__ = ["Reference", "batch_coupling", "probe_index", "reference_pass", "reference_rejections"]
+__all__ = ["NEVER_CALLED", "Reference", "batch_coupling", "call_form", "call_shapes",
+           "first_tensor", "probe_index", "reference_pass", "reference_rejections"]
 
-_NEVER_CALLED = ("never called (its parameters are used functionally by another module, e.g. "
-                 "nn.MultiheadAttention's out_proj)")
+NEVER_CALLED = ("never called (its parameters are used functionally by another module, e.g. "
+                "nn.MultiheadAttention's out_proj)")  # why a hooked module is rejected
 
 
-def _first_tensor(tree: Any) -> Tensor | None:
+def first_tensor(tree: Any) -> Tensor | None:
+    """The first tensor of a call's arguments or result (a nested tuple / dict), or None."""
     first = tree
     while isinstance(first, tuple | list) and first:  # the first leaf, without flattening all
         first = first[0]
@@ -36,9 +38,11 @@ def _first_tensor(tree: Any) -> Tensor | None:
     return next((t for t in leaves if isinstance(t, Tensor)), None)
 
 
-def _call_form(m: nn.Module, args: tuple, kwargs: dict, output: Any) -> str | None:
+def call_form(m: nn.Module, args: tuple, kwargs: dict, output: Any) -> str | None:
+    """Why a call of ``m`` is not of the form its rule needs (None: it is): one positional tensor
+    in, a tensor out; a replay rule checks its call itself and needs only a tensor each way."""
     if replay_for(m) is not None:
-        if _first_tensor((args, kwargs)) is None or _first_tensor(output) is None:
+        if first_tensor((args, kwargs)) is None or first_tensor(output) is None:
             return "called without a tensor input or output"
         return None
     if kwargs or len(args) != 1 or not isinstance(args[0], Tensor):
@@ -48,9 +52,9 @@ def _call_form(m: nn.Module, args: tuple, kwargs: dict, output: Any) -> str | No
     return None
 
 
-def _shapes(args: tuple, kwargs: dict, output: Any) -> tuple[torch.Size, torch.Size]:
+def call_shapes(args: tuple, kwargs: dict, output: Any) -> tuple[torch.Size, torch.Size]:
     """(input, output) shapes of a call: its first tensor argument and first tensor result."""
-    return _first_tensor((args, kwargs)).shape, _first_tensor(output).shape
+    return first_tensor((args, kwargs)).shape, first_tensor(output).shape
 
 
 @dataclass
@@ -76,7 +80,7 @@ def reference_pass(model, loss_fn, inputs, targets, plan: LayerPlan, with_grad: 
     calls: dict[nn.Module, list] = {m: [] for m in plan.owners}
 
     def hook(m, args, kwargs, output):
-        calls[m].append(_call_form(m, args, kwargs, output) or _shapes(args, kwargs, output))
+        calls[m].append(call_form(m, args, kwargs, output) or call_shapes(args, kwargs, output))
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in plan.owners]
     i = probe_index(inputs)
@@ -151,7 +155,7 @@ def reference_rejections(ref: Reference, plan: LayerPlan) -> dict[str, str]:
         bad = next((c for c in calls if isinstance(c, str)), None)
         anywhere = any_sample_dim(m) or replay_for(m) is not None
         if not calls:
-            out[name] = _NEVER_CALLED
+            out[name] = NEVER_CALLED
         elif bad:
             out[name] = bad
         elif any((ref.k not in a or ref.k not in o) if anywhere else (a[0] != ref.k or o[0] !=
