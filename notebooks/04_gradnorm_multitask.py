@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -19,7 +19,7 @@
 #
 # Does GradNorm balance two tasks that share a backbone without collapsing a task weight? We compare it with fixed weights, uncertainty weighting, PCGrad and two independent backbones over several seeds, each method against equal weighting on the same seeds, pair by pair (`gradkit.stats.compare_paired`).
 
-# %%
+# %% tags=["parameters"]
 SEEDS = [0, 1, 2, 3, 4]  # one run per method and seed; a seed fixes the initial network and batch order
 EPOCHS = 8  # the cap; the plateau test below says which runs were still improving at it
 

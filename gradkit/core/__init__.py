@@ -27,13 +27,21 @@ from gradkit.core.params import (
     trainable_named_parameters,
     trainable_parameters,
 )
-from gradkit.core.paths import checkpoints_dir, data_dir, figures_dir, project_root, reports_dir
+from gradkit.core.paths import (
+    build_dir,
+    checkpoints_dir,
+    data_dir,
+    figures_dir,
+    output_root,
+    project_root,
+    reports_dir,
+)
 from gradkit.core.seeding import generator, seeded
 
 __all__ = [
-    "CheckpointError", "atomic_write_bytes", "atomic_write_text", "check_state_dict",
+    "CheckpointError", "atomic_write_bytes", "atomic_write_text", "build_dir", "check_state_dict",
     "checkpoints_dir", "count_parameters", "data_dir", "figures_dir", "flat_grad", "flatten",
-    "generator", "load_checkpoint", "num_trainable", "param_slices", "pick_device",
+    "generator", "load_checkpoint", "num_trainable", "output_root", "param_slices", "pick_device",
     "project_root", "reports_dir", "save_checkpoint", "seeded", "trainable_named_parameters",
     "trainable_parameters",
 ]

@@ -8,6 +8,11 @@ are ``figures/`` and ``reports/``. A report of another condition (``python -m gr
 --data … --material … --freq …``) sets ``GRADKIT_CONDITION=<material>_<freq>hz`` for its kernels:
 :func:`figures_dir` and :func:`reports_dir` are then ``figures/<condition>/`` and
 ``reports/<condition>/`` (same file names inside), so no condition overwrites another's outputs.
+
+**Output root.** ``figures/``, ``reports/``, ``checkpoints/`` and ``build/`` live under
+:func:`output_root`: the project root, or the folder ``GRADKIT_OUTPUT`` names. The test tier's
+smoke reports (``python -m gradkit.report --smoke``) go to ``build/smoke/`` this way, so they
+never overwrite or pass for the full reports of ``make report``. The data stay under the root.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 
 #: The environment variable naming the condition whose outputs are being written.
 CONDITION_ENV = "GRADKIT_CONDITION"
+#: The environment variable naming another folder for the outputs (figures, reports, runs).
+OUTPUT_ENV = "GRADKIT_OUTPUT"
 _CONDITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -29,8 +36,17 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]  # gradkit/core/paths.py -> the root
 
 
+def output_root() -> Path:
+    """The folder that holds ``figures/``, ``reports/``, ``checkpoints/`` and ``build/``: the
+    project root, or ``GRADKIT_OUTPUT`` (relative to the project root) where it is set."""
+    override = os.environ.get(OUTPUT_ENV)
+    if not override:
+        return project_root()
+    return (project_root() / Path(override).expanduser()).resolve()
+
+
 def _subdir(name: str, create: bool) -> Path:
-    path = project_root() / name
+    path = (project_root() if name == "data" else output_root()) / name
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -51,7 +67,7 @@ def condition() -> str | None:
 
 
 def _condition_subdir(name: str, create: bool) -> Path:
-    path = project_root() / name
+    path = output_root() / name
     cond = condition()
     if cond is not None:
         path = path / cond
@@ -71,17 +87,22 @@ def synthetic_dir() -> Path:
     return data_dir(create=False) / "synthetic"
 
 
+def build_dir(create: bool = True) -> Path:
+    """``<output root>/build``: intermediate products (executed notebooks, DDP runs)."""
+    return _subdir("build", create)
+
+
 def checkpoints_dir(create: bool = True) -> Path:
-    """``<root>/checkpoints``: training runs, one folder per material/frequency/objective."""
+    """``<output root>/checkpoints``: training runs, one folder per material/frequency/objective."""
     return _subdir("checkpoints", create)
 
 
 def figures_dir(create: bool = True) -> Path:
-    """``<root>/figures`` (or ``figures/<condition>``): every figure, under the file names of
+    """``<output root>/figures`` (or ``figures/<condition>``): every figure, under the file names of
     the original reports."""
     return _condition_subdir("figures", create)
 
 
 def reports_dir(create: bool = True) -> Path:
-    """``<root>/reports`` (or ``reports/<condition>``): the HTML reports of ``make report``."""
+    """``<output root>/reports`` (or ``reports/<condition>``): the HTML reports."""
     return _condition_subdir("reports", create)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gradkit.core.io import atomic_write_text
-from gradkit.core.paths import CONDITION_ENV, check_condition_name, project_root
+from gradkit.core.paths import CONDITION_ENV, check_condition_name, output_root
 from gradkit.data import DataError, list_conditions
 from gradkit.report.index import index_html, previous_results
 
@@ -108,24 +108,32 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 _ACTIVE: dict[str, Any] = {}
+_BY_NOTEBOOK: dict[str, dict[str, Any]] = {}
 
 
 @contextlib.contextmanager
-def active(parameters: dict[str, Any], condition: str | None) -> Iterator[None]:
-    """Within the block, :func:`inject_active` injects ``parameters`` and the kernels inherit
+def active(parameters: dict[str, Any], condition: str | None,
+           by_notebook: dict[str, dict[str, Any]] | None = None) -> Iterator[None]:
+    """Within the block, :func:`inject_active` injects ``by_notebook[<notebook stem>]`` (the smoke
+    set, :mod:`gradkit.report.smoke`) updated by ``parameters``, and the kernels inherit
     ``GRADKIT_CONDITION=condition`` (restored afterwards, even on failure)."""
     previous_env, previous = os.environ.get(CONDITION_ENV), dict(_ACTIVE)
+    previous_by_notebook = dict(_BY_NOTEBOOK)
     if condition is None:
         os.environ.pop(CONDITION_ENV, None)
     else:
         os.environ[CONDITION_ENV] = check_condition_name(condition)
     _ACTIVE.clear()
     _ACTIVE.update(parameters)
+    _BY_NOTEBOOK.clear()
+    _BY_NOTEBOOK.update(by_notebook or {})
     try:
         yield
     finally:
         _ACTIVE.clear()
         _ACTIVE.update(previous)
+        _BY_NOTEBOOK.clear()
+        _BY_NOTEBOOK.update(previous_by_notebook)
         if previous_env is None:
             os.environ.pop(CONDITION_ENV, None)
         else:
@@ -134,13 +142,14 @@ def active(parameters: dict[str, Any], condition: str | None) -> Iterator[None]:
 
 def inject_active(nb, name: str = "") -> None:
     """:func:`inject` the parameters of the enclosing :func:`active` block, saying what it did."""
-    if not _ACTIVE:
+    parameters = {**_BY_NOTEBOOK.get(name, {}), **_ACTIVE}
+    if not parameters:
         return
     if parameters_cell(nb) is None:
         print(f"[report] {name}: no 'parameters' cell, nothing injected", flush=True)
         return
-    extra = inject(nb, dict(_ACTIVE))
-    print(f"[report] {name}: parameters {', '.join(f'{k}={v!r}' for k, v in _ACTIVE.items())}"
+    extra = inject(nb, parameters)
+    print(f"[report] {name}: parameters {', '.join(f'{k}={v!r}' for k, v in parameters.items())}"
           + (f" (not parameters of this notebook, unused: {', '.join(extra)})" if extra else ""),
           flush=True)
 
@@ -195,7 +204,7 @@ def resolve_condition(data: str | None = None, material: str | None = None,
         return None
     cond = Condition(None if root is None else str(root), material, int(freq_hz),
                      check_condition_name(name or f"{material}_{int(freq_hz)}hz"))
-    record = project_root() / "reports" / cond.name / CONDITION_FILE
+    record = output_root() / "reports" / cond.name / CONDITION_FILE
     if record.is_file():
         before = json.loads(record.read_text(encoding="utf-8")).get("data_root")
         if before != cond.data_root:
@@ -283,6 +292,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--name", help="output folder name (default <material>_<freq>hz)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a notebook parameter, e.g. --param EPOCHS=4 (repeatable)")
+    parser.add_argument("--smoke", action="store_true", help="the test tier's smoke parameter "
+                        "set (notebooks/smoke.toml), outputs in build/smoke/: checks that every "
+                        "cell runs; its numbers are not results")
 
 
 def from_arguments(args) -> tuple[Condition | None, dict[str, Any]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 
 from gradkit.core.io import atomic_write_text
-from gradkit.core.paths import project_root, reports_dir
+from gradkit.core.paths import OUTPUT_ENV, build_dir, project_root, reports_dir
 from gradkit.report.export import strip_widgets, to_html
 from gradkit.report.headlines import collect_headlines
 from gradkit.report.index import (
@@ -114,18 +114,22 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResul
 
 
 def build_reports(only: list[str] | None = None, *, condition: Condition | None = None,
-                  parameters: dict | None = None) -> list[NotebookResult]:
+                  parameters: dict | None = None, smoke: bool = False) -> list[NotebookResult]:
     """Execute the notebooks (all, or those whose names contain one of ``only``) and export.
 
     ``condition`` (:func:`gradkit.report.parameters.resolve_condition`; ``None``: the default)
     runs the notebooks that read recordings on it, after its preflight, into its own folders;
-    ``parameters`` are injected into each notebook's ``parameters`` cell.
+    ``parameters`` are injected into each notebook's ``parameters`` cell. ``smoke`` injects the
+    smoke parameter set first and writes into ``build/smoke/`` (:mod:`gradkit.report.smoke`).
     """
+    if smoke:
+        return _smoke(build_reports, only, condition=condition, parameters=parameters)
     paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
     paths = select_notebooks(paths, condition)
-    with active(notebook_parameters(condition, parameters), condition and condition.name):
+    with active(notebook_parameters(condition, parameters), condition and condition.name,
+                by_notebook=_SMOKE_SET.get("set")):
         out_dir = reports_dir()
-        executed_dir = project_root() / "build" / "executed" / (condition.name if condition else "")
+        executed_dir = build_dir() / "executed" / (condition.name if condition else "")
         executed_dir.mkdir(parents=True, exist_ok=True)
         results = [run_notebook(p, out_dir, executed_dir) for p in paths]
     # A partial run (``only``) keeps the other notebooks' entries from the last run; a failed
@@ -144,6 +148,27 @@ def build_reports(only: list[str] | None = None, *, condition: Condition | None 
     return results
 
 
+_SMOKE_SET: dict[str, dict] = {}
+
+
+def _smoke(build, *args, **kwargs) -> list[NotebookResult]:
+    """``build(*args, **kwargs)`` with the smoke parameter set, its outputs in ``build/smoke/``
+    (an output folder already chosen by ``GRADKIT_OUTPUT`` is kept)."""
+    from gradkit.report.smoke import SMOKE_OUTPUT, smoke_parameters
+
+    previous = os.environ.get(OUTPUT_ENV)
+    os.environ.setdefault(OUTPUT_ENV, SMOKE_OUTPUT)
+    _SMOKE_SET["set"] = smoke_parameters()
+    print(f"[report] smoke parameter set (notebooks/smoke.toml) -> {reports_dir(create=False)}",
+          flush=True)
+    try:
+        return build(*args, **kwargs)
+    finally:
+        _SMOKE_SET.clear()
+        if previous is None:
+            os.environ.pop(OUTPUT_ENV, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gradkit.data import DataError
 
@@ -153,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         condition, parameters = from_arguments(args)  # bad arguments or folder: ValueError
-        results = build_reports(args.only or None, condition=condition, parameters=parameters)
+        results = build_reports(args.only or None, condition=condition, parameters=parameters,
+                                smoke=args.smoke)
     except (DataError, ValueError) as err:  # raised before any notebook runs
         print(f"[report] refused: {err}", flush=True)
         return 2

@@ -6,10 +6,11 @@ range input, step buttons, arrow keys and play / pause; code cells are collapsed
 (their input still in the page); nothing is wider than the window (wide tables scroll inside
 their output); the markdown's formulas are MathML that Chromium lays out, with no raw ``$`` left.
 A small fixture notebook checks the formula export on inline and display math next to ``$`` in
-code, outputs and prices. Screenshots land in ``test-artifacts/browser/``. Reports missing from
-``reports/`` are built first (this executes the notebooks; set ``GRADKIT_REBUILD_REPORTS=1`` to
-rebuild stale ones; ``make test`` builds them before the unit tests). Without Debian's chromium
-the test is skipped.
+code, outputs and prices. Screenshots land in ``test-artifacts/browser/``. The reports checked
+are the smoke reports in ``build/smoke/reports/`` (:mod:`gradkit.report.smoke`; ``make test``
+builds them before the unit tests); missing ones are built first (set
+``GRADKIT_REBUILD_REPORTS=1`` to rebuild stale ones). Without Debian's chromium the test is
+skipped.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from gradkit.core.paths import project_root, reports_dir
+from gradkit.core.paths import OUTPUT_ENV, project_root, reports_dir
 from gradkit.report import build_reports, notebook_paths
 from gradkit.report.export import find_math, to_html
+from gradkit.report.smoke import SMOKE_OUTPUT
 from gradkit.viz.scrubber import Scrubber
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("smoke-reports")]
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = project_root() / "test-artifacts" / "browser"
@@ -45,14 +47,16 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def reports(chromium) -> Path:
-    # the default condition's reports, whatever a test before this module left in the env
+    # the default condition's smoke reports, whatever a test before this module left in the env
     os.environ.pop("GRADKIT_CONDITION", None)
-    out = reports_dir()
-    missing = [n for n in NAMES if not (out / f"{n}.html").exists()]
-    if missing or os.environ.get("GRADKIT_REBUILD_REPORTS") == "1":
-        results = build_reports()
-        failed = [r.name for r in results if not r.ok]
-        assert not failed, f"notebooks failed while building the reports: {failed}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(OUTPUT_ENV, SMOKE_OUTPUT)
+        out = reports_dir()
+        missing = [n for n in NAMES if not (out / f"{n}.html").exists()]
+        if missing or os.environ.get("GRADKIT_REBUILD_REPORTS") == "1":
+            results = build_reports(smoke=True)
+            failed = [r.name for r in results if not r.ok]
+            assert not failed, f"notebooks failed while building the reports: {failed}"
     return out
 
 

@@ -1,8 +1,9 @@
 """The live sliders in a real front end: JupyterLab 4 in headless Chromium, nothing but localhost.
 
 A Jupyter server from this environment (127.0.0.1, a free port, a random token) serves a
-temporary copy of ``notebooks/``; Playwright drives Debian's Chromium: open the notebook, run all
-cells (training runs are reused from ``checkpoints/``; ``make test`` builds the reports first),
+temporary copy of ``notebooks/`` with the smoke parameters injected (:mod:`gradkit.report.smoke`);
+Playwright drives Debian's Chromium: open the notebook, run all cells (training runs are reused
+from ``build/smoke/checkpoints/``; ``make test`` builds the smoke reports first),
 find the slider by its label, drag it and assert that the figure follows the drag in place (the
 same ``<img>`` element, a new picture, while the mouse button is still down), the label is whole,
 and no "Error displaying widget", traceback or dead kernel appears. Every request and websocket
@@ -25,18 +26,22 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from gradkit.core.paths import project_root
+from gradkit.report.parameters import inject
+from gradkit.report.smoke import SMOKE_OUTPUT, smoke_parameters
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("smoke-reports")]
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = project_root() / "test-artifacts" / "lab"
 NOTEBOOKS = project_root() / "notebooks"
 RUN_TIMEOUT_S = 900  # one notebook's "run all", cached training runs or not
+# 05 runs longest live; its slider is the same Scrubber as 01's and 03's: the full tier drags it.
 CASES = [("01_train_ghm", "epoch"), ("03_similarity_tsne", "epoch"),
-         ("05_optimizer_notes", "learning rate")]
+         pytest.param("05_optimizer_notes", "learning rate", marks=pytest.mark.slow)]
 
 
 def _hashes() -> dict[str, str]:
@@ -88,13 +93,17 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("lab")
     root = home / "notebooks"
     root.mkdir()
-    for p in NOTEBOOKS.glob("*.ipynb"):
-        shutil.copy(p, root / p.name)
+    smoke = smoke_parameters()
+    for p in NOTEBOOKS.glob("*.ipynb"):  # with the smoke parameters, as make test's reports
+        nb = nbformat.read(p, as_version=4)
+        inject(nb, smoke.get(p.stem, {}))
+        nbformat.write(nb, root / p.name)
     news = home / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)  # no "official Jupyter news?" toast over the notebook
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_PREFER_ENV_PATH="1", JUPYTER_CONFIG_DIR=str(home / "config"),
+               GRADKIT_OUTPUT=SMOKE_OUTPUT,
                JUPYTER_RUNTIME_DIR=str(home / "runtime"))
     env.pop("GRADKIT_REPORT", None)  # live sliders, not the report player
     log = home / "server.log"
