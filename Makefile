@@ -1,14 +1,18 @@
 # The three commands of the README. Each one sets itself up on a fresh machine:
 #   make report   generate the data set, execute the five notebooks, export reports/*.html
 #                 (DATA=<folder> MATERIAL=<name> FREQ=<Hz>: the workbook on your recordings)
-#   make test     ruff, the reports built (the notebooks executed once), unit tests including
-#                 the offline browser test of the reports and the live JupyterLab test
+#   make test     the default tier (CI): ruff, the unit tests not marked slow on both cores,
+#                 the five notebooks with the smoke parameter set (notebooks/smoke.toml, outputs
+#                 in build/smoke/) and the browser tests on those smoke reports
+#   make test-full  every test, slow ones included, and the notebooks with their own parameters
 #   make lab      JupyterLab on notebooks/ with this clone's kernel, on 127.0.0.1
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gradkit-installed
+UV_PIN := uv==0.13.9
+UV := $(VENV)/bin/uv
 
 # This clone's kernels. Inside the venv: "gradkit" (the name the notebooks ask for), seen only by
 # a Jupyter running from this venv (make lab, nbclient), which looks in its own environment first.
@@ -22,7 +26,7 @@ KERNEL_NAME := gradkit-$(shell printf '%s' '$(notdir $(CLONE))' | tr 'A-Z' 'a-z'
 KERNEL_DISPLAY := Python (gradkit: $(CLONE))
 LAB_PORT ?= 8888
 
-.PHONY: report test setup lint unit notebooks data sync bench ddp clean lab kernel kernel-remove
+.PHONY: report test test-full setup lint unit notebooks data sync bench ddp clean lab kernel kernel-remove
 
 # Warn about the user-level kernel named "gradkit" that earlier versions of this Makefile
 # registered for every clone (the last one set up won): a Jupyter outside the venv would run that
@@ -41,9 +45,10 @@ export CHECK_SHARED_KERNEL
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	@# uv installs the lock from its cache in seconds where pip takes a minute or more.
+	$(PY) -m pip install --quiet $(UV_PIN)
+	$(UV) pip install --python $(PY) --quiet -r requirements.txt
+	$(UV) pip install --python $(PY) --quiet --no-deps -e .
 	@# The kernel inside the venv: the one make lab, nbclient and nbmake use. No user-level one.
 	$(PY) -m ipykernel install --sys-prefix --name gradkit --display-name "Python (gradkit)" >/dev/null
 	@$(PY) -c "$$CHECK_SHARED_KERNEL"
@@ -77,16 +82,23 @@ REPORT_ARGS = $(if $(DATA),--data "$(DATA)") $(if $(MATERIAL),--material $(MATER
 report: data
 	$(PY) -m gradkit.report $(REPORT_ARGS)
 
-# The notebooks are executed once: `report` runs the five (training runs cached in checkpoints/)
-# and fails if one fails; the unit tests then read those reports (offline browser test) and run
-# 01, 03 and 05 live in JupyterLab on the cached runs. `make notebooks` is the nbmake pass on its own.
-test: lint report unit
+# Two tiers. `make test` (CI): ruff, then pytest on both cores: every test not marked slow,
+# among them the five notebooks executed with the smoke parameter set (tests/notebooks/
+# test_smoke_notebooks.py, reports in build/smoke/) and, on the same worker after them (xdist
+# group smoke-reports), the browser tests of those reports. `make test-full`: the notebooks with
+# their own parameters (make report), then every test, slow ones included.
+PYTEST_TIERS = $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+test: lint data
+	$(PYTEST_TIERS) -m "not slow" tests
+
+test-full: lint report
+	$(PYTEST_TIERS) tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gradkit tests benchmarks notebooks/*.py
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not browser" tests
 
 notebooks: $(STAMP)
 	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 notebooks/*.ipynb
