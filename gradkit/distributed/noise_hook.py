@@ -1,4 +1,4 @@
-"""The gradient noise scale, measured for free inside DistributedDataParallel training.
+"""The gradient noise scale, estimated for free inside DistributedDataParallel training.
 
 A DDP step already holds gradients at two batch sizes: every rank ``r`` has the mean gradient
 ``g_r`` of its own ``b_r`` samples, and the all-reduce forms the mean gradient ``g_B`` of all

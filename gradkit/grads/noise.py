@@ -170,8 +170,9 @@ def noise_scale(G: Tensor, batch_size: int, n_boot: int = 1000, seed: int = 0,
     plug-in values are biased: its mean gradient is the mean of ``N`` i.i.d. draws from ``D``,
     so ``E ||g*||² = grad_sq + trace_sigma / N`` and ``E trace_sigma* = trace_sigma (N-1)/N``.
     Plain plug-in replicates ``trace_sigma* / ||g*||²`` therefore sit far below the estimate
-    whenever ``B_simple`` is not small against ``N`` (measured: at ``B_simple ≈ N`` the whole
-    percentile interval lay below the estimate). Each replicate uses the corrected parts instead,
+    whenever ``B_simple`` is not small against ``N`` (at ``B_simple ≈ N`` the whole percentile
+    interval can lie below the estimate: ``benchmarks/README.md``). Each replicate uses the
+    corrected parts instead,
 
         ``S* = trace_sigma* · N/(N-1)``,  ``|G|²* = ||g*||² - trace_sigma*/(N-1)``,
         ``b_simple* = S* / |G|²*``,  ``gns* = b_simple* / B · (N-B)/(N-1)``,

@@ -96,8 +96,8 @@ def plateau_stop(metrics: Sequence[dict[str, float]], window: int = 10, min_epoc
     ``window``), neither the validation accuracy nor the raw validation loss of the last
     ``window`` epochs is ``"still improving"`` by :func:`gradkit.stats.plateau_test` (OLS slope,
     level ``alpha``). ``min_epochs`` guards the first epochs, where the ranking term holds the
-    loss flat before it falls (measured on plastic / 3000 Hz: a 10-epoch window without it
-    stopped half the runs at epoch 10 with the validation loss still to halve)."""
+    loss flat before it falls (without it a 10-epoch window stops runs too early; the numbers
+    are in ``benchmarks/README.md``)."""
     if len(metrics) < max(window, min_epochs, 3):
         return False
     acc = [r["val_acc"] for r in metrics[-window:]]

@@ -5,7 +5,7 @@ On a batch with logits ``z``, labels ``y``, scores ``s`` and angles ``a`` (``λ 
 run also moves a pair of *shadow* GHM modules (outside the graph): they see the raw run's
 detached outputs at every step and move their EMA exactly as the GHM run's modules do, but never
 enter the gradient, so that its GHM loss and diagnostics are the same quantities as a GHM run's,
-measured along the raw run's trajectory. (A GHM module that never updated would keep its EMA at
+evaluated along the raw run's trajectory. (A GHM module that never updated would keep its EMA at
 zero and inflate every weight by ``1 / (1 - momentum)``.)
 """
 
