@@ -92,13 +92,8 @@ def ghm_weights(
     return {k: v[0] for k, v in out.items()}
 
 
-def ghm_weights_batched(
-    g: Tensor,
-    valid: Tensor,
-    edges: Tensor,
-    acc_sum: Tensor | None,
-    momentum: float,
-) -> dict[str, Tensor]:
+def ghm_weights_batched(g: Tensor, valid: Tensor, edges: Tensor, acc_sum: Tensor | None,
+                        momentum: float) -> dict[str, Tensor]:
     """:func:`ghm_weights` for ``M`` independent members at once (the definition of both).
 
     ``g``, ``valid``: ``[M, ...]``; ``acc_sum``: ``[M, bins]`` (each member its own EMA). The
