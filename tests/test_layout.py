@@ -1,6 +1,7 @@
 """The package's folders are its architecture: imports point down the layers, modules stay small."""
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,33 @@ def test_project_root_is_the_folder_with_pyproject(monkeypatch):
     monkeypatch.delenv("GRADKIT_ROOT", raising=False)
     assert (project_root() / "pyproject.toml").is_file()
     assert project_root() == PACKAGE.parent
+
+
+def _tracked_in_package() -> list[str] | None:
+    """``git ls-files gradkit`` (paths relative to the package), or ``None`` outside a checkout."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "gradkit"], cwd=PACKAGE.parent,
+                                capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [Path(p).relative_to("gradkit").as_posix()
+            for p in listed.stdout.decode().split("\0") if p]
+
+
+def test_git_tracks_only_source_files_in_the_package():
+    """Generated data, figures or reports committed under ``gradkit/`` belong in the project
+    root's ``data/``, ``figures/``, ``reports/`` (git-ignored), never in the package."""
+    tracked = _tracked_in_package()
+    if tracked is None:
+        pytest.skip("not a git checkout")
+    assert tracked, "git ls-files found no package files: is this the gradkit checkout?"
+    others = [p for p in tracked if not p.endswith(".py")]
+    assert not others, f"{len(others)} non-source files tracked under gradkit/: {others[:10]}"
+
+
+def test_the_package_folder_holds_only_source_files():
+    """The working tree too: a stray output under ``gradkit/`` means some code wrote into the
+    package instead of the project root (see ``gradkit.core.paths``)."""
+    others = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*")
+                    if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts)
+    assert not others, f"{len(others)} non-source files under gradkit/: {others[:10]}"

@@ -1,7 +1,7 @@
 """Notebook 02's measurements on training runs: the noise scale at every checkpoint, and the
 variants of it that could explain a published magnitude.
 
-Two per-sample gradients are measured (``kind``):
+Two per-sample gradients are computed (``kind``):
 
 - ``"objective"``  the objective the run trained (GHM-C + GHM ranking, or CE + ranking), per
   sample as defined in :mod:`gradkit.analysis.objective_grads`;

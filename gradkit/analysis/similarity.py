@@ -10,7 +10,7 @@ that name a silhouette or a mean cosine.
 - :func:`structure`   the silhouette's usual reading (Kaufman & Rousseeuw 1990): above 0.70
   strong, 0.51–0.70 reasonable, 0.26–0.50 weak, otherwise no substantial structure;
 - :func:`block_word`, :func:`sketch_agrees`  the other thresholds the notebook reads by;
-- :func:`checkpoint_similarity`  everything measured at one checkpoint;
+- :func:`checkpoint_similarity`  everything computed at one checkpoint;
 - :func:`agreement`   a mean cosine above 0.5 "mostly agree", above 0.2 "partly agree", above
   −0.2 "are nearly unrelated", else "mostly disagree".
 """

@@ -28,12 +28,40 @@ OUTPUT_ENV = "GRADKIT_OUTPUT"
 _CONDITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def package_dir() -> Path:
+    """The ``gradkit/`` package folder, found from this module's dotted name.
+
+    Why not a fixed count of parent folders: when this module moved into ``core/`` the count
+    went stale, the "root" became the package itself, and the data set and figures were written
+    inside ``gradkit/``.
+    """
+    return Path(__file__).resolve().parents[__name__.count(".") - 1]
+
+
 def project_root() -> Path:
-    """The folder that holds ``gradkit/``, ``notebooks/`` and ``pyproject.toml``."""
+    """The folder that holds ``gradkit/``, ``notebooks/`` and ``pyproject.toml``, or
+    ``GRADKIT_ROOT`` (an absolute path) when set.
+
+    Never the working directory, and never the package folder or a folder inside it: every
+    output (``data/``, ``figures/``, ``reports/``, ``checkpoints/``) lives under this root, and
+    nothing generated may land in the package. A relative ``GRADKIT_ROOT`` is refused: it would
+    name a different folder from each working directory (a notebook runs in ``notebooks/``).
+    """
+    package = package_dir()
     override = os.environ.get("GRADKIT_ROOT")
     if override:
-        return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[2]  # gradkit/core/paths.py -> the root
+        given = Path(override).expanduser()
+        if not given.is_absolute():
+            raise ValueError(f"GRADKIT_ROOT must be an absolute path, got {override!r} (a "
+                             f"relative one depends on the working directory)")
+        root = given.resolve()
+    else:
+        root = package.parent
+    if root == package or package in root.parents:
+        raise ValueError(f"the project root {root} lies inside the package folder {package}: "
+                         f"outputs never go into the package; set GRADKIT_ROOT to a folder "
+                         f"outside it")
+    return root
 
 
 def output_root() -> Path:

@@ -4,12 +4,12 @@ The study probed one material with a tone from six angles (deg000 … deg180) an
 back. :func:`make_dataset` synthesises such recordings from a small physical model, one clip at a
 time, each from its own seeded random stream (same seed, same bytes, whatever subset is made):
 
-1. **Probe.** A Hann-windowed tone burst at the probe frequency ``f`` (60 ms), swept slightly
-   (``f`` ± 3 %) like a short chirp, starting 40–50 ms into the clip.
+1. **Probe.** A Hann-windowed tone burst at the probe frequency ``f`` (0.06 s), swept slightly
+   (``f`` ± 3 %) like a short chirp, starting 0.040–0.050 s into the clip.
 2. **Direct path.** The burst itself, scaled by the microphone placement: the distance jitters
    by about ten per cent, i.e. ± ~1 dB of level.
 3. **Specular reflection.** A delayed copy ``a(θ) s(t - τ(θ))``. The extra path grows with the
-   angle, ``τ(θ) = 3 ms + 60 ms · θ/180°``, and the reflection weakens away from normal
+   angle, ``τ(θ) = 0.003 s + 0.060 s · θ/180°``, and the reflection weakens away from normal
    incidence, ``a(θ) = R · (0.25 + 0.75 cos²(θ/2))``. Summing the two gives comb filtering across
    the swept band and a tail whose length and level depend on the angle.
 4. **Material.** Absorption sets the reflectance ``R`` and rises with frequency

@@ -80,7 +80,7 @@ def agreement(pooled: tuple[float, tuple[float, float]], exact: NoiseScale) -> s
 
 @dataclass(frozen=True)
 class DDPStudy:
-    """What :func:`short_ddp_study` measured (``history``: one row per step, rank 0)."""
+    """What :func:`short_ddp_study` recorded (``history``: one row per step, rank 0)."""
 
     history: pd.DataFrame
     global_batch: int

@@ -1,4 +1,4 @@
-"""The gradient noise scale, measured for free inside DistributedDataParallel training.
+"""The gradient noise scale, estimated for free inside DistributedDataParallel training.
 
 A DDP step already holds gradients at two batch sizes: every rank ``r`` has the mean gradient
 ``g_r`` of its own ``b_r`` samples, and the all-reduce forms the mean gradient ``g_B`` of all
@@ -22,6 +22,10 @@ ranks (all quantities identical on every rank):
   running mean over all steps for ``ema=None``) and divided only then: the ratio of two noisy
   single-step estimates is biased and often negative. ``b_simple`` is ``B_simple = tr(Σ)/|G|²``:
   batches much smaller than it are noise-dominated, much larger ones waste samples.
+
+The estimates and their averaging are :mod:`gradkit.grads.noise`'s
+(:func:`~gradkit.grads.noise.two_batch_estimates`, :class:`~gradkit.grads.noise.StreamingNoiseScale`
+with per-step sizes): this hook only collects the two squared norms.
 
 With ``trace_sigma`` and ``grad_sq`` defined on a finite data set as in :mod:`gradkit.grads.noise`
 (population covariance, ``1/N``), batches drawn *with replacement* from it give exactly those
@@ -57,6 +61,8 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+from gradkit.grads.noise import StreamingNoiseScale, two_batch_estimates
+
 __all__ = ["DDPNoiseScale", "NoiseStep", "critical_batch_advice", "estimates"]
 
 _TAIL = 3  # b_r, 1/b_r, ||g_r||² appended to every bucket
@@ -78,20 +84,8 @@ class NoiseStep:
     b_simple: float
 
 
-def estimates(small_sq: float, big_sq: float, b_small: float, b_big: float
-              ) -> tuple[float, float]:
-    """``(grad_sq, trace_sigma)``: the unbiased two-batch-size estimates of one step."""
-    if not 0 < b_small < b_big:
-        raise ValueError(f"need 0 < b_small < b_big, got {b_small} and {b_big}")
-    gsq = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
-    tr = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
-    return gsq, tr
-
-
-def _ratio(num: float, den: float) -> float:
-    if den > 0:
-        return num / den
-    return math.inf if num > 0 else math.nan
+#: ``(grad_sq, trace_sigma)``: the unbiased two-batch-size estimates of one step (``a = 1/b``).
+estimates = two_batch_estimates
 
 
 def critical_batch_advice(b_simple: float, global_batch: int, label: str = "EMA") -> str:
@@ -147,7 +141,8 @@ class DDPNoiseScale:
         self._pending: int | None = None
         self._buckets: dict[int, torch.Tensor] = {}  # index -> [B, Σ1/b_r, Σ||g_r||², big]
         self._rows: list[NoiseStep] = []
-        self._s = self._g = self._w = 0.0
+        # the averaging of grads/noise.py's estimator, fed one (small_sq, big_sq) pair per step
+        self._noise = StreamingNoiseScale(ema=ema)
         ddp_model.register_comm_hook(self, DDPNoiseScale._hook)
         ddp_model.register_forward_pre_hook(self._before_forward)
 
@@ -240,13 +235,9 @@ class DDPNoiseScale:
         # Equal local sizes <=> sum(1/b_r) = W²/B (AM-HM); allow the tail's float rounding.
         equal = abs(inv_sum - w * w / b_big) <= 1e-6 * inv_sum
         b_small = b_big / w if equal else w / inv_sum
-        gsq, tr = estimates(small_sq, big_sq, b_small, b_big)
-        decay = 1.0 - 1.0 / (len(self._rows) + 1) if self.ema is None else self.ema
-        self._s = decay * self._s + (1 - decay) * tr
-        self._g = decay * self._g + (1 - decay) * gsq
-        self._w = decay * self._w + (1 - decay)  # bias correction (1 for the running mean)
-        s, g = self._s / self._w, self._g / self._w
+        gsq, tr = self._noise.update(small_sq, big_sq, b_small=b_small, b_big=b_big)
+        noise = self._noise
         self._rows.append(NoiseStep(step=len(self._rows), b_small=b_small, b_big=round(b_big),
                                     small_sq=small_sq, big_sq=big_sq, grad_sq=gsq,
-                                    trace_sigma=tr, grad_sq_ema=g, trace_sigma_ema=s,
-                                    b_simple=_ratio(s, g)))
+                                    trace_sigma=tr, grad_sq_ema=noise.grad_sq,
+                                    trace_sigma_ema=noise.trace_sigma, b_simple=noise.b_simple))

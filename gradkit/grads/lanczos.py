@@ -110,8 +110,8 @@ def lanczos(
 
     The second test guards the bottom of a network's spectrum: there many eigenvalues crowd
     near zero, early Ritz values sit in that crowd with small residuals and a Ritz "gap" to the
-    far top, and only later does the Krylov space find the negative directions (measured on the
-    ResNet: θ_min went 0.06, 0.04, 0.03, …, −0.34, …, −1.906 over 35 products). Like every
+    far top, and only later does the Krylov space find the negative directions (on the ResNet
+    only after tens of products; the trajectory is in ``benchmarks/README.md``). Like every
     Krylov method it cannot see an eigenvector that the start vector (seeded) misses. One
     product per iteration.
     """

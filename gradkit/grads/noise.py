@@ -46,6 +46,7 @@ __all__ = [
     "mean_gradient",
     "noise_scale",
     "trace_sigma",
+    "two_batch_estimates",
 ]
 
 
@@ -169,8 +170,9 @@ def noise_scale(G: Tensor, batch_size: int, n_boot: int = 1000, seed: int = 0,
     plug-in values are biased: its mean gradient is the mean of ``N`` i.i.d. draws from ``D``,
     so ``E ||g*||² = grad_sq + trace_sigma / N`` and ``E trace_sigma* = trace_sigma (N-1)/N``.
     Plain plug-in replicates ``trace_sigma* / ||g*||²`` therefore sit far below the estimate
-    whenever ``B_simple`` is not small against ``N`` (measured: at ``B_simple ≈ N`` the whole
-    percentile interval lay below the estimate). Each replicate uses the corrected parts instead,
+    whenever ``B_simple`` is not small against ``N`` (at ``B_simple ≈ N`` the whole percentile
+    interval can lie below the estimate: ``benchmarks/README.md``). Each replicate uses the
+    corrected parts instead,
 
         ``S* = trace_sigma* · N/(N-1)``,  ``|G|²* = ||g*||² - trace_sigma*/(N-1)``,
         ``b_simple* = S* / |G|²*``,  ``gns* = b_simple* / B · (N-B)/(N-1)``,
@@ -222,12 +224,37 @@ def _sq_norm(g: Tensor | float) -> float:
     return float(g.detach().double().square().sum()) if isinstance(g, Tensor) else float(g)
 
 
+def two_batch_estimates(small_sq: float, big_sq: float, b_small: float, b_big: float,
+                        n_data: int | None = None) -> tuple[float, float]:
+    """``(|G|²_est, S_est)`` from one pair of squared batch-gradient norms (McCandlish et al.,
+    2018, App. A): the one definition behind :class:`StreamingNoiseScale` and the DDP hook
+    (:class:`gradkit.distributed.DDPNoiseScale`).
+
+    ``E ||g_B||² = |G|² + S · a(B)``, ``a(B) = 1/B`` for i.i.d. draws or ``(N - B)/(B (N - 1))``
+    without replacement from ``n_data = N`` samples, so ``S_est = (small_sq - big_sq) /
+    (a(b_small) - a(b_big))`` and ``|G|²_est = small_sq - a(b_small) · S_est`` are unbiased.
+    The sizes may be fractional (a harmonic mean of unequal batches).
+    """
+    limit = n_data if n_data is not None else math.inf
+    if not (0 < b_small < b_big <= limit):
+        raise ValueError(f"need 0 < b_small < b_big <= n_data ({limit}), got b_small={b_small} "
+                         f"and b_big={b_big}")
+    a_s, a_b = _size_factor(b_small, n_data), _size_factor(b_big, n_data)
+    s_est = (small_sq - big_sq) / (a_s - a_b)
+    return small_sq - a_s * s_est, s_est
+
+
+def _size_factor(b: float, n_data: int | None) -> float:
+    """``a(B)`` in ``E ||g_B||² = |G|² + S · a(B)``."""
+    return 1.0 / b if n_data is None else (n_data - b) / (b * (n_data - 1))
+
+
 class StreamingNoiseScale:
     """Two-batch-size estimator of ``|G|²`` and ``S = tr Σ`` (McCandlish et al., 2018, App. A).
 
     Each :meth:`update` takes the gradient (or its squared norm) of a batch of ``b_small`` and
     one of ``b_big`` samples. Since ``E ||g_B||² = |G|² + S · a(B)`` with ``a(B) = 1/B`` for
-    i.i.d. draws, the two sizes give unbiased estimates
+    i.i.d. draws, the two sizes give unbiased estimates (:func:`two_batch_estimates`)
 
         ``S_est   = (||g_small||² - ||g_big||²) / (a(b_small) - a(b_big))``
         ``|G|²_est = ||g_small||² - a(b_small) · S_est``
@@ -239,41 +266,52 @@ class StreamingNoiseScale:
     biased and often negative. With ``n_data = N`` batches are taken as drawn without
     replacement from a data set of ``N`` samples, ``a(B) = (N - B) / (B (N - 1))``; then the
     estimates converge to exactly :func:`noise_scale`'s ``trace_sigma`` and ``grad_sq``.
+
+    ``b_small = b_big = None``: every :meth:`update` names its own sizes (DDP's local batches
+    may differ from step to step).
     """
 
-    def __init__(self, b_small: int, b_big: int, n_data: int | None = None,
-                 ema: float | None = None):
+    def __init__(self, b_small: int | None = None, b_big: int | None = None,
+                 n_data: int | None = None, ema: float | None = None):
         if n_data is not None and (int(n_data) != n_data or n_data < 2):
             raise ValueError(f"n_data must be an integer >= 2 or None, got {n_data!r}")
         limit = n_data if n_data is not None else math.inf
+        if (b_small is None) != (b_big is None):
+            raise ValueError(f"give both b_small and b_big, or neither, got {b_small!r} and "
+                             f"{b_big!r}")
         for name, v in (("b_small", b_small), ("b_big", b_big)):
-            if isinstance(v, bool) or int(v) != v or not 1 <= v <= limit:
+            if v is not None and (isinstance(v, bool) or int(v) != v or not 1 <= v <= limit):
                 raise ValueError(f"{name} must be an integer in [1, {limit}], got {v!r}")
-        if not b_small < b_big:
+        if b_small is not None and not b_small < b_big:
             raise ValueError(f"b_small must be < b_big, got {b_small} and {b_big}")
         if ema is not None and not 0 < ema < 1:
             raise ValueError(f"ema must be in (0, 1) or None, got {ema!r}")
-        self.b_small, self.b_big, self.n_data, self.ema = int(b_small), int(b_big), n_data, ema
+        self.b_small = None if b_small is None else int(b_small)
+        self.b_big = None if b_big is None else int(b_big)
+        self.n_data, self.ema = n_data, ema
         self.steps = 0
         self._s = self._g = self._w = 0.0
 
-    def a(self, b: int) -> float:
+    def a(self, b: float) -> float:
         """``a(B)`` in ``E ||g_B||² = |G|² + S · a(B)``."""
-        if self.n_data is None:
-            return 1.0 / b
-        return (self.n_data - b) / (b * (self.n_data - 1))
+        return _size_factor(b, self.n_data)
 
-    def update(self, g_small: Tensor | float, g_big: Tensor | float) -> None:
-        """Add one pair: batch gradients (or their squared norms) at ``b_small`` and ``b_big``."""
-        xs, xb = _sq_norm(g_small), _sq_norm(g_big)
-        a_s, a_b = self.a(self.b_small), self.a(self.b_big)
-        s_est = (xs - xb) / (a_s - a_b)
-        g_est = xs - a_s * s_est
+    def update(self, g_small: Tensor | float, g_big: Tensor | float,
+               b_small: float | None = None, b_big: float | None = None) -> tuple[float, float]:
+        """Add one pair: batch gradients (or their squared norms) at ``b_small`` and ``b_big``
+        (default: the sizes given at construction). Returns this pair's ``(|G|²_est, S_est)``."""
+        b_small = self.b_small if b_small is None else b_small
+        b_big = self.b_big if b_big is None else b_big
+        if b_small is None or b_big is None:
+            raise ValueError("this estimator has no fixed batch sizes: pass b_small and b_big")
+        g_est, s_est = two_batch_estimates(_sq_norm(g_small), _sq_norm(g_big), b_small, b_big,
+                                           self.n_data)
         decay = 1.0 - 1.0 / (self.steps + 1) if self.ema is None else self.ema
         self._s = decay * self._s + (1 - decay) * s_est
         self._g = decay * self._g + (1 - decay) * g_est
         self._w = decay * self._w + (1 - decay)  # EMA bias correction (1 for a running mean)
         self.steps += 1
+        return g_est, s_est
 
     @property
     def trace_sigma(self) -> float:

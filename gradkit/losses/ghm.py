@@ -37,14 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradkit.losses.ranking import ranking_margins
+from gradkit.losses.ranking import ranking_margin_matrix
 
 __all__ = [
     "GHMC",
     "GHMRanking",
     "bin_edges",
     "bin_index",
+    "ghm_loss",
+    "ghm_ranking_loss",
     "ghm_weights",
+    "ghm_weights_batched",
+    "ghmc_softmax_loss",
 ]
 
 EDGE_EPS = 1e-6  # mmdetection moves the last edge by this much so that g = 1 is counted
@@ -80,17 +84,34 @@ def ghm_weights(
     returned ``"acc"`` is the new EMA (equal to ``acc_sum`` on empty bins).
 
     Returns a dict with ``weights`` (shape of ``g``), ``counts``, ``acc``, ``bin_weights``
-    (all ``[bins]``), ``tot`` and ``nonempty`` (0-d tensors).
+    (all ``[bins]``), ``tot`` and ``nonempty`` (0-d tensors). It is the one-member case of
+    :func:`ghm_weights_batched`.
+    """
+    out = ghm_weights_batched(g[None], valid[None], edges,
+                              None if acc_sum is None else acc_sum[None], momentum)
+    return {k: v[0] for k, v in out.items()}
+
+
+def ghm_weights_batched(g: Tensor, valid: Tensor, edges: Tensor, acc_sum: Tensor | None,
+                        momentum: float) -> dict[str, Tensor]:
+    """:func:`ghm_weights` for ``M`` independent members at once (the definition of both).
+
+    ``g``, ``valid``: ``[M, ...]``; ``acc_sum``: ``[M, bins]`` (each member its own EMA). The
+    returned tensors carry the leading ``[M]``: ``weights [M, ...]``, ``counts``, ``acc``,
+    ``bin_weights [M, bins]``, ``tot``, ``nonempty [M]``. Dense (one-hot counts and a gather,
+    no data-dependent shapes), so that one call serves a whole ensemble.
     """
     g = g.detach()
     bins = edges.numel() - 1
     idx = bin_index(g, edges)
     inside = valid & (idx >= 0) & (idx < bins)
     # counts and tot in g's dtype, so float64 inputs get float64 weights
-    tot = valid.sum().clamp_min(1).to(g.dtype)
-    counts = torch.bincount(idx[inside], minlength=bins).to(g.dtype)
+    tot = valid.flatten(1).sum(1).clamp_min(1).to(g.dtype)
+    safe = idx.clamp(0, bins - 1)
+    onehot = F.one_hot(safe, bins) * inside.unsqueeze(-1)
+    counts = onehot.reshape(g.shape[0], -1, bins).sum(1).to(g.dtype)
     filled = counts > 0
-    nonempty = filled.sum()
+    nonempty = filled.sum(1)
     if momentum > 0:
         if acc_sum is None:
             raise ValueError("momentum > 0 needs the EMA buffer acc_sum")
@@ -98,10 +119,11 @@ def ghm_weights(
         acc = torch.where(filled, momentum * acc_sum + (1 - momentum) * counts, acc_sum)
     else:
         acc = counts
-    bin_weights = torch.where(filled, tot / acc.clamp_min(torch.finfo(acc.dtype).tiny), 0.0)
-    bin_weights = bin_weights / nonempty.clamp_min(1)
-    weights = torch.zeros_like(g)
-    weights[inside] = bin_weights[idx[inside]].to(weights.dtype)
+    bin_weights = torch.where(filled, tot[:, None] / acc.clamp_min(torch.finfo(acc.dtype).tiny),
+                              0.0)
+    bin_weights = bin_weights / nonempty[:, None].clamp_min(1)
+    picked = torch.gather(bin_weights, 1, safe.reshape(g.shape[0], -1)).view_as(g)
+    weights = torch.where(inside, picked, 0.0).to(g.dtype)
     return {
         "weights": weights,
         "counts": counts,
@@ -110,6 +132,38 @@ def ghm_weights(
         "tot": tot,
         "nonempty": nonempty,
     }
+
+
+def ghm_loss(terms: Tensor, g: Tensor, valid: Tensor, edges: Tensor, acc_sum: Tensor | None,
+             momentum: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """The harmonised loss ``sum_k w_k * terms_k / tot`` of each of ``M`` members.
+
+    ``terms``, ``g``, ``valid``: ``[M, ...]`` (per-term losses, their gradient norms, the mask);
+    ``acc_sum``: ``[M, bins]``. Returns the losses ``[M]`` and :func:`ghm_weights_batched`'s
+    dict (with the new EMA ``"acc"``, and ``"g"``, ``"valid"`` as given). :class:`GHMC`
+    (softmax), :class:`GHMRanking` and the ensemble's objective all go through it.
+    """
+    out = ghm_weights_batched(g, valid, edges, acc_sum, momentum)
+    loss = (out["weights"] * terms).reshape(g.shape[0], -1).sum(1) / out["tot"]
+    return loss, {**out, "g": g.detach(), "valid": valid}
+
+
+def ghmc_softmax_loss(logits: Tensor, target: Tensor, valid: Tensor, edges: Tensor,
+                      acc_sum: Tensor | None, momentum: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """GHM-C of softmax logits ``[M, N, C]`` with class indices ``target [M, N]``: per sample
+    ``CE_n = -log p[n, target_n]``, ``g_n = 1 - p[n, target_n]`` (see :class:`GHMC`); the
+    losses ``[M]`` and the weights' dict, via :func:`ghm_loss`."""
+    log_p = F.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return ghm_loss(-log_p, 1.0 - log_p.detach().exp(), valid, edges, acc_sum, momentum)
+
+
+def ghm_ranking_loss(scores: Tensor, angles: Tensor, margin: float, edges: Tensor,
+                     acc_sum: Tensor | None, momentum: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """The GHM ranking loss of ``scores``, ``angles`` ``[M, N]``: per pair ``angle_i < angle_j``
+    the term ``softplus(-z)`` with ``g = sigmoid(-z)`` (see :class:`GHMRanking`); the losses
+    ``[M]`` and the weights' dict, via :func:`ghm_loss`."""
+    z, pairs = ranking_margin_matrix(scores, angles, margin)
+    return ghm_loss(F.softplus(-z), torch.sigmoid(-z.detach()), pairs, edges, acc_sum, momentum)
 
 
 class _Harmonizer(nn.Module):
@@ -154,6 +208,11 @@ class _Harmonizer(nn.Module):
     def _harmonize(self, g: Tensor, valid: Tensor, update_state: bool | None) -> Tensor:
         """Per-term weights of ``g``; records diagnostics; updates the EMA when asked."""
         out = ghm_weights(g, valid, self.edges, self.acc_sum, self.momentum)
+        self._record(out, g, valid, update_state)
+        return out["weights"]
+
+    def _record(self, out: dict[str, Tensor], g: Tensor, valid: Tensor,
+                update_state: bool | None) -> None:
         if self.momentum > 0 and self._should_update(update_state):
             with torch.no_grad():
                 self.acc_sum.copy_(out["acc"])
@@ -163,7 +222,6 @@ class _Harmonizer(nn.Module):
         self.last_weights = out["bin_weights"]
         self.last_tot = float(out["tot"])
         self.last_nonempty = int(out["nonempty"])
-        return out["weights"]
 
     def diagnostics(self) -> dict[str, Tensor | float | int | None]:
         """The last call's ``g``, bin counts, EMA counts, bin weights, ``tot``, non-empty bins."""
@@ -245,11 +303,10 @@ class GHMC(_Harmonizer):
         if n and (target.min() < 0 or target.max() >= c):
             raise ValueError(f"target values must lie in [0, {c}), got {target.tolist()}")
         valid = self._mask(label_weight, (n,), logits.device)
-        log_p = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
-        g = 1.0 - log_p.detach().exp()
-        weights = self._harmonize(g, valid, update_state)
-        loss = (weights * -log_p).sum() / self.last_tot
-        return loss * self.loss_weight
+        loss, out = ghmc_softmax_loss(logits[None], target[None], valid[None], self.edges,
+                                      self.acc_sum[None], self.momentum)
+        self._record({k: v[0] for k, v in out.items()}, out["g"][0], valid, update_state)
+        return loss[0] * self.loss_weight
 
     def _forward_sigmoid(self, pred, target, label_weight, update_state) -> Tensor:
         if label_weight is None:
@@ -303,13 +360,13 @@ class GHMRanking(_Harmonizer):
     def forward(
         self, scores: Tensor, angles: Tensor, *, update_state: bool | None = None
     ) -> Tensor:
-        z = ranking_margins(scores, angles, self.margin)
-        g = torch.sigmoid(-z.detach())
-        weights = self._harmonize(g, torch.ones_like(g, dtype=torch.bool), update_state)
-        if z.numel() == 0:
-            return scores.sum() * 0.0
-        loss = (weights * F.softplus(-z)).sum() / self.last_tot
-        return loss * self.loss_weight
+        if scores.dim() != 1:
+            raise ValueError(f"scores and angles must be 1-D, got shape {tuple(scores.shape)}")
+        loss, out = ghm_ranking_loss(scores[None], angles[None], self.margin, self.edges,
+                                     self.acc_sum[None], self.momentum)
+        out = {k: v[0] for k, v in out.items()}
+        self._record(out, out["g"], out["valid"], update_state)
+        return loss[0] * self.loss_weight
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", margin={self.margin}"

@@ -1,4 +1,4 @@
-"""Paired comparison of two conditions measured on the same units (seed, fold, split).
+"""Paired comparison of two conditions observed on the same units (seed, fold, split).
 
 For measurements ``a_i``, ``b_i`` of conditions A and B on unit ``i`` (``i = 1 … n``):
 

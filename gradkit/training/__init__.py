@@ -13,7 +13,8 @@ trainings of notebooks 04 and 05.
 - :mod:`~gradkit.training.session`    training a run's epochs into its folder
 - :mod:`~gradkit.training.runs`       ``get_run``: reuse, resume or train; ``Run`` on disk
 - :mod:`~gradkit.training.short`      ``train_short``: a short timed training of any classifier
-- :mod:`~gradkit.training.multitask`  ``train_multitask``: detection + classification, measured
+- :mod:`~gradkit.training.multitask`  ``train_multitask``: detection + classification, with
+  per-step diagnostics
 - :mod:`~gradkit.training.ensemble`   many seeds x folds of one objective as one vectorised
   ensemble (notebook 01)
 """

@@ -6,9 +6,12 @@ the same initial weights (:func:`~gradkit.training.build_model`), the same data 
 (:func:`~gradkit.training.epoch_order` of ``(seed_m, epoch)``), the same objective and its GHM
 EMA state, Adam with the same settings. The members' parameters are stacked
 (``torch.func.stack_module_state``) and the forward pass is ``vmap(functional_call(model, ...))``
-over them, each member on its own batch; the objective is computed for all members at once with
-the GHM state batched per member (``acc_sum`` of shape ``[members, bins]``, the update rule of
-:func:`gradkit.losses.ghm.ghm_weights` row by row). Members share no parameter, so the gradient of
+over them, each member on its own batch; the objective is computed for all members at once by
+the single run's definitions with a leading member dimension (the cross-entropy vmapped,
+:func:`gradkit.losses.ghm.ghmc_softmax_loss`, :func:`~gradkit.losses.ghm.ghm_ranking_loss` and
+:func:`~gradkit.losses.ranking.pairwise_ranking_loss`, combined by
+:func:`gradkit.training.objective.combine_terms`), the GHM state batched per member
+(``acc_sum`` of shape ``[members, bins]``). Members share no parameter, so the gradient of
 the summed loss with respect to member ``m``'s slice is member ``m``'s own gradient, and Adam,
 being elementwise, moves each slice exactly as a separate optimiser would. What differs is
 floating-point rounding (batched convolutions sum in another order): ``tests/training/
@@ -45,20 +48,21 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from gradkit.core.device import pick_device
 from gradkit.core.io import atomic_write_text
 from gradkit.core.paths import checkpoints_dir
-from gradkit.losses.ghm import bin_edges
+from gradkit.losses.ghm import bin_edges, ghm_ranking_loss, ghmc_softmax_loss
+from gradkit.losses.ranking import pairwise_ranking_loss
 from gradkit.stats import plateau_test
 from gradkit.training.config import TRAIN_VERSION, TrainConfig, split_fingerprint
 from gradkit.training.loop import cpu_threads, epoch_order
+from gradkit.training.objective import combine_terms, ghm_context, ghm_inputs, sample_loss
 from gradkit.training.state import build_model
 
-__all__ = ["ENSEMBLE_VERSION", "EnsembleResult", "Member", "batched_ghm_weights", "get_ensemble",
+__all__ = ["ENSEMBLE_VERSION", "EnsembleResult", "Member", "get_ensemble",
            "ensemble_key", "plateau_stop", "train_ensemble"]
 
 #: Bump when the ensemble's semantics change, so that stored results are not reused.
@@ -92,8 +96,8 @@ def plateau_stop(metrics: Sequence[dict[str, float]], window: int = 10, min_epoc
     ``window``), neither the validation accuracy nor the raw validation loss of the last
     ``window`` epochs is ``"still improving"`` by :func:`gradkit.stats.plateau_test` (OLS slope,
     level ``alpha``). ``min_epochs`` guards the first epochs, where the ranking term holds the
-    loss flat before it falls (measured on plastic / 3000 Hz: a 10-epoch window without it
-    stopped half the runs at epoch 10 with the validation loss still to halve)."""
+    loss flat before it falls (without it a 10-epoch window stops runs too early; the numbers
+    are in ``benchmarks/README.md``)."""
     if len(metrics) < max(window, min_epochs, 3):
         return False
     acc = [r["val_acc"] for r in metrics[-window:]]
@@ -102,57 +106,22 @@ def plateau_stop(metrics: Sequence[dict[str, float]], window: int = 10, min_epoc
             and plateau_test(loss, window, False, alpha).verdict != "still improving")
 
 
-def batched_ghm_weights(g: Tensor, valid: Tensor, acc_sum: Tensor, edges: Tensor,
-                        momentum: float) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`gradkit.losses.ghm.ghm_weights` for ``M`` members at once.
-
-    ``g``, ``valid``: ``[M, ...]``; ``acc_sum``: ``[M, bins]``. Returns ``(weights [M, ...],
-    new acc [M, bins], tot [M])`` with the same arithmetic as the single-member function.
-    """
-    g = g.detach()
-    bins = edges.numel() - 1
-    idx = torch.bucketize(g, edges.to(g.dtype), right=True) - 1
-    inside = valid & (idx >= 0) & (idx < bins)
-    tot = valid.flatten(1).sum(1).clamp_min(1).to(g.dtype)
-    safe = idx.clamp(0, bins - 1)
-    onehot = F.one_hot(safe, bins) * inside.unsqueeze(-1)
-    counts = onehot.flatten(1, -2).sum(1).to(g.dtype)
-    filled = counts > 0
-    nonempty = filled.sum(1, keepdim=True)
-    if momentum > 0:
-        acc = torch.where(filled, momentum * acc_sum.to(g.dtype) + (1 - momentum) * counts,
-                          acc_sum.to(g.dtype))
-    else:
-        acc = counts
-    bw = torch.where(filled, tot[:, None] / acc.clamp_min(torch.finfo(acc.dtype).tiny), 0.0)
-    bw = bw / nonempty.clamp_min(1)
-    w = torch.gather(bw, 1, safe.flatten(1)).view_as(g) * inside
-    return w, acc, tot
-
-
 def _objective(cfg: TrainConfig, edges: Tensor, acc: dict[str, Tensor], logits: Tensor,
                scores: Tensor, y: Tensor, a: Tensor) -> tuple[Tensor, dict[str, Tensor],
                                                               dict[str, Tensor]]:
-    """Per-member loss ``[M]`` (in the graph), detached terms ``[M]`` and the new EMA state."""
-    m, b, c = logits.shape
-    log_p = F.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    ce = -log_p.mean(1)
-    pairs = a.unsqueeze(2) < a.unsqueeze(1)                        # [M, i, j]: a_i < a_j
-    z = scores.unsqueeze(1) - scores.unsqueeze(2) - cfg.margin     # s_j - s_i - margin
-    soft = F.softplus(-z) * pairs
-    n_pairs = pairs.flatten(1).sum(1)
-    rank = soft.flatten(1).sum(1) / n_pairs.clamp_min(1)
-    raw = ce + cfg.rank_weight * rank
+    """Per-member loss ``[M]`` (in the graph), detached terms ``[M]`` and the new EMA state:
+    :func:`gradkit.training.objective.objective_terms` with a leading member dimension, through
+    the same loss functions (``gradkit.losses``, batched over members)."""
+    ce = vmap(sample_loss)(logits, y)
+    rank = pairwise_ranking_loss(scores, a, cfg.margin)
     every = torch.ones_like(y, dtype=torch.bool)
-    w_c, acc_c, tot_c = batched_ghm_weights(1.0 - log_p.detach().exp(), every, acc["cls"],
-                                            edges, cfg.momentum)
-    w_r, acc_r, tot_r = batched_ghm_weights(torch.sigmoid(-z.detach()), pairs, acc["rank"],
-                                            edges, cfg.momentum)
-    ghm = ((w_c * -log_p).sum(1) / tot_c
-           + cfg.rank_weight * (w_r * F.softplus(-z)).flatten(1).sum(1) / tot_r)
-    loss = ghm if cfg.objective == "ghm" else raw
-    terms = {"loss": loss, "raw": raw, "ghm": ghm, "ce": ce, "rank": rank}
-    return loss, {k: v.detach() for k, v in terms.items()}, {"cls": acc_c, "rank": acc_r}
+    with ghm_context(cfg):
+        logits, scores = ghm_inputs(cfg, logits, scores)
+        ghmc, out_c = ghmc_softmax_loss(logits, y, every, edges, acc["cls"], cfg.momentum)
+        ghm_rank, out_r = ghm_ranking_loss(scores, a, cfg.margin, edges, acc["rank"],
+                                           cfg.momentum)
+    loss, terms = combine_terms(cfg, ce, rank, ghmc, ghm_rank)
+    return loss, terms, {"cls": out_c["acc"], "rank": out_r["acc"]}
 
 
 class _Ensemble:

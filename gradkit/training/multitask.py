@@ -1,4 +1,4 @@
-"""Training the detection + classification task of notebook 04, measured at every step.
+"""Training the detection + classification task of notebook 04, with diagnostics at every step.
 
 :func:`train_multitask` trains one method of :data:`METHODS` (a network of
 :mod:`gradkit.models.multitask` and a loss combiner of :mod:`gradkit.losses.weighting`) on one seed
@@ -92,7 +92,7 @@ class MultitaskConfig:
 
 @dataclass
 class MultitaskRun:
-    """What one run measured.
+    """What one run recorded.
 
     ``history``: one row per step (losses, weights, task gradient norms on the shared
     parameters, their cosine and magnitude similarity, weighted norms, the plane picture).

@@ -5,11 +5,13 @@ On a batch with logits ``z``, labels ``y``, scores ``s`` and angles ``a`` (``λ 
 run also moves a pair of *shadow* GHM modules (outside the graph): they see the raw run's
 detached outputs at every step and move their EMA exactly as the GHM run's modules do, but never
 enter the gradient, so that its GHM loss and diagnostics are the same quantities as a GHM run's,
-measured along the raw run's trajectory. (A GHM module that never updated would keep its EMA at
+evaluated along the raw run's trajectory. (A GHM module that never updated would keep its EMA at
 zero and inflate every weight by ``1 / (1 - momentum)``.)
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,8 @@ from gradkit.losses.ghm import GHMC, GHMRanking, bin_index
 from gradkit.losses.ranking import pairwise_ranking_loss, ranking_pairs
 from gradkit.training.config import TrainConfig
 
-__all__ = ["ghm_modules", "ghm_diagnostics", "objective_terms", "pair_accuracy", "sample_loss"]
+__all__ = ["combine_terms", "ghm_context", "ghm_inputs", "ghm_modules", "ghm_diagnostics",
+           "objective_terms", "pair_accuracy", "sample_loss"]
 
 
 def sample_loss(outputs: Tensor | tuple[Tensor, Tensor], targets: Tensor) -> Tensor:
@@ -53,22 +56,38 @@ def objective_terms(state, logits: Tensor, scores: Tensor, y: Tensor, angles: Te
     ``state`` carries ``config`` and the run's two GHM modules ``ghmc`` and ``ghm_rank``.
     """
     cfg = state.config
-    ce = F.cross_entropy(logits, y)
+    ce = sample_loss(logits, y)
     rank = pairwise_ranking_loss(scores, angles, cfg.margin)
-    raw = ce + cfg.rank_weight * rank
     # An explicit all-ones label weight (same result: every sample counts) keeps GHMC's sample
     # mask on the batch's device; its default mask is created on the CPU.
     ones = torch.ones_like(y, dtype=torch.float32)
+    with ghm_context(cfg):  # a raw run's shadow GHM modules: same EMA, outside the graph
+        logits, scores = ghm_inputs(cfg, logits, scores)
+        ghmc = state.ghmc(logits, y, ones, update_state=update_state)
+        ghm_rank = state.ghm_rank(scores, angles, update_state=update_state)
+    return combine_terms(cfg, ce, rank, ghmc, ghm_rank)
+
+
+def ghm_context(cfg: TrainConfig):
+    """``torch.no_grad()`` for a raw run, whose GHM terms are shadows outside the graph."""
+    return contextlib.nullcontext() if cfg.objective == "ghm" else torch.no_grad()
+
+
+def ghm_inputs(cfg: TrainConfig, logits: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """The outputs the GHM terms see: as they are for a GHM run, detached for a raw run."""
     if cfg.objective == "ghm":
-        ghm = (state.ghmc(logits, y, ones, update_state=update_state)
-               + cfg.rank_weight * state.ghm_rank(scores, angles, update_state=update_state))
-        loss = ghm
-    else:  # shadow GHM modules: same EMA bookkeeping, outside the graph
-        with torch.no_grad():
-            ghm = (state.ghmc(logits.detach(), y, ones, update_state=update_state)
-                   + cfg.rank_weight * state.ghm_rank(scores.detach(), angles,
-                                                      update_state=update_state))
-        loss = raw
+        return logits, scores
+    return logits.detach(), scores.detach()
+
+
+def combine_terms(cfg: TrainConfig, ce: Tensor, rank: Tensor, ghmc: Tensor,
+                  ghm_rank: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """``raw = CE + λ R``, ``ghm = GHMC + λ GHMRanking`` (``λ = rank_weight``) and the loss of
+    ``cfg.objective``; the terms detached. Elementwise: a single run's 0-d terms or an
+    ensemble's ``[members]`` (:mod:`gradkit.training.ensemble`) alike."""
+    raw = ce + cfg.rank_weight * rank
+    ghm = ghmc + cfg.rank_weight * ghm_rank
+    loss = ghm if cfg.objective == "ghm" else raw
     terms = {"loss": loss, "raw": raw, "ghm": ghm, "ce": ce, "rank": rank}
     return loss, {k: v.detach() for k, v in terms.items()}
 

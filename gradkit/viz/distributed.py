@@ -1,4 +1,4 @@
-"""Notebook 02's figure of the noise scale measured inside DDP training."""
+"""Notebook 02's figure of the noise scale estimated inside DDP training."""
 
 from __future__ import annotations
 
@@ -39,6 +39,6 @@ def plot_ddp_b_simple(fig, history: pd.DataFrame, global_batch: int, exact=None,
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("B_simple (samples)")
-    ax.set_title("Critical batch size measured inside DDP training (2 gloo processes)")
+    ax.set_title("Critical batch size estimated inside DDP training (2 gloo processes)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()

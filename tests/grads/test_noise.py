@@ -18,6 +18,7 @@ from gradkit.grads.noise import (
     batch_noise,
     gns_monte_carlo,
     noise_scale,
+    two_batch_estimates,
 )
 
 
@@ -221,3 +222,23 @@ def test_gns_variants_follow_their_definitions():
     unit = G / G.norm(dim=1, keepdim=True)
     assert v["unit directions"] == pytest.approx(noise_scale(unit, 8, n_boot=0).gns)
     assert v["first two only"] == pytest.approx(noise_scale(G[:, :2], 8, n_boot=0).gns)
+
+
+def test_streaming_with_sizes_per_update_equals_fixed_sizes():
+    """The DDP hook's use: no sizes at construction, each step names its own (fractional
+    harmonic means included); the same pairs give the same estimates as fixed sizes."""
+    gen = torch.Generator().manual_seed(0)
+    pairs = [(1 + 4 / 2 + 0.3 * float(torch.randn(1, generator=gen)), 1 + 4 / 8) for _ in range(20)]
+    fixed, free = StreamingNoiseScale(2, 8, ema=0.9), StreamingNoiseScale(ema=0.9)
+    for small, big in pairs:
+        assert fixed.update(small, big) == free.update(small, big, b_small=2, b_big=8)
+    assert (free.trace_sigma, free.grad_sq, free.b_simple) == (
+        fixed.trace_sigma, fixed.grad_sq, fixed.b_simple)
+    gsq, tr = two_batch_estimates(1 + 4 / 2.5, 1 + 4 / 8, 2.5, 8)   # E||g_b||² = 1 + 4/b
+    assert gsq == pytest.approx(1) and tr == pytest.approx(4)
+    with pytest.raises(ValueError, match="pass b_small and b_big"):
+        free.update(1.0, 1.0)
+    with pytest.raises(ValueError, match="b_small < b_big"):
+        free.update(1.0, 1.0, b_small=8, b_big=8)
+    with pytest.raises(ValueError, match="both b_small and b_big"):
+        StreamingNoiseScale(2)

@@ -10,11 +10,10 @@ import torch
 
 import gradkit.training.ensemble as E
 import gradkit.training.runs as T
-from gradkit.losses.ghm import bin_edges, ghm_weights
+from gradkit.losses.ghm import bin_edges, ghm_weights, ghm_weights_batched
 from gradkit.training import TrainConfig, get_run
 from gradkit.training.ensemble import (
     Member,
-    batched_ghm_weights,
     get_ensemble,
     plateau_stop,
     train_ensemble,
@@ -96,11 +95,12 @@ def test_batched_ghm_weights_match_the_single_member_rule():
     g[0, :5] = 0.05                      # a crowded bin
     valid = torch.rand(3, 17, generator=gen) > 0.2
     acc = torch.rand(3, 10, generator=gen) * 4
-    w, new_acc, tot = batched_ghm_weights(g, valid, acc, edges, 0.75)
-    for m in range(3):
+    out = ghm_weights_batched(g, valid, edges, acc, 0.75)
+    for m in range(3):   # each member alone: no member's terms leak into another's bins
         ref = ghm_weights(g[m], valid[m], edges, acc[m], 0.75)
-        assert torch.allclose(w[m], ref["weights"]) and torch.allclose(new_acc[m], ref["acc"])
-        assert tot[m] == ref["tot"]
+        for key in ("weights", "acc", "counts", "bin_weights", "tot", "nonempty"):
+            assert torch.equal(out[key][m], ref[key]), (m, key)
+    assert not torch.equal(out["bin_weights"][0], out["bin_weights"][1])
 
 
 def test_plateau_stop_waits_for_min_epochs_and_a_flat_window():
@@ -134,3 +134,36 @@ def test_train_ensemble_refuses_bad_members(folds):
         train_ensemble(small(), [])
     with pytest.raises(ValueError, match="full runs"):
         train_ensemble(small(mode="prompt"), [Member(1, 0, folds[0])])
+
+
+@pytest.mark.parametrize("objective", ["raw", "ghm"])
+def test_the_ensemble_objective_is_each_members_run_objective(objective):
+    """One batch, three members: the batched objective (terms, gradients, new GHM state) equals
+    :func:`objective_terms` of each member's own GHM modules, run alone."""
+    from gradkit.training.objective import ghm_modules, objective_terms
+
+    cfg = small(objective=objective)
+    gen = torch.Generator().manual_seed(1)
+    logits = (torch.randn(3, 8, 6, generator=gen) * 2).requires_grad_()
+    scores = (torch.randn(3, 8, generator=gen) * 10).requires_grad_()
+    y = torch.randint(0, 6, (3, 8), generator=gen)
+    a = ANGLES[y]
+    a[2] = 0.0                                   # a member whose batch has no ranking pair
+    acc = {"cls": torch.rand(3, cfg.bins, generator=gen), "rank": torch.rand(3, cfg.bins)}
+    loss, terms, new_acc = E._objective(cfg, bin_edges(cfg.bins), acc, logits, scores, y, a)
+    grads = torch.autograd.grad(loss.sum(), [logits, scores])
+    for m in range(3):
+        ghmc, ghm_rank = ghm_modules(cfg)
+        ghmc.acc_sum.copy_(acc["cls"][m])
+        ghm_rank.acc_sum.copy_(acc["rank"][m])
+        state = SimpleNamespace(config=cfg, ghmc=ghmc, ghm_rank=ghm_rank)
+        lm, sm = logits[m].detach().requires_grad_(), scores[m].detach().requires_grad_()
+        alone, ref = objective_terms(state, lm, sm, y[m], a[m], update_state=True)
+        ref_grads = torch.autograd.grad(alone, [lm, sm])
+        for key, value in ref.items():
+            assert torch.allclose(terms[key][m], value, rtol=1e-6, atol=1e-7), (m, key)
+        assert torch.allclose(new_acc["cls"][m], ghmc.acc_sum)
+        assert torch.allclose(new_acc["rank"][m], ghm_rank.acc_sum)
+        assert torch.allclose(grads[0][m], ref_grads[0], atol=1e-7)
+        assert torch.allclose(grads[1][m], ref_grads[1], atol=1e-7)
+    assert terms["rank"][2] == 0 and torch.equal(new_acc["rank"][2], acc["rank"][2])
