@@ -108,7 +108,7 @@ def execute_stoppably(client, stop: StopOnSignal) -> None:
     main thread where ``stop`` turns a signal into :class:`Interrupted`. On that interrupt the
     execution is cancelled and the kernel killed before :class:`Interrupted` propagates; any
     other failure of the execution is raised as nbclient raised it."""
-    started = threading.Event()
+    started, finished = threading.Event(), threading.Event()
     state: dict = {}
 
     def work() -> None:
@@ -126,12 +126,15 @@ def execute_stoppably(client, stop: StopOnSignal) -> None:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            finished.set()
 
     worker = threading.Thread(target=work, name="gradkit-report-notebook", daemon=True)
     try:
         worker.start()
-        while worker.is_alive():
-            worker.join(0.5)  # interruptible: the handler raises Interrupted here
+        # Event.wait, not Thread.join: a join that a signal interrupts may mark the thread as
+        # stopped while it still runs (CPython 3.11's _wait_for_tstate_lock).
+        while not finished.wait(0.5):
+            pass  # interruptible: the handler raises Interrupted here
     except Interrupted:
         with stop.deferred():
             client.shutdown_kernel = "immediate"  # SIGKILL to the kernel's process group
@@ -140,7 +143,7 @@ def execute_stoppably(client, stop: StopOnSignal) -> None:
             if loop is not None and task is not None:
                 with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to cancel
                     loop.call_soon_threadsafe(task.cancel)
-            worker.join(CLEANUP_S)
+            finished.wait(CLEANUP_S)
             _kill_kernel(client)
         raise
     if "error" in state:
