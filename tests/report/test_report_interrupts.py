@@ -208,3 +208,31 @@ def test_execute_stoppably_cancels_the_execution_on_a_signal():
 def test_execute_stoppably_raises_what_the_execution_raised():
     with StopOnSignal() as stop, pytest.raises(ValueError, match="cell failed"):
         execute_stoppably(_SleepingClient(fail=ValueError("cell failed")), stop)
+
+
+def test_the_runner_records_an_interrupt_and_starts_nothing_after_it(project, monkeypatch,
+                                                                     capsys):
+    """The runner's side, fast: ``execute`` stands in for a kernel (01 runs, 02 is stopped)."""
+    from gradkit.report import runner
+
+    monkeypatch.setenv("GRADKIT_ROOT", str(project))
+    monkeypatch.delenv("GRADKIT_CONDITION", raising=False)
+    started = []
+
+    def execute(path, timeout=900, stop=None):
+        started.append(path.stem)
+        if path.stem == "02_sleeps":
+            raise Interrupted(signal.SIGINT)
+        return nbformat.read(path, as_version=4)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    assert runner.main([]) == 130
+    out = capsys.readouterr().out
+    assert started == ["01_quick", "02_sleeps"], "no further notebook started"
+    assert "interrupted by SIGINT during 02_sleeps" in out and "not run: 03_after" in out
+    index = _index(project)
+    assert index["01_quick"]["ok"] and not index["01_quick"]["stale"]
+    stopped = index["02_sleeps"]
+    assert not stopped["ok"] and stopped["stale"] and stopped["report_date"] == OLD
+    assert "interrupted by SIGINT" in stopped["error"] and stopped["headlines"] == {"slept": "yes"}
+    assert index["03_after"]["ok"] and index["03_after"]["report_date"] == OLD
