@@ -2,9 +2,12 @@
 
 - :mod:`~gradkit.report.runner`     ``build_reports`` / ``python -m gradkit.report``
 - :mod:`~gradkit.report.headlines`  a notebook's headline numbers, collected for the index
+- :mod:`~gradkit.report.interrupts` Ctrl-C / SIGTERM stop a report and its kernel at once
 """
 
 from gradkit.report.headlines import collect_headlines, show_headlines
+from gradkit.report.interrupts import Interrupted
 from gradkit.report.runner import build_reports, main, notebook_paths
 
-__all__ = ["build_reports", "collect_headlines", "main", "notebook_paths", "show_headlines"]
+__all__ = ["Interrupted", "build_reports", "collect_headlines", "main", "notebook_paths",
+           "show_headlines"]

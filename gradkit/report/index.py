@@ -5,21 +5,31 @@ number among the code cells, ``In [n]`` of a top-to-bottom run, and its first li
 exception and a clean traceback (terminal colour codes stripped, :func:`strip_ansi`); the link
 goes to the kept report, marked **stale** with that report's date, and the previous run's
 headline numbers stay, marked stale too (:func:`keep_previous`).
+
+``index.json`` is shared by every report run on the same folder (a run on some notebooks keeps
+the others' entries): :func:`update_index` reads, merges and rewrites it (atomically) as one step
+under the reports folder's inter-process lock (:func:`index_lock`), so concurrent runs lose no
+entry. The runner updates it as soon as each notebook's report is written, so that the index
+tells what is on disk even after the run is interrupted or killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
-__all__ = ["Failure", "NotebookResult", "describe_failure", "index_html", "keep_previous",
-           "previous_results", "strip_ansi"]
+from gradkit.core.io import atomic_write_text
+
+__all__ = ["Failure", "NotebookResult", "describe_failure", "index_html", "index_lock",
+           "keep_previous", "merge_index", "previous_results", "strip_ansi", "update_index"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _DASHES = re.compile(r"^-{5,}\s*$", re.MULTILINE)
@@ -149,3 +159,38 @@ def previous_results(out_dir: Path) -> list[NotebookResult]:
                 for entry in json.loads((out_dir / "index.json").read_text(encoding="utf-8"))]
     except (OSError, ValueError, TypeError):
         return []
+
+
+@contextlib.contextmanager
+def index_lock(reports_root: Path) -> Iterator[None]:
+    """Hold the inter-process lock of ``reports_root`` (every condition's index below it)."""
+    from gradkit.training.store import folder_lock
+
+    with folder_lock(Path(reports_root)):
+        yield
+
+
+def merge_index(out_dir: Path, results: list[NotebookResult],
+                names: list[str] | None = None) -> list[NotebookResult]:
+    """Merge ``results`` into ``out_dir/index.json`` and rewrite it atomically; returns its
+    entries. A failed result keeps its previous report and numbers (:func:`keep_previous`).
+    ``names``: the notebooks, in order (entries of other names are dropped); ``None``: every
+    entry, by name. Call it under :func:`index_lock` (or use :func:`update_index`)."""
+    entries = {r.name: r for r in previous_results(out_dir)}
+    for r in results:
+        keep_previous(r, entries.get(r.name), out_dir / f"{r.name}.html")
+    entries.update({r.name: r for r in results})
+    ordered = [entries[n] for n in (sorted(entries) if names is None else names) if n in entries]
+    atomic_write_text(out_dir / "index.json",
+                      json.dumps([asdict(r) for r in ordered], indent=1, ensure_ascii=False))
+    return ordered
+
+
+def update_index(out_dir: Path, results: list[NotebookResult], names: list[str] | None = None,
+                 reports_root: Path | None = None) -> list[NotebookResult]:
+    """:func:`merge_index` under the lock of ``reports_root`` (default ``out_dir``).
+
+    >>> update_index(reports_dir(), [NotebookResult("01_x", "X", 3.0, ok=True)])  # doctest: +SKIP
+    """
+    with index_lock(reports_root or out_dir):
+        return merge_index(out_dir, results, names)

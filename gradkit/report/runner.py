@@ -14,29 +14,33 @@ and the command exits non-zero.
 NAME=VALUE`` overrides any notebook parameter (:mod:`gradkit.report.parameters`: the injected
 ``parameters`` cell, the condition's own ``figures/<name>/`` and ``reports/<name>/``). A data
 folder is preflighted first (:func:`gradkit.data.preflight`): nothing runs on bad data.
+
+Ctrl-C (SIGINT) or SIGTERM stops the run at once (:mod:`gradkit.report.interrupts`): the
+running notebook's kernel is killed, no further notebook starts, the command says which notebook
+was interrupted and exits with 130 (143 for SIGTERM). The interrupted notebook's previous report
+is kept and marked stale, like a failed one's. Each notebook's entry of ``index.json`` is
+written with its report, under the reports folder's lock (:func:`gradkit.report.index.
+update_index`): concurrent runs lose no entry, and a killed run leaves an index that tells what
+is on disk.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
 
 from gradkit.core.io import atomic_write_text
-from gradkit.core.paths import OUTPUT_ENV, build_dir, project_root, reports_dir
+from gradkit.core.paths import OUTPUT_ENV, build_dir, output_root, project_root, reports_dir
 from gradkit.report.export import strip_widgets, to_html
 from gradkit.report.headlines import collect_headlines
-from gradkit.report.index import (
-    NotebookResult,
-    describe_failure,
-    keep_previous,
-    previous_results,
-)
+from gradkit.report.index import NotebookResult, describe_failure, index_lock, merge_index
+from gradkit.report.interrupts import Interrupted, StopOnSignal, execute_stoppably
 from gradkit.report.parameters import (
     Condition,
     active,
@@ -69,8 +73,10 @@ def _title(nb) -> str:
     return ""
 
 
-def execute(path: Path, timeout: int = 900):
-    """Run one notebook top to bottom in report mode; returns the executed notebook."""
+def execute(path: Path, timeout: int = 900, stop: StopOnSignal | None = None):
+    """Run one notebook top to bottom in report mode; returns the executed notebook. A signal
+    that ``stop`` catches (by default one of this call's own) kills the kernel and raises
+    :class:`~gradkit.report.interrupts.Interrupted`."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
@@ -80,7 +86,8 @@ def execute(path: Path, timeout: int = 900):
     previous = os.environ.get("GRADKIT_REPORT")
     os.environ["GRADKIT_REPORT"] = "1"  # inherited by the kernel
     try:
-        client.execute()
+        with contextlib.nullcontext(stop) if stop else StopOnSignal() as catching:
+            execute_stoppably(client, catching)
     finally:
         if previous is None:
             os.environ.pop("GRADKIT_REPORT", None)
@@ -89,28 +96,50 @@ def execute(path: Path, timeout: int = 900):
     return nb
 
 
-def run_notebook(path: Path, out_dir: Path, executed_dir: Path) -> NotebookResult:
+def run_notebook(path: Path, out_dir: Path, executed_dir: Path, stop: StopOnSignal | None = None,
+                 record: Callable[[NotebookResult], object] | None = None) -> NotebookResult:
+    """Execute ``path`` and write its report; ``record(result)`` (the index entry) follows the
+    report with no signal between them. An interrupt kills the kernel, records the notebook as
+    failed (its kept report stale) and raises :class:`Interrupted` naming it."""
     name = path.stem
+    record = record or (lambda result: None)
     start = time.perf_counter()
     print(f"[report] {name}: executing …", flush=True)
     try:
-        nb = execute(path)
+        nb = execute(path, stop=stop)
+        stop = stop or StopOnSignal()  # not entered: its deferred() only groups the writes
+    except Interrupted as stopped:
+        stop = stop or StopOnSignal()
+        with stop.deferred():
+            seconds = time.perf_counter() - start
+            stopped.notebook = name
+            record(NotebookResult(name, name, seconds, ok=False, error=(
+                f"interrupted by {stopped.signal_name} after {seconds:.0f} s, in an unknown "
+                f"cell: the run was stopped, its kernel killed")))
+        raise
     except Exception as err:  # keep going: the index shows what failed, the old report stays
+        stop = stop or StopOnSignal()
+        with stop.deferred():
+            seconds = time.perf_counter() - start
+            failure = describe_failure(path, err)
+            lines = failure.lines(name)
+            lines[0] = lines[0].replace("FAILED", f"FAILED after {seconds:.0f} s", 1)
+            print("\n".join(f"[report] {line}" for line in lines), flush=True)
+            result = NotebookResult(name, name, seconds, ok=False, error=failure.traceback,
+                                    failed_cell=failure.cell, failed_source=failure.source)
+            record(result)
+        return result
+    with stop.deferred():  # the report and its index entry, both or (killed) the report first
         seconds = time.perf_counter() - start
-        failure = describe_failure(path, err)
-        lines = failure.lines(name)
-        lines[0] = lines[0].replace("FAILED", f"FAILED after {seconds:.0f} s", 1)
-        print("\n".join(f"[report] {line}" for line in lines), flush=True)
-        return NotebookResult(name, name, seconds, ok=False, error=failure.traceback,
-                              failed_cell=failure.cell, failed_source=failure.source)
-    seconds = time.perf_counter() - start
-    strip_widgets(nb)
-    nbformat.write(nb, str(executed_dir / path.name))
-    atomic_write_text(out_dir / f"{name}.html", to_html(nb, where=str(path)))
-    print(f"[report] {name}: {seconds:.0f} s -> {out_dir / (name + '.html')}", flush=True)
-    return NotebookResult(name, _title(nb) or name, seconds, ok=True,
-                          headlines=collect_headlines(nb),
-                          report_date=time.strftime("%Y-%m-%d %H:%M"))
+        strip_widgets(nb)
+        nbformat.write(nb, str(executed_dir / path.name))
+        atomic_write_text(out_dir / f"{name}.html", to_html(nb, where=str(path)))
+        print(f"[report] {name}: {seconds:.0f} s -> {out_dir / (name + '.html')}", flush=True)
+        result = NotebookResult(name, _title(nb) or name, seconds, ok=True,
+                                headlines=collect_headlines(nb),
+                                report_date=time.strftime("%Y-%m-%d %H:%M"))
+        record(result)
+    return result
 
 
 def build_reports(only: list[str] | None = None, *, condition: Condition | None = None,
@@ -124,25 +153,45 @@ def build_reports(only: list[str] | None = None, *, condition: Condition | None 
     """
     if smoke:
         return _smoke(build_reports, only, condition=condition, parameters=parameters)
-    paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
-    paths = select_notebooks(paths, condition)
-    with active(notebook_parameters(condition, parameters), condition and condition.name,
-                by_notebook=_SMOKE_SET.get("set")):
-        out_dir = reports_dir()
-        executed_dir = build_dir() / "executed" / (condition.name if condition else "")
-        executed_dir.mkdir(parents=True, exist_ok=True)
-        results = [run_notebook(p, out_dir, executed_dir) for p in paths]
-    # A partial run (``only``) keeps the other notebooks' entries from the last run; a failed
-    # notebook keeps its previous report and headline numbers, marked stale.
-    entries = {r.name: r for r in previous_results(out_dir)}
-    for r in results:
-        keep_previous(r, entries.get(r.name), out_dir / f"{r.name}.html")
-    entries.update({r.name: r for r in results})
-    ordered = [entries[p.stem] for p in notebook_paths() if p.stem in entries]
-    atomic_write_text(out_dir / "index.json",
-                      json.dumps([asdict(r) for r in ordered], indent=1, ensure_ascii=False))
-    top = write_indexes(out_dir, ordered, condition, parameters)
-    print(f"[report] index -> {out_dir / 'index.html'}" + (f", {top}" if condition else ""))
+    reports_root = output_root() / "reports"
+    with StopOnSignal() as stop:
+        paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
+        paths = select_notebooks(paths, condition)
+        with active(notebook_parameters(condition, parameters), condition and condition.name,
+                    by_notebook=_SMOKE_SET.get("set")):
+            out_dir = reports_dir()
+            executed_dir = build_dir() / "executed" / (condition.name if condition else "")
+            executed_dir.mkdir(parents=True, exist_ok=True)
+
+            def record(*results: NotebookResult) -> None:
+                # Under the lock: read, merge and rewrite index.json, then the index pages. A
+                # partial run keeps the other notebooks' entries; a failed notebook its previous
+                # report and headline numbers, marked stale.
+                with index_lock(reports_root):
+                    ordered = merge_index(out_dir, list(results),
+                                          [p.stem for p in notebook_paths()])
+                    write_indexes(out_dir, ordered, condition, parameters)
+
+            results = []
+            try:
+                for path in paths:
+                    results.append(run_notebook(path, out_dir, executed_dir, stop, record))
+                if not paths:
+                    record()
+            except Interrupted as stopped:
+                stopped.told = True
+                done = [r.name for r in results]
+                left = [p.stem for p in paths if p.stem not in done and p.stem != stopped.notebook]
+                where = (f"during {stopped.notebook}" if stopped.notebook else
+                         f"after {done[-1]}" if done else "before any notebook ran")
+                print(f"[report] interrupted by {stopped.signal_name} {where}: "
+                      + ("its kernel was shut down; " if stopped.notebook else "")
+                      + "no further notebook runs"
+                      + (f" (not run: {', '.join(left)})" if left else "")
+                      + f"; index -> {out_dir / 'index.html'}", flush=True)
+                raise
+    print(f"[report] index -> {out_dir / 'index.html'}"
+          + (f", {reports_root / 'index.html'}" if condition else ""))
     for r in results:
         print(f"[report] {r.name:<28} {'ok' if r.ok else 'FAILED':<6} {r.seconds:6.0f} s")
     return results
@@ -177,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        condition, parameters = from_arguments(args)  # bad arguments or folder: ValueError
-        results = build_reports(args.only or None, condition=condition, parameters=parameters,
-                                smoke=args.smoke)
+        with StopOnSignal():
+            condition, parameters = from_arguments(args)  # bad arguments or folder: ValueError
+            results = build_reports(args.only or None, condition=condition,
+                                    parameters=parameters, smoke=args.smoke)
     except (DataError, ValueError) as err:  # raised before any notebook runs
         print(f"[report] refused: {err}", flush=True)
         return 2
+    except Interrupted as stopped:  # said where by build_reports, or before any notebook
+        if not getattr(stopped, "told", False):
+            print(f"[report] {stopped} before any notebook ran", flush=True)
+        return stopped.exit_status
     return 0 if all(r.ok for r in results) else 1
