@@ -128,8 +128,7 @@ def probe_run(run: Any, state: TrainState, last: int) -> None:
         probe_writable(run.dir, largest, needed_bytes=needed)
     except StorageError as err:
         raise StorageError(f"{err} (this run writes {len(plan)} checkpoint(s) of up to "
-                           f"{largest / 1e3:.0f} kB each, {needed / 1e6:.2f} MB in all, into "
-                           f"{run.dir})") from err
+                           f"{largest / 1e3:.0f} kB each, {needed / 1e6:.2f} MB in all)") from err
 
 
 def start_run(run: Any, state: TrainState, last: int) -> None:
