@@ -77,16 +77,18 @@ def split_problems(rec: Recordings, features: torch.Tensor) -> list[str]:
 
 
 def load_split(material: str = "plastic", freq_hz: int = 3000, root: str | Path | None = None,
-               seed: int = 42, val_fraction: float = 1 / 3) -> AudioSplit:
+               seed: int = 42, val_fraction: float = 1 / 3, *, follow_links: bool = True
+               ) -> AudioSplit:
     """Features of ``root/<material>/<freq_hz>hz`` (the synthetic default set if ``root`` is
     None).
 
     The split is stratified and seeded (:func:`gradkit.data.stratified_split`, the same one the
     manifest records: ``round(val_fraction · n_c)``, at least one, of each class's ``n_c``
     clips); features are normalised with the training split's mean and std only. Raises one
-    :class:`DataError` listing every problem (:func:`split_problems` and the loader's).
+    :class:`DataError` listing every problem (:func:`split_problems` and the loader's);
+    ``follow_links=False`` refuses symbolic links leading outside ``root``.
     """
-    rec = load_recordings(data_root(root), material, freq_hz)
+    rec = load_recordings(data_root(root), material, freq_hz, follow_links=follow_links)
     features = log_mel(rec.waveforms, rec.sample_rate)
     problems = split_problems(rec, features)
     if problems:

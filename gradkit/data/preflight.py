@@ -51,27 +51,34 @@ def _class_table(files: pd.DataFrame, is_val: np.ndarray, seconds: float) -> pd.
 
 def preflight(root: str | Path | None, material: str, freq_hz: int, *, seed: int = 42,
               val_fraction: float = 1 / 3, sample_rate: int = SAMPLE_RATE,
-              seconds: float = CLIP_SECONDS) -> pd.DataFrame:
+              seconds: float = CLIP_SECONDS, follow_links: bool = True) -> pd.DataFrame:
     """One row per class of ``root/<material>/<freq_hz>hz`` (``root=None``: the synthetic set).
 
     Columns: ``angle_deg``, ``clips`` and their ``train`` / ``val`` counts under the seeded
     stratified split, ``sample_rate_hz``, ``channels``, ``seconds`` (shortest–longest as
     recorded), ``zero_padded`` (clips shorter than ``seconds``, padded with zeros), ``format``
-    (sample type), ``peak`` (largest ``|sample|``; full scale is 1). ``attrs["skipped"]`` lists
-    the hidden and non-WAV files passed over, ``attrs["folder"]`` the folder read.
+    (sample type), ``peak`` (largest ``|sample|`` of the part used; full scale is 1).
+    ``attrs["notes"]``: one line per entry not read, with the reason (hidden or non-WAV files,
+    dangling links, folders not named ``deg<angle:03d>``, …), and per symbolic link followed
+    out of the data folder; ``attrs["skipped"]`` the paths not read; ``attrs["folder"]`` the
+    folder read. ``follow_links=False`` refuses links leading outside the data folder.
 
     Raises one :class:`DataError` naming every offending file or folder: everything
     :func:`gradkit.data.load_recordings` refuses, a class of fewer than two clips, clips whose
-    features are not finite. The error's ``table`` holds the rows of what could be read.
+    features are not finite. The error's ``table`` holds the rows of what could be read (and
+    the notes).
     """
-    folder = condition_dir(data_root(root), material, freq_hz)
-    rec, problems = scan_condition(folder.parent.parent, material, freq_hz, sample_rate, seconds)
+    root = data_root(root)
+    folder = condition_dir(root, material, freq_hz, follow_links)
+    rec, problems, notes = scan_condition(root, material, freq_hz, sample_rate, seconds,
+                                          follow_links)
     table = pd.DataFrame()
     if rec is not None:
         problems += split_problems(rec, log_mel(rec.waveforms, rec.sample_rate))
         is_val = stratified_split(rec.labels.numpy(), val_fraction, seed)
         table = _class_table(rec.files, is_val, seconds)
-        table.attrs["skipped"] = list(rec.skipped)
+    table.attrs["skipped"] = list(rec.skipped) if rec is not None else []
+    table.attrs["notes"] = list(notes)
     table.attrs["folder"] = str(folder)
     if problems:
         err = problems_error(folder, problems)

@@ -44,8 +44,9 @@ resumed from its latest checkpoint, otherwise a new run is trained.
    checkpoints are all unreadable is trained again from the start, after a warning. A finished
    run whose final checkpoint holds non-finite values (written before the guard existed) is
    recorded as failed;
-4. before training, probes the folder with a write of a checkpoint's size and checks the free
-   space for the checkpoints to come (:func:`gradkit.core.io.probe_writable`);
+4. before training, probes the folder with a write the size of the run's largest checkpoint and
+   checks free space for all of them (:func:`gradkit.training.session.probe_run`); a new run
+   stopped before its first checkpoint (a failed write, an interrupt) leaves no sidecar;
 5. trains with a :class:`~gradkit.training.guard.DivergenceGuard`: a non-finite or unbounded loss
    or a non-finite parameter stops the run with ``TrainingDiverged`` (naming epoch and batch,
    the run attached as ``err.run``); the sidecar records the failure, the checkpoints written so
@@ -63,7 +64,6 @@ a full run's to 60.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -80,12 +80,12 @@ from gradkit.core.io import remove_stale_temps
 from gradkit.core.paths import checkpoints_dir
 from gradkit.data.features import load_split
 from gradkit.models import ResNetAudioRanker
-from gradkit.training.config import TRAIN_VERSION, TrainConfig, run_key, split_fingerprint
+from gradkit.training import session
+from gradkit.training.config import TrainConfig, run_key, split_fingerprint
 from gradkit.training.guard import TrainingDiverged
 from gradkit.training.loop import cpu_threads
 from gradkit.training.payload import is_finite, read_records, restore_state
 from gradkit.training.records import EpochMetrics, GHMRecord
-from gradkit.training.session import clear_failure, probe_run, record_failure, train_run
 from gradkit.training.state import new_state
 from gradkit.training.store import (
     checkpoint_files,
@@ -96,7 +96,6 @@ from gradkit.training.store import (
     read_meta,
     recover_sidecars,
     set_aside,
-    write_meta,
 )
 
 __all__ = ["Run", "find_runs", "get_run"]
@@ -294,7 +293,7 @@ def find_runs(config: TrainConfig, key: str) -> list[tuple[str, int]]:
     return found
 
 
-_train = train_run  # one name to patch in tests
+_train = session.train_run  # one name to patch in tests
 
 
 def _warn_rebuild(run: Run, err: Exception) -> None:
@@ -316,7 +315,7 @@ def _existing_run(runs: list[Run], retry_failed: bool) -> Run | None:
         if latest is not None and latest[0] >= run.config.epochs:
             if not is_finite(latest[1], latest[2]):
                 bad = next((m.epoch for m in latest[2] if not m.finite()), latest[0])
-                record_failure(run, TrainingDiverged(
+                session.record_failure(run, TrainingDiverged(
                     bad, None, "non-finite values in its checkpoint", lr=run.config.learning_rate))
                 raise run.divergence()
             return run
@@ -327,7 +326,7 @@ def _existing_run(runs: list[Run], retry_failed: bool) -> Run | None:
     if run.failed:
         if not retry_failed:
             raise run.divergence()
-        clear_failure(run)
+        session.clear_failure(run)
     return run
 
 
@@ -369,13 +368,10 @@ def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | Non
         with cpu_threads(device):
             state = new_state(config, split, device, base_state)
             last = config.epochs if stop_after is None else min(config.epochs, stop_after)
-            if run is None:
+            created = run is None
+            if created:
                 run = Run(config, folder, new_run_id(folder), key, data_hash, split)
-                probe_run(run, state, last)
-                write_meta(run.meta_path, {
-                    "run_id": run.run_id, "config_hash": key, "data_hash": data_hash,
-                    "train_version": TRAIN_VERSION, "config": config.to_dict(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                session.start_run(run, state, last)  # the write probe, then the sidecar
             else:
                 try:
                     latest = run._read_latest()
@@ -387,10 +383,14 @@ def get_run(config: TrainConfig, progress: bool = True, *, stop_after: int | Non
                     load_checkpoint(path, expected_arch=state.model.arch_config(),
                                     model=state.model)
                     restore_state(state, *latest[1:], path)
-                probe_run(run, state, last)
+                session.probe_run(run, state, last)
             try:
                 _train(run, state, device, progress, stop_after)
             except TrainingDiverged as err:
-                record_failure(run, err)
+                session.record_failure(run, err)
                 raise err.attach(run, run.name) from None
+            except BaseException:
+                if created:
+                    session.forget_unwritten(run)  # no checkpoint: no sidecar claims it
+                raise
     return run

@@ -6,6 +6,9 @@
     python run_worker.py hang-save <root> <ready>   resume the small run from epoch 3; the write
         of its epoch-6 checkpoint hangs once the temporary file exists (then the test kills it)
     python run_worker.py hold-lock <folder> <ready> hold the folder's lock until killed
+    python run_worker.py fsize <root> <bytes>       train the small run with no file allowed
+        over <bytes> (RLIMIT_FSIZE, SIGXFSZ ignored so that writes raise OSError); prints
+        {"error": ..., "type": ...} or {"run_id": ...}
 """
 
 import json
@@ -58,12 +61,27 @@ def main(argv):
         run = T.get_run(small(epochs=epochs), progress=False)
         print(json.dumps({"run_id": run.run_id, "trained": bool(trained),
                           "finished": run.finished}), flush=True)
+    elif command == "fsize":
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = int(argv[2])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        try:
+            run = T.get_run(small(), progress=False)
+            print(json.dumps({"run_id": run.run_id}), flush=True)
+        except Exception as err:  # the test reads what was raised
+            print(json.dumps({"error": str(err), "type": type(err).__name__}), flush=True)
     elif command == "hang-save":
         ready = argv[2]
+        folder = Path(argv[1]) / "checkpoints" / "plastic_3000hz_raw"
         real_save = torch.save
 
         def hanging_save(obj, f, *args, **kwargs):
-            if isinstance(obj, dict) and obj.get("epoch") == 6:
+            # the write probe sizes the epoch-6 payload too: hang only inside the file's write
+            writing = any(folder.glob(".model_raw_epoch_6_*.tmp"))
+            if isinstance(obj, dict) and obj.get("epoch") == 6 and writing:
                 Path(ready).touch()  # inside atomic_write: the temporary file exists, empty
                 time.sleep(600)
             return real_save(obj, f, *args, **kwargs)
