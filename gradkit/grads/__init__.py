@@ -1,4 +1,4 @@
-"""Gradients: exact per-sample, per-batch and full-data gradients and what is measured on them.
+"""Gradients: exact per-sample, per-batch and full-data gradients and statistics of them.
 
 - :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
 - :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type

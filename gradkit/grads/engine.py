@@ -45,18 +45,15 @@ inputs by value, the modules, their training flags, the trainable parameters;
 :mod:`~gradkit.grads.learned`): later calls with the same signature skip the reference pass and
 the probes. :func:`forget` drops it.
 
-Cost model, in units of a plain batch backward ``B`` (measured on this 2-core CPU,
-``benchmarks/README.md``): layers ``≈ B`` plus the per-sample products (the rules' flops equal
-the summed weight gradient's, ``≈ 0.1-0.3 B`` on the ranker; attention and an LSTM are
-replayed in their own forward, the LSTM's recurrence in Python, ``≈ 1.4 B`` and ``≈ 4 B`` on
-the benchmark's models); vmap ``≈ 1.5-2.5 B`` on convolutions, norms and attention (whose math
-kernel it must use); the loop ``≈ N · B(1)``, ``N`` single-sample passes, ``4-5 B`` at
-``N = 32-128`` on the ranker, ``13-18 B`` on the small sequence models (a pass of one sample
-costs nearly what a batch does there) and the best choice at small ``N`` or for large layers,
-where ``B(1) ≈ B / N``. The first call on a model adds the reference pass: a forward of one
-sample and, with the check, its backward, ``B(1)`` (``0.05 B`` on the ranker, ``0.3-0.7 B`` on
-the small sequence models). The thresholds and the rules' forms were chosen by measurement
-(``benchmarks/per_sample_grads.py``).
+Cost model, in units of a plain batch backward ``B``: layers ``≈ B`` plus the per-sample
+products (the rules' flops equal the summed weight gradient's; attention and recurrent layers
+are replayed in their own forward, the recurrence in Python); vmap a constant factor more on
+convolutions, norms and attention (whose math kernel it must use); the loop ``≈ N · B(1)``,
+``N`` single-sample passes, the best choice at small ``N`` or for large layers, where
+``B(1) ≈ B / N``. The first call on a model adds the reference pass: a forward of one sample
+and, with the check, its backward, ``B(1)``. The figures behind the thresholds and the
+rules' forms are in ``benchmarks/README.md`` ("Timing notes moved from the code";
+``benchmarks/per_sample_grads.py``).
 """
 
 from __future__ import annotations
@@ -84,11 +81,11 @@ __all__ = ["METHODS", "choose_method", "default_chunk_size", "forget", "per_samp
 METHODS = ("auto", "vmap", "loop", "layers")
 
 # Target temporary memory of one chunk (activations, per-sample grads), as estimated by
-# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk, which measured 1.22-1.25x
-# a plain backward against 1.32x for two chunks of 68 (per-chunk overhead; benchmarks/README).
+# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk: fewer chunks, less
+# per-chunk overhead (figures: benchmarks/README.md).
 _CHUNK_BYTES = 64 * 2**20
 _CHUNK_MIN = 8
-# "auto": below this many samples the plain loop is fastest (measured, see the docstring) ...
+# "auto": below this many samples the plain loop is fastest (benchmarks/README.md) ...
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
 _LOOP_MAX = 8
@@ -151,7 +148,7 @@ def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
     Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
     stand-in for the activations a small conv net keeps for its backward. Never fewer than
     ``_CHUNK_MIN`` samples (vectorisation would be lost). Each chunk costs a fixed overhead
-    (hooks, checks, per-call kernel set-up: ~13 ms on the ranker), so fewer, larger chunks are
+    (hooks, checks, per-call kernel set-up), so fewer, larger chunks are
     faster until memory runs short (see ``_CHUNK_BYTES``).
     """
     leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
@@ -324,7 +321,7 @@ class _Run:
         want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
         # The batched pass and a one-sample backward round differently in float32; through a
         # deep frozen trunk the input-side gradients (an input prompt) differed by up to ~1 %
-        # (measured; vmap agreed with the batched pass). A broken rule is off by O(1): 5 %
+        # (vmap agreed with the batched pass). A broken rule is off by O(1): 5 %
         # separates the two.
         floor = _CHECK_FLOOR * float(torch.cat(want).norm())
         bad = []

@@ -132,12 +132,9 @@ def conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[s
 
 
 # Unstrided convolutions with at most this many input channels per group whose input needs a
-# gradient take both gradients in one grouped call (FusedConv); measured at N = 68, the input +
-# per-sample weight gradients: 8 -> 8 at 40x32 6.2 ms instead of 7.1 (AVX-512 machine; equal on
-# the AMD EPYC AVX2 one); with 16-32 input channels at 20x16 and 10x8 the fused call was slower
-# (0.9-1.2 ms instead of 0.8-1.1), and on the AVX2 machine so was 8 -> 16 with stride 2 (6.5-7.7
-# ms instead of 4.0-5.1), so they stay separate. 1x1 convs take their input gradient by one
-# matmul (gradkit.grads.convs).
+# gradient take both gradients in one grouped call (FusedConv): faster up to 8 input channels,
+# slower above (and with stride 2), so those stay separate (figures: benchmarks/README.md).
+# 1x1 convs take their input gradient by one matmul (gradkit.grads.convs).
 _FUSE_MAX_IN = 8
 
 
@@ -182,7 +179,7 @@ def _norm_rule(m: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
         dims = tuple(range(2, a.dim()))
     out = {}
     if _wants(m.weight):
-        prod = _normalised(m, a).mul_(d)  # in place: one temporary less (measured 2x faster)
+        prod = _normalised(m, a).mul_(d)  # in place: one temporary less, faster
         out["weight"] = prod.sum(dims) if dims else prod
     if _wants(getattr(m, "bias", None)):
         out["bias"] = d.sum(dims) if dims else d
@@ -194,8 +191,8 @@ class _GroupNorm(torch.autograd.Function):
     gradients in one ``native_group_norm_backward``: the batch of ``n`` samples as one sample
     of ``n·C`` channels in ``n·G`` groups normalises exactly the same groups, and that call's
     "summed" ``γ``, ``β`` gradients are then the ``n`` per-sample ones (PyTorch's own form,
-    ``Σ_s δ x̂`` and ``Σ_s δ``). Measured on the ranker's layers, N = 128: as fast as the input
-    gradient alone, where recomputing ``x̂`` for the products cost 1-3 ms a layer."""
+    ``Σ_s δ x̂`` and ``Σ_s δ``): as fast as the input gradient alone, where recomputing ``x̂``
+    for the products cost more (benchmarks/README.md)."""
 
     @staticmethod
     def forward(ctx, a, weight, bias, m, store):

@@ -120,7 +120,7 @@ def batch_coupling(ref: Reference, losses: Tensor, outputs: Any) -> str | None:
     pass computes them only when the samples of a batch do not interact. They do when a model
     pads a batch to its longest sample and a layer sees the padding (torchaudio's Conformer:
     its depthwise convolution runs over the padded frames). Rounding differs between a batch
-    and one sample by ~1e-7 relative in float32 (measured on the benchmark's models); the bar
+    and one sample by ~1e-7 relative in float32 (on the benchmark's models); the bar
     is 1000 ulps. One sample is probed (:func:`probe_index`: the shortest where the inputs give
     lengths), so a coupling that spares it is not seen; the consistency check tests the same
     sample.
