@@ -8,6 +8,8 @@
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions
 - :mod:`~gradkit.grads.reference`   the pass's reference: one sample alone (shapes, coupling)
 - :mod:`~gradkit.grads.learned`     what a call learns about a model, kept for later calls
+- :mod:`~gradkit.grads.coupling`    does the loss couple the samples? (``CoupledLossError``)
+- :mod:`~gradkit.grads.warn`        warnings at the user's line
 - :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
 - :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
 - :mod:`~gradkit.grads.sketch`      random projections that keep inner products
@@ -23,6 +25,7 @@ Usage: ``from gradkit.grads import per_sample_grads, noise_scale``.
 from gradkit.grads.batches import batch_grads, batch_index, batch_means, full_grad
 from gradkit.grads.engine import (
     METHODS,
+    CoupledLossError,
     choose_method,
     default_chunk_size,
     forget,
@@ -35,7 +38,8 @@ from gradkit.grads.similarity import cosine, similarity_matrix, similarity_stats
 from gradkit.grads.sketch import sketch
 
 __all__ = [
-    "METHODS", "NoiseScale", "StreamingNoiseScale", "batch_grads", "batch_index", "batch_means",
+    "METHODS", "CoupledLossError", "NoiseScale", "StreamingNoiseScale", "batch_grads",
+    "batch_index", "batch_means",
     "choose_method", "cosine", "default_chunk_size", "forget", "full_grad", "layers_supported",
     "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
     "similarity_matrix", "similarity_stats", "sketch",

@@ -58,7 +58,6 @@ rules' forms are in ``benchmarks/README.md`` ("Timing notes moved from the code"
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from typing import Any
 
@@ -68,15 +67,18 @@ from torch.func import functional_call, grad, vmap
 
 from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
 from gradkit.grads.convs import conv_path
+from gradkit.grads.coupling import CoupledLossError, check_coupled_params, warn_nonfinite
 from gradkit.grads.hessian import double_backward_sdpa
 from gradkit.grads.layerpass import LayerPlan, layers_pass
 from gradkit.grads.layers import layers_supported
 from gradkit.grads.learned import Learned, forget, recall
-from gradkit.grads.reference import reference_pass, reference_rejections
+from gradkit.grads.reference import check_consistency, reference_pass, reference_rejections
 from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
 from gradkit.grads.sketch import sketch
+from gradkit.grads.warn import warn_user
 
-__all__ = ["METHODS", "choose_method", "default_chunk_size", "forget", "per_sample_grads"]
+__all__ = ["METHODS", "CoupledLossError", "choose_method", "default_chunk_size", "forget",
+           "per_sample_grads"]
 
 METHODS = ("auto", "vmap", "loop", "layers")
 
@@ -89,8 +91,6 @@ _CHUNK_MIN = 8
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
 _LOOP_MAX = 8
-# The consistency check's tolerance (see _Pass._consistency).
-_CHECK_RTOL, _CHECK_FLOOR = 5e-2, 1e-2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _warn_once(model: nn.Module, kind: str, message: str) -> None:
     seen = _WARNED.setdefault(model, set())
     if kind not in seen:
         seen.add(kind)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warn_user(message)
 
 
 def _reasons(d: dict[str, str]) -> str:
@@ -196,14 +196,25 @@ class _Run:
             self.ref = learned.ref
 
     def chunk(self, x, y, first: bool, out: Tensor | None = None) -> Tensor:
-        """The chunk's ``[n, P]`` gradients (the layers pass writes them into ``out`` if given)."""
+        """The chunk's ``[n, P]`` gradients (the layers pass writes them into ``out`` if given);
+        on the first chunk, with ``check``, the loss-coupling check (:mod:`~gradkit.grads.coupling`:
+        free inside the layers pass, else one batch backward per call signature)."""
+        if first:
+            self.recall(x)
+        self.summed = False  # whether the layers pass checked the loss's coupling
+        g = self._chunk(x, y, first, out)
+        learned = self.learned
+        if first and self.check and not (self.summed or learned.summed or learned.coupled):
+            params = [p for _, p in self.named]
+            learned.summed = check_coupled_params(self.model, self.loss_fn, x, y, g, params)
+        return g
+
+    def _chunk(self, x, y, first: bool, out: Tensor | None) -> Tensor:
         n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
         if self.method == "vmap":
             return self._fallback(x, y, None)
         if self.method == "loop":
             return _loop_grads(model, loss_fn, x, y)
-        if first:
-            self.recall(x)
         if self.learned.coupled and self.whole is None:
             return self._coupled(self.learned.coupled, x, y)
         if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
@@ -233,8 +244,9 @@ class _Run:
             got.update(zip([id(p) for _, p in missing],
                            fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
         if plan.covered:
+            self.summed = first and self.check  # checked at the outputs, inside the pass
             layered, rejected, coupled = layers_pass(model, loss_fn, x, y, plan, self.ref,
-                                                     coupling=first)
+                                                     coupling=first, loss_check=self.summed)
             if coupled:
                 return self._coupled(coupled, x, y)
             self._reject(rejected)
@@ -251,7 +263,7 @@ class _Run:
         fits = out is not None and all(t.dtype == out.dtype for t in parts)
         g = torch.cat(parts, dim=1, out=out) if fits else torch.cat(parts, dim=1)
         if first and self.checking:
-            self._consistency(g)
+            check_consistency(self.ref, self.named, g)
         if first and self.ref is not None and self.learned.ref is not self.ref:
             self.ref.grads, self.ref.losses, self.ref.output = None, None, None
             self.learned.ref, self.learned.checked = self.ref, self.checking
@@ -311,31 +323,6 @@ class _Run:
             return None  # the caller runs the loop
         return _loop_grads(model, loss_fn, x, y, names=names)
 
-    def _consistency(self, g: Tensor) -> None:
-        """``G[r]`` of the probed sample ``r`` (:func:`~gradkit.grads.reference.probe_index`)
-        against the autograd gradient of its loss ``l_r`` alone."""
-        ref = self.ref
-        if ref is None or ref.grads is None:
-            return
-        sums = g[ref.index : ref.index + ref.k].sum(0).split([p.numel() for _, p in self.named])
-        want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
-        # The batched pass and a one-sample backward round differently in float32; through a
-        # deep frozen trunk the input-side gradients (an input prompt) differed by up to ~1 %
-        # (vmap agreed with the batched pass). A broken rule is off by O(1): 5 %
-        # separates the two.
-        floor = _CHECK_FLOOR * float(torch.cat(want).norm())
-        bad = []
-        for (name, _), s, r in zip(self.named, sums, want, strict=True):
-            err, size = float((s - r).norm()), float(r.norm())
-            if err > _CHECK_RTOL * max(size, floor) + 1e-30:
-                bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
-        if bad:
-            raise RuntimeError(
-                f"per_sample_grads: consistency check failed: the per-sample gradient of the first "
-                "sample differs from the gradient of its loss taken alone (plain autograd) for "
-                f"{', '.join(bad)}. A layer rule's assumption does not hold for this model; "
-                "method='loop' (or 'vmap') is exact. check=False skips this check.")
-
 
 def per_sample_grads(
     model: nn.Module,
@@ -370,7 +357,12 @@ def per_sample_grads(
     one sample, a broken rule by O(1)), else a ``RuntimeError`` names the parameters. It runs
     on the first call for a model and call signature (module docstring), costing a backward of
     one sample; later calls reuse the verdict, and :func:`forget` makes the next call check
-    again. ``check=False`` skips it once trusted (the structural checks stay).
+    again. ``check=True`` also checks that the loss does not couple the samples: the per-sample
+    gradients, summed and scaled by the reduction, must equal the gradient of the batch loss
+    (:mod:`~gradkit.grads.coupling`; free in the layers pass, one batch backward per call
+    signature otherwise), else :class:`CoupledLossError` names the loss. ``check=False`` skips
+    both once trusted (the structural checks stay). A sample whose input or gradient row is
+    not finite is warned about by index.
     With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
     the result is ``Tensor[N, k]``.
     """
@@ -386,7 +378,9 @@ def per_sample_grads(
     for start in range(0, n, int(chunk_size)):
         sl = slice(start, min(n, start + int(chunk_size)))
         out = result[sl] if result is not None and sketch_dim is None else None
-        g = run.chunk(take(inputs, sl), take(targets, sl), first=start == 0, out=out).detach()
+        x = take(inputs, sl)
+        g = run.chunk(x, take(targets, sl), first=start == 0, out=out).detach()
+        warn_nonfinite(x, g, offset=start)
         if sketch_dim is not None:
             g = sketch(g, sketch_dim, sketch_seed)
         if sl.stop - sl.start == n:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gradkit.grads.coupling import check_coupled_outputs
 from gradkit.grads.layers import (
     FusedConv,
     any_sample_dim,
@@ -165,12 +166,16 @@ def _layout(ref: Reference, m: nn.Module, i: int, a: torch.Size, out: torch.Size
 
 
 def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference,
-                coupling: bool = True) -> tuple[dict[int, Tensor], dict[str, str], str | None]:
+                coupling: bool = True, loss_check: bool = False,
+                ) -> tuple[dict[int, Tensor], dict[str, str], str | None]:
     """One forward and one backward of the chunk -> (``{parameter id: Tensor[n, numel]}`` for
     the parameters of accepted modules, ``{module name: why rejected}``, why the samples of the
     batch interact (:func:`batch_coupling`, with ``coupling`` when ``ref`` holds the values of
-    this chunk's probed sample; the
-    gradients are then not per-sample ones and the caller must discard them))."""
+    this chunk's probed sample; the gradients are then not per-sample ones and the caller must
+    discard them)). With ``loss_check``, whether the loss couples the samples is checked at the
+    model's outputs (:func:`~gradkit.grads.coupling.check_coupled_outputs`, raising
+    :class:`~gradkit.grads.coupling.CoupledLossError`): backward passes through the loss only,
+    the model's single backward then starting from the outputs' per-sample gradient."""
     n = num_samples(inputs)
     grads: dict[int, Tensor] = {}
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
@@ -281,19 +286,29 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         elif ncalls[m] != len(ref.calls[m]):
             rejected.setdefault(name, f"called {ncalls[m]} times with {n} samples but "
                                       f"{len(ref.calls[m])} times with {ref.k}")
+    # The loss on the outputs cut from the model: its backward (and the coupling check's)
+    # reaches no hook of the model's graph; the model's backward starts from its result.
+    real = torch.utils._pytree.tree_leaves(outputs)
+    real = [t for t in real if isinstance(t, Tensor) and t.requires_grad]
+    cut = [t.detach().requires_grad_() for t in real]
+    swap = dict(zip(map(id, real), cut, strict=True))
+    outputs = torch.utils._pytree.tree_map(lambda t: swap.get(id(t), t), outputs)
     losses = per_sample_losses(loss_fn, outputs, targets)
     coupled = batch_coupling(ref, losses, outputs) if coupling else None
     if coupled:
         return {}, rejected, coupled
-    total = losses.sum()
-    del outputs
+    seeds = check_coupled_outputs(loss_fn, outputs, cut, targets, losses, loss_check) \
+        if cut else []
+    roots = [t for t, g in zip(real, seeds, strict=True) if g is not None]
+    seeds = [g for g in seeds if g is not None]
+    del outputs, losses, cut
     params = {pid: (plan.params[pid], plan.owners_of[pid]) for pid in plan.covered}
     # Backward to the layer outputs only (gradient edges hold no activations), so autograd
     # never forms the summed weight gradients; the tensor hooks turn each δ into per-sample
     # gradients as it arrives. The real parameters are reached only by uses outside the calls.
-    if edges or params:
+    if (edges or params) and roots:
         plist = [p for p, _ in params.values()]
-        got = torch.autograd.grad(total, edges + plist, allow_unused=True)[len(edges):]
+        got = torch.autograd.grad(roots, edges + plist, seeds, allow_unused=True)[len(edges):]
         for (_, ms), g in zip(params.values(), got, strict=True):
             if g is not None:
                 for m in ms:

@@ -33,6 +33,7 @@ class Learned:
     coupled: str | None = None
     vmap_failed: bool = False
     checked: bool = False
+    summed: bool = False  # the loss-coupling check passed (gradkit.grads.coupling)
 
 
 _LEARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {signature: Learned}
