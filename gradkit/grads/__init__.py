@@ -31,16 +31,18 @@ from gradkit.grads.engine import (
     forget,
     per_sample_grads,
 )
+from gradkit.grads.hessian import top_eigenvalues
 from gradkit.grads.layers import layers_supported, register_rule
 from gradkit.grads.noise import NoiseScale, StreamingNoiseScale, noise_scale
 from gradkit.grads.samples import per_sample_losses
 from gradkit.grads.similarity import cosine, similarity_matrix, similarity_stats
 from gradkit.grads.sketch import sketch
+from gradkit.grads.tsne import tsne_directions
 
 __all__ = [
     "METHODS", "CoupledLossError", "NoiseScale", "StreamingNoiseScale", "batch_grads",
     "batch_index", "batch_means",
     "choose_method", "cosine", "default_chunk_size", "forget", "full_grad", "layers_supported",
     "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
-    "similarity_matrix", "similarity_stats", "sketch",
+    "similarity_matrix", "similarity_stats", "sketch", "top_eigenvalues", "tsne_directions",
 ]

@@ -420,3 +420,25 @@ def test_auto_rule_follows_the_measured_thresholds():
     assert choose_method(model, 32) == "layers"
     odd = nn.Sequential(nn.Linear(3, 3), Scale())
     assert choose_method(odd, 8) == "loop" and choose_method(odd, 64) == "vmap"
+
+
+def test_register_rule_docstring_example_runs():
+    import doctest
+
+    from gradkit.grads import register_rule
+
+    tests = doctest.DocTestFinder().find(register_rule, "register_rule", globs={})
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for t in tests:
+        runner.run(t)
+    result = runner.summarize(verbose=False)
+    assert result.attempted >= 8 and result.failed == 0
+
+
+def test_public_names_of_the_grads_package():
+    import gradkit.grads as grads
+    from gradkit.grads.hessian import top_eigenvalues
+    from gradkit.grads.tsne import tsne_directions
+
+    assert grads.top_eigenvalues is top_eigenvalues and grads.tsne_directions is tsne_directions
+    assert {"top_eigenvalues", "tsne_directions", "CoupledLossError"} <= set(grads.__all__)
