@@ -1,6 +1,7 @@
 """Gradients: exact per-sample, per-batch and full-data gradients and statistics of them.
 
 - :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
+- :mod:`~gradkit.grads.fallbacks`   the exact fallbacks: vmap and the per-sample loop
 - :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
 - :mod:`~gradkit.grads.convs`       the convolutions' exact per-sample paths and cost model
 - :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)

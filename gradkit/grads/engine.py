@@ -63,17 +63,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
-from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
+from gradkit.core.params import num_trainable, trainable_named_parameters
 from gradkit.grads.convs import conv_path
 from gradkit.grads.coupling import CoupledLossError, check_coupled_params, warn_nonfinite
-from gradkit.grads.hessian import double_backward_sdpa
+from gradkit.grads.fallbacks import loop_grads, vmap_grads
 from gradkit.grads.layerpass import LayerPlan, layers_pass
 from gradkit.grads.layers import layers_supported
 from gradkit.grads.learned import Learned, forget, recall
 from gradkit.grads.reference import check_consistency, reference_pass, reference_rejections
-from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
+from gradkit.grads.samples import LossFn, active_dropout, check_inputs, num_samples, take
 from gradkit.grads.sketch import sketch
 from gradkit.grads.warn import warn_user
 
@@ -91,38 +90,6 @@ _CHUNK_MIN = 8
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
 _LOOP_MAX = 8
-
-
-# ---------------------------------------------------------------------------------------------
-# The exact fallbacks, for all trainable parameters or only some (``names``)
-# ---------------------------------------------------------------------------------------------
-def _vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) -> Tensor:
-    trainable = dict(trainable_named_parameters(model))
-    names = list(trainable) if names is None else names
-    params = {k: trainable[k].detach() for k in names}
-    frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
-    buffers = dict(model.named_buffers())
-
-    def loss_one(p, x, y):
-        out = functional_call(model, (p, frozen, buffers), (unsqueeze(x),))
-        return loss_fn(out, unsqueeze(y)).reshape(())
-
-    with double_backward_sdpa():  # the math attention kernel has batching rules; fused ones not
-        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs,
-                                                                              targets)
-    n = num_samples(inputs)
-    return torch.cat([g[k].reshape(n, -1) for k in names], dim=1)
-
-
-def _loop_grads(model, loss_fn, inputs, targets, names=None) -> Tensor:
-    trainable = dict(trainable_named_parameters(model))
-    params = [trainable[k] for k in (trainable if names is None else names)]
-    rows = []
-    for i in range(num_samples(inputs)):
-        sl = slice(i, i + 1)
-        loss = loss_fn(model(take(inputs, sl)), take(targets, sl)).reshape(())
-        rows.append(flat_grad(loss, params))
-    return torch.stack(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +152,14 @@ class _Run:
                              "use method='auto' (exact fallbacks) or 'vmap' / 'loop'")
         self.ref, self.whole, self.learned = None, None, Learned()
         self.checking = False  # whether this call's reference pass took the gradient
+        self.random = active_dropout(model)  # random masks: runs cannot be compared
+        if self.random:
+            _warn_once(model, "dropout", (
+                f"per_sample_grads: {', '.join(map(repr, self.random))} drop at random (training "
+                "mode): the per-sample gradients are those under this call's random masks (each "
+                "sample its own; another call draws others), computed by the per-sample loop, "
+                "and the checks that compare two passes are skipped. model.eval() gives "
+                "deterministic per-sample gradients (of the model without dropout)."))
 
     def recall(self, x) -> None:
         """Start from what earlier calls learned for this model and signature."""
@@ -204,7 +179,8 @@ class _Run:
         self.summed = False  # whether the layers pass checked the loss's coupling
         g = self._chunk(x, y, first, out)
         learned = self.learned
-        if first and self.check and not (self.summed or learned.summed or learned.coupled):
+        if first and self.check and not (self.summed or learned.summed or learned.coupled
+                                          or self.random):
             params = [p for _, p in self.named]
             learned.summed = check_coupled_params(self.model, self.loss_fn, x, y, g, params)
         return g
@@ -214,11 +190,11 @@ class _Run:
         if self.method == "vmap":
             return self._fallback(x, y, None)
         if self.method == "loop":
-            return _loop_grads(model, loss_fn, x, y)
+            return loop_grads(model, loss_fn, x, y)
         if self.learned.coupled and self.whole is None:
             return self._coupled(self.learned.coupled, x, y)
-        if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
-            return _loop_grads(model, loss_fn, x, y)
+        if self.whole == "loop" or (self.method == "auto" and (n < _LOOP_BELOW or self.random)):
+            return loop_grads(model, loss_fn, x, y)
         if self.whole == "vmap":
             return self._fallback(x, y, None)
         if self.method == "auto" and len(plan.covered) < len(self.named) and not self._large_conv():
@@ -226,7 +202,7 @@ class _Run:
             self._warn_unsupported(plan.unsupported)
             fb = self._fallback(x, y, None)
             self.whole = self.whole or "vmap"
-            return _loop_grads(model, loss_fn, x, y) if fb is None else fb
+            return loop_grads(model, loss_fn, x, y) if fb is None else fb
         if self.ref is None and plan.covered:
             self.checking = self.check
             self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
@@ -240,7 +216,7 @@ class _Run:
             # conv would take vmap's costly grouped weight gradient, vmap does everything too
             fb = self._fallback(x, y, [k for k, _ in missing])
             if fb is None:
-                return _loop_grads(model, loss_fn, x, y)
+                return loop_grads(model, loss_fn, x, y)
             got.update(zip([id(p) for _, p in missing],
                            fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
         if plan.covered:
@@ -256,7 +232,7 @@ class _Run:
                 self._warn_unsupported(plan.unsupported)
                 names = [k for k, _ in late]
                 fb = self._fallback(x, y, names)
-                fb = _loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
+                fb = loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
                 got.update(zip([id(p) for _, p in late],
                                fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
         parts = [got[id(p)] for _, p in self.named]
@@ -281,7 +257,7 @@ class _Run:
         self.learned.coupled = why
         fb = self._fallback(x, y, None)
         self.whole = self.whole or "vmap"
-        return _loop_grads(self.model, self.loss_fn, x, y) if fb is None else fb
+        return loop_grads(self.model, self.loss_fn, x, y) if fb is None else fb
 
     def _large_conv(self) -> bool:
         """Whether a hooked conv leaves the grouped call (there vmap's weight gradient explodes:
@@ -307,11 +283,11 @@ class _Run:
         run (recurrent layers, whose vmap is a slow loop; few samples; a failed attempt)."""
         model, loss_fn, n = self.model, self.loss_fn, num_samples(x)
         if self.method == "vmap":
-            return _vmap_grads(model, loss_fn, x, y, names=names)
-        recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+            return vmap_grads(model, loss_fn, x, y, names=names)
+        recurrent = self.random or any(isinstance(m, nn.RNNBase) for m in model.modules())
         if self.method == "auto" and not (self.learned.vmap_failed or recurrent or n <= _LOOP_MAX):
             try:
-                return _vmap_grads(model, loss_fn, x, y, names=names)
+                return vmap_grads(model, loss_fn, x, y, names=names)
             except Exception as e:  # noqa: BLE001 - any vmap failure: the loop is exact
                 self.learned.vmap_failed = True
                 _warn_once(model, "vmap", (
@@ -321,7 +297,7 @@ class _Run:
         if self.method == "auto":
             self.whole = "loop"  # the loop costs the same for all parameters as for some
             return None  # the caller runs the loop
-        return _loop_grads(model, loss_fn, x, y, names=names)
+        return loop_grads(model, loss_fn, x, y, names=names)
 
 
 def per_sample_grads(

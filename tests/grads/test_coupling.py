@@ -146,3 +146,21 @@ def test_the_workbooks_objective_is_per_sample_and_its_raw_batch_form_is_not():
 
     with pytest.raises(CoupledLossError, match="'raw'"):
         per_sample_grads(model, raw, x, (y, angles))
+
+
+def test_dropout_in_training_mode_is_warned_once_naming_it():
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    model.train()
+    x, y = torch.randn(10, 5), torch.randint(0, 3, (10,))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        first = per_sample_grads(model, F.cross_entropy, x, y)
+        second = per_sample_grads(model, F.cross_entropy, x, y)
+    said = [m for m in w if "random masks" in str(m.message)]
+    assert len(said) == 1 and "'2'" in str(said[0].message) and "eval()" in str(said[0].message)
+    assert said[0].filename == __file__
+    assert not torch.allclose(first, second)  # what the warning says: masks differ per call
+    model.eval()
+    torch.testing.assert_close(per_sample_grads(model, F.cross_entropy, x, y),
+                               per_sample_grads(model, F.cross_entropy, x, y))
