@@ -362,7 +362,7 @@ def test_later_calls_reuse_what_the_first_learned(monkeypatch):
     import gradkit.grads.engine as E
 
     counts = {"ref": 0, "vmap": 0}
-    ref_pass, vmap_grads = E.reference_pass, E._vmap_grads
+    ref_pass, vmap_grads = E.reference_pass, E.vmap_grads
 
     def counting_ref(*a, **k):
         counts["ref"] += 1
@@ -373,7 +373,7 @@ def test_later_calls_reuse_what_the_first_learned(monkeypatch):
         return vmap_grads(*a, **k)
 
     monkeypatch.setattr(E, "reference_pass", counting_ref)
-    monkeypatch.setattr(E, "_vmap_grads", counting_vmap)
+    monkeypatch.setattr(E, "vmap_grads", counting_vmap)
     torch.manual_seed(0)
     model, (x, y) = TimeMajor(), seq(12)
     for _ in range(3):
