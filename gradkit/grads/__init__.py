@@ -6,6 +6,7 @@
 - :mod:`~gradkit.grads.convs`       the convolutions' exact per-sample paths and cost model
 - :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)
 - :mod:`~gradkit.grads.attention`   ``nn.MultiheadAttention``'s replay rule
+- :mod:`~gradkit.grads.freeparams`  a container's own parameters, when added to activations
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions
 - :mod:`~gradkit.grads.reference`   the pass's reference: one sample alone (shapes, coupling)
 - :mod:`~gradkit.grads.learned`     what a call learns about a model, kept for later calls

@@ -25,7 +25,9 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
   (:func:`~gradkit.grads.convs.conv_path`: a grouped ``convolution_backward`` while groups are
   small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM`` and
   ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
-  :mod:`~gradkit.grads.attention`);
+  :mod:`~gradkit.grads.attention`); a container's own parameters added to the activations
+  (a learned positional embedding) are taken in the pass too (:mod:`~gradkit.grads.freeparams`),
+  and one that is used otherwise falls back alone;
 - the other parameters: ``"vmap"`` (for all parameters, since it runs the whole network batched
   anyway, unless a large convolution would take vmap's costly grouped weight gradient: then for
   those parameters only), or the loop when the chunk has at most ``_LOOP_MAX`` samples, when
@@ -197,8 +199,10 @@ class _Run:
             return loop_grads(model, loss_fn, x, y)
         if self.whole == "vmap":
             return self._fallback(x, y, None)
-        if self.method == "auto" and len(plan.covered) < len(self.named) and not self._large_conv():
-            # some parameters need vmap (or the loop), which then takes all (see _fallback)
+        if (self.method == "auto" and len(plan.covered) + len(plan.fallen) < len(self.named)
+                and not self._large_conv()):
+            # some layers need vmap (or the loop), which then takes all (see _fallback); a
+            # container's own parameter that is not additive falls back alone (freeparams)
             self._warn_unsupported(plan.unsupported)
             fb = self._fallback(x, y, None)
             self.whole = self.whole or "vmap"

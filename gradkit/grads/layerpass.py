@@ -44,10 +44,12 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.grads.coupling import check_coupled_outputs
+from gradkit.grads.freeparams import AdditiveCapture, free_parameters
 from gradkit.grads.layers import (
     FusedConv,
     any_sample_dim,
     fuses,
+    holds_free_parameters,
     replay_for,
     rule_for,
     unsupported_reason,
@@ -89,10 +91,12 @@ class LayerPlan:
     params: dict[int, Tensor] = field(default_factory=dict)
     covered: set[int] = field(default_factory=set)
     slots: dict[nn.Module, list[tuple[nn.Module, str]]] = field(default_factory=dict)
+    free: dict[int, tuple] = field(default_factory=dict)  # a container's own (freeparams)
+    fallen: set[int] = field(default_factory=set)  # free parameters excluded: by fallback
 
     @classmethod
     def of(cls, model: nn.Module) -> LayerPlan:
-        plan, inside = cls(), set()  # inside: modules a replay rule's subtree covers
+        plan, inside, holders = cls(), set(), []  # inside: modules a replay subtree covers
         for name, m in model.named_modules(remove_duplicate=False):
             if m in inside:
                 continue
@@ -106,7 +110,9 @@ class LayerPlan:
                 plan.owners_of.setdefault(id(p), []).append(m)
                 plan.params[id(p)] = p
             reason = unsupported_reason(m)
-            if reason:
+            if reason and holds_free_parameters(m):
+                holders.append(m)
+            elif reason:
                 plan.unsupported[name or type(m).__name__] = reason
             elif m not in plan.owners:
                 _, registered = rule_for(m)
@@ -116,8 +122,9 @@ class LayerPlan:
                         "for which its rule was written")
                 else:
                     plan.owners[m], plan.slots[m] = name or type(m).__name__, slots
+        plan.free = free_parameters(model, holders)
         plan.covered = {pid for pid, ms in plan.owners_of.items()
-                        if all(m in plan.owners for m in ms)}
+                        if all(m in plan.owners for m in ms)} | set(plan.free)
         return plan
 
     def exclude(self, names: dict[str, str]) -> None:
@@ -126,8 +133,13 @@ class LayerPlan:
             if name in names:
                 del self.owners[m]
                 self.unsupported[name] = names[name]
-        self.covered = {pid for pid in self.covered
-                        if all(m in self.owners for m in self.owners_of[pid])}
+        for pid, (_, _, name) in list(self.free.items()):
+            if name in names:
+                del self.free[pid]
+                self.fallen.add(pid)
+                self.unsupported[name] = names[name]
+        self.covered = {pid for pid in self.covered if pid in self.free
+                        or all(m in self.owners for m in self.owners_of[pid])}
 
 
 def _sample_dim(ref: torch.Size, got: torch.Size, n: int, k: int) -> int | None:
@@ -265,12 +277,24 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         m.register_forward_pre_hook(pre_hook, with_kwargs=True),
         m.register_forward_hook(forward_hook, with_kwargs=True))]
     own_forwards = {}
+
+    def store_free(pid: int, g: Tensor) -> None:
+        grads[pid] = grads[pid] + g.reshape(n, -1) if pid in grads else g.reshape(n, -1)
+
+    capture = AdditiveCapture(plan.free, n, store_free) if plan.free else None
     try:
         for m in plan.owners:
             if replay_for(m) is not None:
                 own_forwards[m], m.forward = replaying_forward(m)
-        outputs = model(inputs)
+        if capture is None:
+            outputs = model(inputs)
+        else:
+            capture.swap()
+            with capture:
+                outputs = model(inputs)
     finally:
+        if capture is not None:
+            capture.restore()
         for h in handles:
             h.remove()
         for m, own in own_forwards.items():
@@ -302,19 +326,31 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     roots = [t for t, g in zip(real, seeds, strict=True) if g is not None]
     seeds = [g for g in seeds if g is not None]
     del outputs, losses, cut
-    params = {pid: (plan.params[pid], plan.owners_of[pid]) for pid in plan.covered}
+    params = {pid: (plan.params[pid], plan.owners_of[pid]) for pid in plan.covered
+              if pid not in plan.free}
+    leaves = dict(capture.leaves) if capture is not None else {}
     # Backward to the layer outputs only (gradient edges hold no activations), so autograd
     # never forms the summed weight gradients; the tensor hooks turn each δ into per-sample
     # gradients as it arrives. The real parameters are reached only by uses outside the calls.
     if (edges or params) and roots:
-        plist = [p for p, _ in params.values()]
-        got = torch.autograd.grad(roots, edges + plist, seeds, allow_unused=True)[len(edges):]
+        plist = [p for p, _ in params.values()] + [plan.params[pid] for pid in leaves]
+        got = torch.autograd.grad(roots, edges + plist + list(leaves.values()), seeds,
+                                  allow_unused=True)[len(edges):]
+        got, outside, at_leaf = (got[:len(params)], got[len(params):len(plist)],
+                                 got[len(plist):])
+        for pid, g in zip(leaves, outside, strict=True):
+            if g is not None:
+                capture._reject(pid, "also used outside the model's forward (by the loss?)")
+        capture is None or capture.verify(dict(zip(leaves, at_leaf, strict=True)))
         for (_, ms), g in zip(params.values(), got, strict=True):
             if g is not None:
                 for m in ms:
                     rejected.setdefault(plan.owners[m], "a parameter of it is also used outside "
                                                         "its call (a tied weight?)")
+    if capture is not None:
+        rejected.update(capture.rejected)
     bad = {m for m, name in plan.owners.items() if name in rejected}
     keep = {pid: grads[pid] if pid in grads else plan.params[pid].new_zeros(n, plan.params[
-            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])}
+            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])
+            and not (pid in plan.free and plan.free[pid][2] in rejected)}
     return keep, rejected, None

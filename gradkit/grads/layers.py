@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from gradkit.grads.convs import conv_path, conv_weight, fused_backward
 
-__all__ = ["any_sample_dim", "layers_supported", "register_replay", "register_rule",
-           "replay_for", "rule_for", "unsupported_reason"]
+__all__ = ["any_sample_dim", "holds_free_parameters", "layers_supported", "register_replay",
+           "register_rule", "replay_for", "rule_for", "unsupported_reason"]
 
 
 def _normalised(m: nn.Module, a: Tensor) -> Tensor:
@@ -295,6 +295,14 @@ def unsupported_reason(m: nn.Module) -> str | None:
     return None
 
 
+def holds_free_parameters(m: nn.Module) -> bool:
+    """Whether ``m`` is a container (it has children) with trainable parameters of its own and
+    no rule: they are used in its ``forward`` (a learned positional embedding), where the pass
+    takes them when additive (:mod:`~gradkit.grads.freeparams`)."""
+    return (unsupported_reason(m) is not None and next(m.children(), None) is not None
+            and not any(t in _RULES for t in type(m).__mro__))
+
+
 def rule_for(m: nn.Module) -> tuple[Rule, type]:
     """``(rule, the registered class it was registered for)`` of a supported module."""
     t = next(t for t in type(m).__mro__ if t in _RULES or t in _REPLAYS)
@@ -308,6 +316,9 @@ def layers_supported(model: nn.Module) -> bool:
     dilation, groups), ``LayerNorm``, ``BatchNorm`` (eval mode) and the project's
     ``InputPrompt``, and by replay ``GroupNorm``, ``LSTM`` (:mod:`~gradkit.grads.recurrent`) and
     ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`), whose calls are checked as they
-    happen; more with :func:`register_rule` / :func:`register_replay`.
+    happen; more with :func:`register_rule` / :func:`register_replay`. A container's own
+    parameters (:func:`holds_free_parameters`) count as supported: the pass takes them where
+    they are added to the activations, and checks it.
     """
-    return all(unsupported_reason(m) is None for m in model.modules())
+    return all(unsupported_reason(m) is None or holds_free_parameters(m)
+               for m in model.modules())
