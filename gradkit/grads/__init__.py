@@ -5,6 +5,8 @@
 - :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
 - :mod:`~gradkit.grads.convs`       the convolutions' exact per-sample paths and cost model
 - :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)
+- :mod:`~gradkit.grads.gru`         the GRU's replay rule
+- :mod:`~gradkit.grads.rnn`         the RNN's (tanh / relu) replay rule, the one-state layer loop
 - :mod:`~gradkit.grads.attention`   ``nn.MultiheadAttention``'s replay rule
 - :mod:`~gradkit.grads.freeparams`  a container's own parameters, when added to activations
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions

@@ -23,11 +23,12 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 - every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
   convolution's weight rule takes the cheapest exact path for its shape
   (:func:`~gradkit.grads.convs.conv_path`: a grouped ``convolution_backward`` while groups are
-  small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM`` and
-  ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
-  :mod:`~gradkit.grads.attention`); a container's own parameters added to the activations
-  (a learned positional embedding) are taken in the pass too (:mod:`~gradkit.grads.freeparams`),
-  and one that is used otherwise falls back alone;
+  small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM``,
+  ``GRU``, ``RNN`` and ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
+  :mod:`~gradkit.grads.gru`, :mod:`~gradkit.grads.rnn`, :mod:`~gradkit.grads.attention`); a
+  container's own parameters added to the activations (a learned positional embedding) are
+  taken in the pass too (:mod:`~gradkit.grads.freeparams`), and one used otherwise falls back
+  alone;
 - the other parameters: ``"vmap"`` (for all parameters, since it runs the whole network batched
   anyway, unless a large convolution would take vmap's costly grouped weight gradient: then for
   those parameters only), or the loop when the chunk has at most ``_LOOP_MAX`` samples, when

@@ -7,8 +7,8 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
 1. **form**: the module's class does not override the ``forward`` of the class its rule was
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
    returning a tensor (a *replay* rule, :func:`~gradkit.grads.layers.register_replay`, takes
-   any call and checks it itself: GroupNorm its one input, an LSTM with its ``hx``, attention
-   with its masks);
+   any call and checks it itself: GroupNorm its one input, an LSTM / GRU / RNN with its
+   ``hx``, attention with its masks);
 2. **where the samples are**: the same call on one sample alone
    (:func:`~gradkit.grads.reference.reference_pass`) had the same input and output shapes
    except for one dim of size 1 where the chunk has its ``n`` samples: that dim holds the

@@ -13,8 +13,9 @@ small rule per layer type (BackPACK's design):
 - the ranker's ``InputPrompt`` ``δ_i``
 - by *replay* (the module's output computed by the rule, instead of its forward, so that the
   backward yields the per-sample gradients): ``GroupNorm`` (:class:`_GroupNorm`, one native
-  backward for the input gradient and the per-sample ones), ``LSTM``
-  (:mod:`~gradkit.grads.recurrent`, a hand-written backward through time) and
+  backward for the input gradient and the per-sample ones), ``LSTM``, ``GRU`` and ``RNN``
+  (:mod:`~gradkit.grads.recurrent`, :mod:`~gradkit.grads.gru`, :mod:`~gradkit.grads.rnn`: a
+  hand-written backward through time) and
   ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`, its projections as Linear rules)
 
 The backward is taken with respect to the layer outputs only, so autograd never forms the summed
@@ -271,11 +272,15 @@ except ImportError:  # pragma: no cover - models is optional for this module
 # The replay rules, each in its own module (the math of a recurrence or of attention is longer
 # than a contraction): they import nothing from here, so registering them here has no cycle.
 from gradkit.grads.attention import mha_replay  # noqa: E402
+from gradkit.grads.gru import gru_replay  # noqa: E402
 from gradkit.grads.recurrent import lstm_replay  # noqa: E402
+from gradkit.grads.rnn import elman_replay  # noqa: E402
 
 register_replay(nn.GroupNorm)(group_norm_replay)
 register_replay(nn.MultiheadAttention)(mha_replay)
 register_replay(nn.LSTM)(lstm_replay)
+register_replay(nn.GRU)(gru_replay)
+register_replay(nn.RNN)(elman_replay)
 
 
 def unsupported_reason(m: nn.Module) -> str | None:
@@ -314,7 +319,8 @@ def layers_supported(model: nn.Module) -> bool:
 
     Built in: ``Linear``, ``Conv1d``/``2d``/``3d`` (zero padding given as numbers, any stride,
     dilation, groups), ``LayerNorm``, ``BatchNorm`` (eval mode) and the project's
-    ``InputPrompt``, and by replay ``GroupNorm``, ``LSTM`` (:mod:`~gradkit.grads.recurrent`) and
+    ``InputPrompt``, and by replay ``GroupNorm``, ``LSTM`` (:mod:`~gradkit.grads.recurrent`),
+    ``GRU`` (:mod:`~gradkit.grads.gru`), ``RNN`` (tanh / relu, :mod:`~gradkit.grads.rnn`) and
     ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`), whose calls are checked as they
     happen; more with :func:`register_rule` / :func:`register_replay`. A container's own
     parameters (:func:`holds_free_parameters`) count as supported: the pass takes them where
