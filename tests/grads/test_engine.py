@@ -144,6 +144,20 @@ def test_per_sample_grads_equal_autograd_loop(case, method):
     torch.testing.assert_close(got, ref, **TOL)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_sum_reduced_losses_pass_the_coupling_check(case, method):
+    """The grid with each loss summed over the batch (``N`` times its mean): the coupling check
+    reads the reduction from the values (c = 1 instead of 1/N) and passes."""
+    model, loss_fn, x, y = CASES[case]
+
+    def summed(out, t):
+        return loss_fn(out, t) * (t[0] if isinstance(t, tuple) else t).shape[0]
+
+    got = per_sample_grads(model, summed, x, y, method=method)
+    torch.testing.assert_close(got, reference(model, loss_fn, x, y), **TOL)
+
+
 @pytest.mark.parametrize("case", ["cnn", "ranker"])
 def test_chunking_does_not_change_the_result(case):
     model, loss_fn, x, y = CASES[case]
