@@ -42,11 +42,11 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
   each sample's gradient alone (:func:`~gradkit.grads.reference.batch_coupling`, warned once).
 
 What a call learns about a model (the reference sample's call shapes, the modules rejected,
-a failed vmap, interacting samples, a passed consistency check) is kept, weakly, per model and
-call signature (the inputs' tree, float inputs' per-sample shapes and dtypes, integer and bool
-inputs by value, the modules, their training flags, the trainable parameters;
-:mod:`~gradkit.grads.learned`): later calls with the same signature skip the reference pass and
-the probes. :func:`forget` drops it.
+a failed vmap, interacting samples, a passed consistency check and loss-coupling check) is
+kept, weakly, per model and call signature (the inputs' tree, float inputs' per-sample shapes
+and dtypes, integer and bool inputs by value, the modules, their training flags, the trainable
+parameters; :mod:`~gradkit.grads.learned`): later calls with the same signature skip the
+reference pass and the probes. :func:`forget` drops it.
 
 Cost model, in units of a plain batch backward ``B``: layers ``≈ B`` plus the per-sample
 products (the rules' flops equal the summed weight gradient's; attention and recurrent layers

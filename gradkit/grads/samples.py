@@ -82,6 +82,8 @@ def active_dropout(model: nn.Module) -> list[str]:
     out = []
     for name, m in model.named_modules():
         rate = m.p if isinstance(m, nn.modules.dropout._DropoutNd) else getattr(m, "dropout", 0)
+        if isinstance(m, nn.RNNBase) and m.num_layers == 1:
+            rate = 0  # a recurrent layer drops only between its layers
         if m.training and isinstance(rate, float | int) and rate > 0 and (
                 isinstance(m, nn.modules.dropout._DropoutNd | nn.RNNBase | nn.MultiheadAttention)):
             out.append(name or type(m).__name__)

@@ -1,4 +1,5 @@
-"""lstm_replay against a per-sample autograd loop through the real nn.LSTM."""
+"""The recurrent replays against a per-sample autograd loop through the real modules: lstm_replay
+(nn.LSTM) directly, and nn.GRU / nn.RNN (tanh, relu) through per_sample_grads."""
 
 from __future__ import annotations
 
