@@ -163,6 +163,10 @@ class _Run:
                 "sample its own; another call draws others), computed by the per-sample loop, "
                 "and the checks that compare two passes are skipped. model.eval() gives "
                 "deterministic per-sample gradients (of the model without dropout)."))
+        if self.random and method == "layers":
+            raise ValueError(f"method='layers' cannot verify its rules under random masks "
+                             f"({', '.join(map(repr, self.random))} in training mode): call "
+                             "model.eval(), or use method='loop' / 'vmap'")
 
     def recall(self, x) -> None:
         """Start from what earlier calls learned for this model and signature."""
@@ -287,8 +291,9 @@ class _Run:
         """vmap for ``names`` (all: None); under auto the loop where vmap cannot or should not
         run (recurrent layers, whose vmap is a slow loop; few samples; a failed attempt)."""
         model, loss_fn, n = self.model, self.loss_fn, num_samples(x)
-        if self.method == "vmap":
-            return vmap_grads(model, loss_fn, x, y, names=names)
+        if self.method == "vmap":  # with dropout active, each sample its own mask
+            return vmap_grads(model, loss_fn, x, y, names=names,
+                              randomness="different" if self.random else "error")
         recurrent = self.random or any(isinstance(m, nn.RNNBase) for m in model.modules())
         if self.method == "auto" and not (self.learned.vmap_failed or recurrent or n <= _LOOP_MAX):
             try:

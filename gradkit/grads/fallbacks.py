@@ -16,8 +16,10 @@ from gradkit.grads.samples import num_samples, take, unsqueeze
 __all__ = ["loop_grads", "vmap_grads"]
 
 
-def vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) -> Tensor:
-    """``G`` of ``names`` (all trainable: None) by ``vmap(grad(l))``, chunked by ``chunk_size``."""
+def vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None,
+               randomness: str = "error") -> Tensor:
+    """``G`` of ``names`` (all trainable: None) by ``vmap(grad(l))``, chunked by ``chunk_size``;
+    ``randomness="different"`` lets random ops (dropout) draw per sample."""
     trainable = dict(trainable_named_parameters(model))
     names = list(trainable) if names is None else names
     params = {k: trainable[k].detach() for k in names}
@@ -29,8 +31,8 @@ def vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) -> 
         return loss_fn(out, unsqueeze(y)).reshape(())
 
     with double_backward_sdpa():  # the math attention kernel has batching rules; fused ones not
-        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs,
-                                                                              targets)
+        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size,
+                 randomness=randomness)(params, inputs, targets)
     n = num_samples(inputs)
     return torch.cat([g[k].reshape(n, -1) for k in names], dim=1)
 

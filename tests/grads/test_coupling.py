@@ -161,6 +161,9 @@ def test_dropout_in_training_mode_is_warned_once_naming_it():
     assert len(said) == 1 and "'2'" in str(said[0].message) and "eval()" in str(said[0].message)
     assert said[0].filename == __file__
     assert not torch.allclose(first, second)  # what the warning says: masks differ per call
+    assert torch.isfinite(per_sample_grads(model, F.cross_entropy, x, y, method="vmap")).all()
+    with pytest.raises(ValueError, match="'2'.*eval"):
+        per_sample_grads(model, F.cross_entropy, x, y, method="layers")
     model.eval()
     torch.testing.assert_close(per_sample_grads(model, F.cross_entropy, x, y),
                                per_sample_grads(model, F.cross_entropy, x, y))
