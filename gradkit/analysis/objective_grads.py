@@ -23,6 +23,13 @@ and ``(1/|b|) Σ_{k∈b} ∇l_k = ∇_θ [GHMC_b + λ GHMRanking_b]`` exactly: t
 a batch is that batch's training gradient, and their mean over the epoch is the epoch's mean
 gradient at ``θ``. (The shares depend on who shares the batch, so for batches drawn afresh the
 noise scale of these rows is an approximation; for the run's own batches it is exact.)
+
+So per-sample quantities never take the pairwise ranking term of a batch: :func:`objective_loss`
+is a mean of per-sample terms (``w`` and ``c`` frozen as constants) and passes
+:func:`~gradkit.grads.per_sample_grads`'s loss-coupling check, where the raw batch objective
+(CE + pairwise ranking over the batch's pairs) would raise
+:class:`~gradkit.grads.CoupledLossError` (a pair of one sample is no pair: its rows would be
+the CE rows alone). The ranking term itself is reported separately (the runs' logged losses).
 """
 
 from __future__ import annotations

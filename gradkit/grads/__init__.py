@@ -1,13 +1,19 @@
-"""Gradients: exact per-sample, per-batch and full-data gradients and what is measured on them.
+"""Gradients: exact per-sample, per-batch and full-data gradients and statistics of them.
 
 - :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
+- :mod:`~gradkit.grads.fallbacks`   the exact fallbacks: vmap and the per-sample loop
 - :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
 - :mod:`~gradkit.grads.convs`       the convolutions' exact per-sample paths and cost model
 - :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)
+- :mod:`~gradkit.grads.gru`         the GRU's replay rule
+- :mod:`~gradkit.grads.rnn`         the RNN's (tanh / relu) replay rule, the one-state layer loop
 - :mod:`~gradkit.grads.attention`   ``nn.MultiheadAttention``'s replay rule
+- :mod:`~gradkit.grads.freeparams`  a container's own parameters, when added to activations
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions
 - :mod:`~gradkit.grads.reference`   the pass's reference: one sample alone (shapes, coupling)
 - :mod:`~gradkit.grads.learned`     what a call learns about a model, kept for later calls
+- :mod:`~gradkit.grads.coupling`    does the loss couple the samples? (``CoupledLossError``)
+- :mod:`~gradkit.grads.warn`        warnings at the user's line
 - :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
 - :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
 - :mod:`~gradkit.grads.sketch`      random projections that keep inner products
@@ -23,20 +29,24 @@ Usage: ``from gradkit.grads import per_sample_grads, noise_scale``.
 from gradkit.grads.batches import batch_grads, batch_index, batch_means, full_grad
 from gradkit.grads.engine import (
     METHODS,
+    CoupledLossError,
     choose_method,
     default_chunk_size,
     forget,
     per_sample_grads,
 )
+from gradkit.grads.hessian import top_eigenvalues
 from gradkit.grads.layers import layers_supported, register_rule
 from gradkit.grads.noise import NoiseScale, StreamingNoiseScale, noise_scale
 from gradkit.grads.samples import per_sample_losses
 from gradkit.grads.similarity import cosine, similarity_matrix, similarity_stats
 from gradkit.grads.sketch import sketch
+from gradkit.grads.tsne import tsne_directions
 
 __all__ = [
-    "METHODS", "NoiseScale", "StreamingNoiseScale", "batch_grads", "batch_index", "batch_means",
+    "METHODS", "CoupledLossError", "NoiseScale", "StreamingNoiseScale", "batch_grads",
+    "batch_index", "batch_means",
     "choose_method", "cosine", "default_chunk_size", "forget", "full_grad", "layers_supported",
     "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
-    "similarity_matrix", "similarity_stats", "sketch",
+    "similarity_matrix", "similarity_stats", "sketch", "top_eigenvalues", "tsne_directions",
 ]

@@ -30,26 +30,23 @@ def conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> T
     with ``n·C_in`` channels and ``δ`` with ``n·C_out``, convolved with ``n·groups`` groups, is
     ``n`` independent convolutions, and the *summed* weight gradient of that grouped
     convolution (``aten.convolution_backward``, batch 1) is exactly the stack of the ``n``
-    per-sample weight gradients. Measured on this CPU (N = 128, the ranker's 3x3 layers): as
-    fast as the ordinary summed weight gradient, 3-6x faster than one batched matmul per kernel
-    tap, 10-60x faster than ``F.unfold`` (im2col) + ``bmm`` as in Opacus/BackPACK, 1.05-5x faster
-    than the "conv as correlation" trick (``conv2d`` of the channel-major input with ``δ`` as
-    ``n·C_out`` kernels) and 1.5-2.5x faster than with channels_last tensors.
+    per-sample weight gradients: as fast as the ordinary summed weight gradient, and faster
+    than one batched matmul per kernel tap, ``F.unfold`` (im2col) + ``bmm`` as in
+    Opacus/BackPACK, the "conv as correlation" trick (``conv2d`` of the channel-major input with
+    ``δ`` as ``n·C_out`` kernels) or channels_last tensors (figures: benchmarks/README.md,
+    "Timing notes moved from the code").
 
-    Three layer shapes get their own, measured faster, path (medians in place):
+    Three layer shapes get their own, faster, path:
 
-    - 1x1 kernels without padding (the ResNet skips): ``δ_n · a_n[:, ::s, ::s]ᵀ``, one ``bmm``
-      (0.07-0.11 ms instead of 0.12-0.18 alone; 0.17-0.26 instead of 0.35-0.43 ms in place).
+    - 1x1 kernels without padding (the ResNet skips): ``δ_n · a_n[:, ::s, ::s]ᵀ``, one ``bmm``.
     - one input channel and one group (the 1-channel stem): one ``bmm`` per kernel tap on
-      views (:func:`_taps_weight`); on the AMD EPYC (AVX2) CPU 1.5-3.1 ms at N = 128 and
-      1.5-1.9 at 60-68 in every run, where the depthwise call below took 0.8-6.1 and 3.1-10.8
-      from run to run (oneDNN's depthwise kernel with ``n·C_out`` groups is fast only on some
-      runs and batch sizes) and the grouped call 2.3-3.9 / 4.5-8.5. With more input channels
-      the per-tap products are 2-5x slower than the grouped call (8-32 channels).
+      views (:func:`_taps_weight`), steady from run to run where oneDNN's depthwise kernel
+      with ``n·C_out`` groups is fast only on some runs and batch sizes. With more input
+      channels the per-tap products are slower than the grouped call.
     - one input channel per group, several groups: ``a`` repeated over the output channels
       of its group makes a depthwise convolution with ``n·C_out`` groups, which oneDNN handles
-      up to 2x faster than the grouped call. Depthwise paths for more input channels were
-      10-100x slower (the repeated ``a`` is big).
+      faster than the grouped call. Depthwise paths for more input channels were much slower
+      (the repeated ``a`` is big).
     """
     n, w = a.shape[0], m.weight.detach()
     path = conv_path(m, a.shape)
@@ -70,10 +67,10 @@ def conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> T
                       for i in range(n)])  # "loop": one summed weight gradient per sample
 
 
-# The cost model of the conv weight rule (measured: benchmarks/README.md, "Large convolutions").
+# The cost model of the conv weight rule (figures: benchmarks/README.md, "Large convolutions").
 # The grouped call (n·groups groups) is as fast as the summed weight gradient while a group is
 # small (the ranker: 8-32 channels, 3x3) but oneDNN's grouped kernels degrade with wide groups
-# (Conv1d(250, 2000, 32), N = 8: ~24 s against 0.3 s summed). Above these sizes the same
+# (Conv1d(250, 2000, 32): many times the summed gradient). Above these sizes the same
 # products go through im2col (``F.unfold``) + one batched matmul, whose cost is the summed
 # gradient's flops plus writing the unfolded input, or, when that copy would exceed
 # _UNFOLD_BYTES, through one summed weight gradient per sample ("loop": no extra memory).
@@ -184,9 +181,8 @@ def fused_backward(m, a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
 
 def _pointwise_input_grad(m, a: Tensor, d: Tensor) -> Tensor:
     """``∂L/∂a`` of a 1x1 conv without padding: ``Wᵀ δ[n, :, p]`` at the input positions
-    ``s·p`` it reads (stride ``s``), zero between them. One matmul; on the AMD EPYC (AVX2) CPU,
-    N = 60-68, 3-12x faster than oneDNN's input gradient of the ranker's stride-2 1x1 skips
-    (0.3-0.5 ms instead of 0.8-5.8)."""
+    ``s·p`` it reads (stride ``s``), zero between them. One matmul, faster than oneDNN's input
+    gradient of the ranker's stride-2 1x1 skips (benchmarks/README.md)."""
     n, w = a.shape[0], m.weight.detach()
     on = torch.matmul(w.flatten(1).t(), d.flatten(2))  # [n, C_in, positions read]
     if all(s == 1 for s in m.stride):

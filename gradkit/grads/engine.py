@@ -23,9 +23,12 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 - every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
   convolution's weight rule takes the cheapest exact path for its shape
   (:func:`~gradkit.grads.convs.conv_path`: a grouped ``convolution_backward`` while groups are
-  small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM`` and
-  ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
-  :mod:`~gradkit.grads.attention`);
+  small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM``,
+  ``GRU``, ``RNN`` and ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
+  :mod:`~gradkit.grads.gru`, :mod:`~gradkit.grads.rnn`, :mod:`~gradkit.grads.attention`); a
+  container's own parameters added to the activations (a learned positional embedding) are
+  taken in the pass too (:mod:`~gradkit.grads.freeparams`), and one used otherwise falls back
+  alone;
 - the other parameters: ``"vmap"`` (for all parameters, since it runs the whole network batched
   anyway, unless a large convolution would take vmap's costly grouped weight gradient: then for
   those parameters only), or the loop when the chunk has at most ``_LOOP_MAX`` samples, when
@@ -39,93 +42,57 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
   each sample's gradient alone (:func:`~gradkit.grads.reference.batch_coupling`, warned once).
 
 What a call learns about a model (the reference sample's call shapes, the modules rejected,
-a failed vmap, interacting samples, a passed consistency check) is kept, weakly, per model and
-call signature (the inputs' tree, float inputs' per-sample shapes and dtypes, integer and bool
-inputs by value, the modules, their training flags, the trainable parameters;
-:mod:`~gradkit.grads.learned`): later calls with the same signature skip the reference pass and
-the probes. :func:`forget` drops it.
+a failed vmap, interacting samples, a passed consistency check and loss-coupling check) is
+kept, weakly, per model and call signature (the inputs' tree, float inputs' per-sample shapes
+and dtypes, integer and bool inputs by value, the modules, their training flags, the trainable
+parameters; :mod:`~gradkit.grads.learned`): later calls with the same signature skip the
+reference pass and the probes. :func:`forget` drops it.
 
-Cost model, in units of a plain batch backward ``B`` (measured on this 2-core CPU,
-``benchmarks/README.md``): layers ``≈ B`` plus the per-sample products (the rules' flops equal
-the summed weight gradient's, ``≈ 0.1-0.3 B`` on the ranker; attention and an LSTM are
-replayed in their own forward, the LSTM's recurrence in Python, ``≈ 1.4 B`` and ``≈ 4 B`` on
-the benchmark's models); vmap ``≈ 1.5-2.5 B`` on convolutions, norms and attention (whose math
-kernel it must use); the loop ``≈ N · B(1)``, ``N`` single-sample passes, ``4-5 B`` at
-``N = 32-128`` on the ranker, ``13-18 B`` on the small sequence models (a pass of one sample
-costs nearly what a batch does there) and the best choice at small ``N`` or for large layers,
-where ``B(1) ≈ B / N``. The first call on a model adds the reference pass: a forward of one
-sample and, with the check, its backward, ``B(1)`` (``0.05 B`` on the ranker, ``0.3-0.7 B`` on
-the small sequence models). The thresholds and the rules' forms were chosen by measurement
-(``benchmarks/per_sample_grads.py``).
+Cost model, in units of a plain batch backward ``B``: layers ``≈ B`` plus the per-sample
+products (the rules' flops equal the summed weight gradient's; attention and recurrent layers
+are replayed in their own forward, the recurrence in Python); vmap a constant factor more on
+convolutions, norms and attention (whose math kernel it must use); the loop ``≈ N · B(1)``,
+``N`` single-sample passes, the best choice at small ``N`` or for large layers, where
+``B(1) ≈ B / N``. The first call on a model adds the reference pass: a forward of one sample
+and, with the check, its backward, ``B(1)``. The figures behind the thresholds and the
+rules' forms are in ``benchmarks/README.md`` ("Timing notes moved from the code";
+``benchmarks/per_sample_grads.py``).
 """
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
-from gradkit.core.params import flat_grad, num_trainable, trainable_named_parameters
+from gradkit.core.params import num_trainable, trainable_named_parameters
 from gradkit.grads.convs import conv_path
-from gradkit.grads.hessian import double_backward_sdpa
+from gradkit.grads.coupling import CoupledLossError, check_coupled_params, warn_nonfinite
+from gradkit.grads.fallbacks import loop_grads, vmap_grads
 from gradkit.grads.layerpass import LayerPlan, layers_pass
 from gradkit.grads.layers import layers_supported
 from gradkit.grads.learned import Learned, forget, recall
-from gradkit.grads.reference import reference_pass, reference_rejections
-from gradkit.grads.samples import LossFn, check_inputs, num_samples, take, unsqueeze
+from gradkit.grads.reference import check_consistency, reference_pass, reference_rejections
+from gradkit.grads.samples import LossFn, active_dropout, check_inputs, num_samples, take
 from gradkit.grads.sketch import sketch
+from gradkit.grads.warn import warn_user
 
-__all__ = ["METHODS", "choose_method", "default_chunk_size", "forget", "per_sample_grads"]
+__all__ = ["METHODS", "CoupledLossError", "choose_method", "default_chunk_size", "forget",
+           "per_sample_grads"]
 
 METHODS = ("auto", "vmap", "loop", "layers")
 
 # Target temporary memory of one chunk (activations, per-sample grads), as estimated by
-# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk, which measured 1.22-1.25x
-# a plain backward against 1.32x for two chunks of 68 (per-chunk overhead; benchmarks/README).
+# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk: fewer chunks, less
+# per-chunk overhead (figures: benchmarks/README.md).
 _CHUNK_BYTES = 64 * 2**20
 _CHUNK_MIN = 8
-# "auto": below this many samples the plain loop is fastest (measured, see the docstring) ...
+# "auto": below this many samples the plain loop is fastest (benchmarks/README.md) ...
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
 _LOOP_MAX = 8
-# The consistency check's tolerance (see _Pass._consistency).
-_CHECK_RTOL, _CHECK_FLOOR = 5e-2, 1e-2
-
-
-# ---------------------------------------------------------------------------------------------
-# The exact fallbacks, for all trainable parameters or only some (``names``)
-# ---------------------------------------------------------------------------------------------
-def _vmap_grads(model, loss_fn, inputs, targets, chunk_size=None, names=None) -> Tensor:
-    trainable = dict(trainable_named_parameters(model))
-    names = list(trainable) if names is None else names
-    params = {k: trainable[k].detach() for k in names}
-    frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
-    buffers = dict(model.named_buffers())
-
-    def loss_one(p, x, y):
-        out = functional_call(model, (p, frozen, buffers), (unsqueeze(x),))
-        return loss_fn(out, unsqueeze(y)).reshape(())
-
-    with double_backward_sdpa():  # the math attention kernel has batching rules; fused ones not
-        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs,
-                                                                              targets)
-    n = num_samples(inputs)
-    return torch.cat([g[k].reshape(n, -1) for k in names], dim=1)
-
-
-def _loop_grads(model, loss_fn, inputs, targets, names=None) -> Tensor:
-    trainable = dict(trainable_named_parameters(model))
-    params = [trainable[k] for k in (trainable if names is None else names)]
-    rows = []
-    for i in range(num_samples(inputs)):
-        sl = slice(i, i + 1)
-        loss = loss_fn(model(take(inputs, sl)), take(targets, sl)).reshape(())
-        rows.append(flat_grad(loss, params))
-    return torch.stack(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +118,7 @@ def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
     Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
     stand-in for the activations a small conv net keeps for its backward. Never fewer than
     ``_CHUNK_MIN`` samples (vectorisation would be lost). Each chunk costs a fixed overhead
-    (hooks, checks, per-call kernel set-up: ~13 ms on the ranker), so fewer, larger chunks are
+    (hooks, checks, per-call kernel set-up), so fewer, larger chunks are
     faster until memory runs short (see ``_CHUNK_BYTES``).
     """
     leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
@@ -167,7 +134,7 @@ def _warn_once(model: nn.Module, kind: str, message: str) -> None:
     seen = _WARNED.setdefault(model, set())
     if kind not in seen:
         seen.add(kind)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warn_user(message)
 
 
 def _reasons(d: dict[str, str]) -> str:
@@ -188,6 +155,18 @@ class _Run:
                              "use method='auto' (exact fallbacks) or 'vmap' / 'loop'")
         self.ref, self.whole, self.learned = None, None, Learned()
         self.checking = False  # whether this call's reference pass took the gradient
+        self.random = active_dropout(model)  # random masks: runs cannot be compared
+        if self.random:
+            _warn_once(model, "dropout", (
+                f"per_sample_grads: {', '.join(map(repr, self.random))} drop at random (training "
+                "mode): the per-sample gradients are those under this call's random masks (each "
+                "sample its own; another call draws others), computed by the per-sample loop, "
+                "and the checks that compare two passes are skipped. model.eval() gives "
+                "deterministic per-sample gradients (of the model without dropout)."))
+        if self.random and method == "layers":
+            raise ValueError(f"method='layers' cannot verify its rules under random masks "
+                             f"({', '.join(map(repr, self.random))} in training mode): call "
+                             "model.eval(), or use method='loop' / 'vmap'")
 
     def recall(self, x) -> None:
         """Start from what earlier calls learned for this model and signature."""
@@ -199,26 +178,40 @@ class _Run:
             self.ref = learned.ref
 
     def chunk(self, x, y, first: bool, out: Tensor | None = None) -> Tensor:
-        """The chunk's ``[n, P]`` gradients (the layers pass writes them into ``out`` if given)."""
+        """The chunk's ``[n, P]`` gradients (the layers pass writes them into ``out`` if given);
+        on the first chunk, with ``check``, the loss-coupling check (:mod:`~gradkit.grads.coupling`:
+        free inside the layers pass, else one batch backward per call signature)."""
+        if first:
+            self.recall(x)
+        self.summed = False  # whether the layers pass checked the loss's coupling
+        g = self._chunk(x, y, first, out)
+        learned = self.learned
+        if first and self.check and not (self.summed or learned.summed or learned.coupled
+                                          or self.random):
+            params = [p for _, p in self.named]
+            learned.summed = check_coupled_params(self.model, self.loss_fn, x, y, g, params)
+        return g
+
+    def _chunk(self, x, y, first: bool, out: Tensor | None) -> Tensor:
         n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
         if self.method == "vmap":
             return self._fallback(x, y, None)
         if self.method == "loop":
-            return _loop_grads(model, loss_fn, x, y)
-        if first:
-            self.recall(x)
+            return loop_grads(model, loss_fn, x, y)
         if self.learned.coupled and self.whole is None:
             return self._coupled(self.learned.coupled, x, y)
-        if self.whole == "loop" or (self.method == "auto" and n < _LOOP_BELOW):
-            return _loop_grads(model, loss_fn, x, y)
+        if self.whole == "loop" or (self.method == "auto" and (n < _LOOP_BELOW or self.random)):
+            return loop_grads(model, loss_fn, x, y)
         if self.whole == "vmap":
             return self._fallback(x, y, None)
-        if self.method == "auto" and len(plan.covered) < len(self.named) and not self._large_conv():
-            # some parameters need vmap (or the loop), which then takes all (see _fallback)
+        if (self.method == "auto" and len(plan.covered) + len(plan.fallen) < len(self.named)
+                and not self._large_conv()):
+            # some layers need vmap (or the loop), which then takes all (see _fallback); a
+            # container's own parameter that is not additive falls back alone (freeparams)
             self._warn_unsupported(plan.unsupported)
             fb = self._fallback(x, y, None)
             self.whole = self.whole or "vmap"
-            return _loop_grads(model, loss_fn, x, y) if fb is None else fb
+            return loop_grads(model, loss_fn, x, y) if fb is None else fb
         if self.ref is None and plan.covered:
             self.checking = self.check
             self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
@@ -232,12 +225,13 @@ class _Run:
             # conv would take vmap's costly grouped weight gradient, vmap does everything too
             fb = self._fallback(x, y, [k for k, _ in missing])
             if fb is None:
-                return _loop_grads(model, loss_fn, x, y)
+                return loop_grads(model, loss_fn, x, y)
             got.update(zip([id(p) for _, p in missing],
                            fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
         if plan.covered:
+            self.summed = first and self.check  # checked at the outputs, inside the pass
             layered, rejected, coupled = layers_pass(model, loss_fn, x, y, plan, self.ref,
-                                                     coupling=first)
+                                                     coupling=first, loss_check=self.summed)
             if coupled:
                 return self._coupled(coupled, x, y)
             self._reject(rejected)
@@ -247,14 +241,14 @@ class _Run:
                 self._warn_unsupported(plan.unsupported)
                 names = [k for k, _ in late]
                 fb = self._fallback(x, y, names)
-                fb = _loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
+                fb = loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
                 got.update(zip([id(p) for _, p in late],
                                fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
         parts = [got[id(p)] for _, p in self.named]
         fits = out is not None and all(t.dtype == out.dtype for t in parts)
         g = torch.cat(parts, dim=1, out=out) if fits else torch.cat(parts, dim=1)
         if first and self.checking:
-            self._consistency(g)
+            check_consistency(self.ref, self.named, g)
         if first and self.ref is not None and self.learned.ref is not self.ref:
             self.ref.grads, self.ref.losses, self.ref.output = None, None, None
             self.learned.ref, self.learned.checked = self.ref, self.checking
@@ -272,7 +266,7 @@ class _Run:
         self.learned.coupled = why
         fb = self._fallback(x, y, None)
         self.whole = self.whole or "vmap"
-        return _loop_grads(self.model, self.loss_fn, x, y) if fb is None else fb
+        return loop_grads(self.model, self.loss_fn, x, y) if fb is None else fb
 
     def _large_conv(self) -> bool:
         """Whether a hooked conv leaves the grouped call (there vmap's weight gradient explodes:
@@ -297,12 +291,13 @@ class _Run:
         """vmap for ``names`` (all: None); under auto the loop where vmap cannot or should not
         run (recurrent layers, whose vmap is a slow loop; few samples; a failed attempt)."""
         model, loss_fn, n = self.model, self.loss_fn, num_samples(x)
-        if self.method == "vmap":
-            return _vmap_grads(model, loss_fn, x, y, names=names)
-        recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+        if self.method == "vmap":  # with dropout active, each sample its own mask
+            return vmap_grads(model, loss_fn, x, y, names=names,
+                              randomness="different" if self.random else "error")
+        recurrent = self.random or any(isinstance(m, nn.RNNBase) for m in model.modules())
         if self.method == "auto" and not (self.learned.vmap_failed or recurrent or n <= _LOOP_MAX):
             try:
-                return _vmap_grads(model, loss_fn, x, y, names=names)
+                return vmap_grads(model, loss_fn, x, y, names=names)
             except Exception as e:  # noqa: BLE001 - any vmap failure: the loop is exact
                 self.learned.vmap_failed = True
                 _warn_once(model, "vmap", (
@@ -312,32 +307,7 @@ class _Run:
         if self.method == "auto":
             self.whole = "loop"  # the loop costs the same for all parameters as for some
             return None  # the caller runs the loop
-        return _loop_grads(model, loss_fn, x, y, names=names)
-
-    def _consistency(self, g: Tensor) -> None:
-        """``G[r]`` of the probed sample ``r`` (:func:`~gradkit.grads.reference.probe_index`)
-        against the autograd gradient of its loss ``l_r`` alone."""
-        ref = self.ref
-        if ref is None or ref.grads is None:
-            return
-        sums = g[ref.index : ref.index + ref.k].sum(0).split([p.numel() for _, p in self.named])
-        want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(self.named, sums, strict=True)]
-        # The batched pass and a one-sample backward round differently in float32; through a
-        # deep frozen trunk the input-side gradients (an input prompt) differed by up to ~1 %
-        # (measured; vmap agreed with the batched pass). A broken rule is off by O(1): 5 %
-        # separates the two.
-        floor = _CHECK_FLOOR * float(torch.cat(want).norm())
-        bad = []
-        for (name, _), s, r in zip(self.named, sums, want, strict=True):
-            err, size = float((s - r).norm()), float(r.norm())
-            if err > _CHECK_RTOL * max(size, floor) + 1e-30:
-                bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
-        if bad:
-            raise RuntimeError(
-                f"per_sample_grads: consistency check failed: the per-sample gradient of the first "
-                "sample differs from the gradient of its loss taken alone (plain autograd) for "
-                f"{', '.join(bad)}. A layer rule's assumption does not hold for this model; "
-                "method='loop' (or 'vmap') is exact. check=False skips this check.")
+        return loop_grads(model, loss_fn, x, y, names=names)
 
 
 def per_sample_grads(
@@ -373,7 +343,12 @@ def per_sample_grads(
     one sample, a broken rule by O(1)), else a ``RuntimeError`` names the parameters. It runs
     on the first call for a model and call signature (module docstring), costing a backward of
     one sample; later calls reuse the verdict, and :func:`forget` makes the next call check
-    again. ``check=False`` skips it once trusted (the structural checks stay).
+    again. ``check=True`` also checks that the loss does not couple the samples: the per-sample
+    gradients, summed and scaled by the reduction, must equal the gradient of the batch loss
+    (:mod:`~gradkit.grads.coupling`; free in the layers pass, one batch backward per call
+    signature otherwise), else :class:`CoupledLossError` names the loss. ``check=False`` skips
+    both once trusted (the structural checks stay). A sample whose input or gradient row is
+    not finite is warned about by index.
     With ``sketch_dim=k`` every chunk is projected by :func:`sketch` (seed ``sketch_seed``) and
     the result is ``Tensor[N, k]``.
     """
@@ -389,7 +364,9 @@ def per_sample_grads(
     for start in range(0, n, int(chunk_size)):
         sl = slice(start, min(n, start + int(chunk_size)))
         out = result[sl] if result is not None and sketch_dim is None else None
-        g = run.chunk(take(inputs, sl), take(targets, sl), first=start == 0, out=out).detach()
+        x = take(inputs, sl)
+        g = run.chunk(x, take(targets, sl), first=start == 0, out=out).detach()
+        warn_nonfinite(x, g, offset=start)
         if sketch_dim is not None:
             g = sketch(g, sketch_dim, sketch_seed)
         if sl.stop - sl.start == n:

@@ -7,8 +7,8 @@ module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`
 1. **form**: the module's class does not override the ``forward`` of the class its rule was
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
    returning a tensor (a *replay* rule, :func:`~gradkit.grads.layers.register_replay`, takes
-   any call and checks it itself: GroupNorm its one input, an LSTM with its ``hx``, attention
-   with its masks);
+   any call and checks it itself: GroupNorm its one input, an LSTM / GRU / RNN with its
+   ``hx``, attention with its masks);
 2. **where the samples are**: the same call on one sample alone
    (:func:`~gradkit.grads.reference.reference_pass`) had the same input and output shapes
    except for one dim of size 1 where the chunk has its ``n`` samples: that dim holds the
@@ -43,10 +43,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gradkit.grads.coupling import check_coupled_outputs
+from gradkit.grads.freeparams import AdditiveCapture, free_parameters
 from gradkit.grads.layers import (
     FusedConv,
     any_sample_dim,
     fuses,
+    holds_free_parameters,
     replay_for,
     rule_for,
     unsupported_reason,
@@ -88,10 +91,12 @@ class LayerPlan:
     params: dict[int, Tensor] = field(default_factory=dict)
     covered: set[int] = field(default_factory=set)
     slots: dict[nn.Module, list[tuple[nn.Module, str]]] = field(default_factory=dict)
+    free: dict[int, tuple] = field(default_factory=dict)  # a container's own (freeparams)
+    fallen: set[int] = field(default_factory=set)  # free parameters excluded: by fallback
 
     @classmethod
     def of(cls, model: nn.Module) -> LayerPlan:
-        plan, inside = cls(), set()  # inside: modules a replay rule's subtree covers
+        plan, inside, holders = cls(), set(), []  # inside: modules a replay subtree covers
         for name, m in model.named_modules(remove_duplicate=False):
             if m in inside:
                 continue
@@ -105,7 +110,9 @@ class LayerPlan:
                 plan.owners_of.setdefault(id(p), []).append(m)
                 plan.params[id(p)] = p
             reason = unsupported_reason(m)
-            if reason:
+            if reason and holds_free_parameters(m):
+                holders.append(m)
+            elif reason:
                 plan.unsupported[name or type(m).__name__] = reason
             elif m not in plan.owners:
                 _, registered = rule_for(m)
@@ -115,8 +122,9 @@ class LayerPlan:
                         "for which its rule was written")
                 else:
                     plan.owners[m], plan.slots[m] = name or type(m).__name__, slots
+        plan.free = free_parameters(model, holders)
         plan.covered = {pid for pid, ms in plan.owners_of.items()
-                        if all(m in plan.owners for m in ms)}
+                        if all(m in plan.owners for m in ms)} | set(plan.free)
         return plan
 
     def exclude(self, names: dict[str, str]) -> None:
@@ -125,8 +133,13 @@ class LayerPlan:
             if name in names:
                 del self.owners[m]
                 self.unsupported[name] = names[name]
-        self.covered = {pid for pid in self.covered
-                        if all(m in self.owners for m in self.owners_of[pid])}
+        for pid, (_, _, name) in list(self.free.items()):
+            if name in names:
+                del self.free[pid]
+                self.fallen.add(pid)
+                self.unsupported[name] = names[name]
+        self.covered = {pid for pid in self.covered if pid in self.free
+                        or all(m in self.owners for m in self.owners_of[pid])}
 
 
 def _sample_dim(ref: torch.Size, got: torch.Size, n: int, k: int) -> int | None:
@@ -165,12 +178,16 @@ def _layout(ref: Reference, m: nn.Module, i: int, a: torch.Size, out: torch.Size
 
 
 def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference,
-                coupling: bool = True) -> tuple[dict[int, Tensor], dict[str, str], str | None]:
+                coupling: bool = True, loss_check: bool = False,
+                ) -> tuple[dict[int, Tensor], dict[str, str], str | None]:
     """One forward and one backward of the chunk -> (``{parameter id: Tensor[n, numel]}`` for
     the parameters of accepted modules, ``{module name: why rejected}``, why the samples of the
     batch interact (:func:`batch_coupling`, with ``coupling`` when ``ref`` holds the values of
-    this chunk's probed sample; the
-    gradients are then not per-sample ones and the caller must discard them))."""
+    this chunk's probed sample; the gradients are then not per-sample ones and the caller must
+    discard them)). With ``loss_check``, whether the loss couples the samples is checked at the
+    model's outputs (:func:`~gradkit.grads.coupling.check_coupled_outputs`, raising
+    :class:`~gradkit.grads.coupling.CoupledLossError`): backward passes through the loss only,
+    the model's single backward then starting from the outputs' per-sample gradient."""
     n = num_samples(inputs)
     grads: dict[int, Tensor] = {}
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
@@ -260,12 +277,24 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         m.register_forward_pre_hook(pre_hook, with_kwargs=True),
         m.register_forward_hook(forward_hook, with_kwargs=True))]
     own_forwards = {}
+
+    def store_free(pid: int, g: Tensor) -> None:
+        grads[pid] = grads[pid] + g.reshape(n, -1) if pid in grads else g.reshape(n, -1)
+
+    capture = AdditiveCapture(plan.free, n, store_free) if plan.free else None
     try:
         for m in plan.owners:
             if replay_for(m) is not None:
                 own_forwards[m], m.forward = replaying_forward(m)
-        outputs = model(inputs)
+        if capture is None:
+            outputs = model(inputs)
+        else:
+            capture.swap()
+            with capture:
+                outputs = model(inputs)
     finally:
+        if capture is not None:
+            capture.restore()
         for h in handles:
             h.remove()
         for m, own in own_forwards.items():
@@ -281,25 +310,47 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         elif ncalls[m] != len(ref.calls[m]):
             rejected.setdefault(name, f"called {ncalls[m]} times with {n} samples but "
                                       f"{len(ref.calls[m])} times with {ref.k}")
+    # The loss on the outputs cut from the model: its backward (and the coupling check's)
+    # reaches no hook of the model's graph; the model's backward starts from its result.
+    real = torch.utils._pytree.tree_leaves(outputs)
+    real = [t for t in real if isinstance(t, Tensor) and t.requires_grad]
+    cut = [t.detach().requires_grad_() for t in real]
+    swap = dict(zip(map(id, real), cut, strict=True))
+    outputs = torch.utils._pytree.tree_map(lambda t: swap.get(id(t), t), outputs)
     losses = per_sample_losses(loss_fn, outputs, targets)
     coupled = batch_coupling(ref, losses, outputs) if coupling else None
     if coupled:
         return {}, rejected, coupled
-    total = losses.sum()
-    del outputs
-    params = {pid: (plan.params[pid], plan.owners_of[pid]) for pid in plan.covered}
+    seeds = check_coupled_outputs(loss_fn, outputs, cut, targets, losses, loss_check) \
+        if cut else []
+    roots = [t for t, g in zip(real, seeds, strict=True) if g is not None]
+    seeds = [g for g in seeds if g is not None]
+    del outputs, losses, cut
+    params = {pid: (plan.params[pid], plan.owners_of[pid]) for pid in plan.covered
+              if pid not in plan.free}
+    leaves = dict(capture.leaves) if capture is not None else {}
     # Backward to the layer outputs only (gradient edges hold no activations), so autograd
     # never forms the summed weight gradients; the tensor hooks turn each δ into per-sample
     # gradients as it arrives. The real parameters are reached only by uses outside the calls.
-    if edges or params:
-        plist = [p for p, _ in params.values()]
-        got = torch.autograd.grad(total, edges + plist, allow_unused=True)[len(edges):]
+    if (edges or params) and roots:
+        plist = [p for p, _ in params.values()] + [plan.params[pid] for pid in leaves]
+        got = torch.autograd.grad(roots, edges + plist + list(leaves.values()), seeds,
+                                  allow_unused=True)[len(edges):]
+        got, outside, at_leaf = (got[:len(params)], got[len(params):len(plist)],
+                                 got[len(plist):])
+        for pid, g in zip(leaves, outside, strict=True):
+            if g is not None:
+                capture._reject(pid, "also used outside the model's forward (by the loss?)")
+        capture is None or capture.verify(dict(zip(leaves, at_leaf, strict=True)))
         for (_, ms), g in zip(params.values(), got, strict=True):
             if g is not None:
                 for m in ms:
                     rejected.setdefault(plan.owners[m], "a parameter of it is also used outside "
                                                         "its call (a tied weight?)")
+    if capture is not None:
+        rejected.update(capture.rejected)
     bad = {m for m, name in plan.owners.items() if name in rejected}
     keep = {pid: grads[pid] if pid in grads else plan.params[pid].new_zeros(n, plan.params[
-            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])}
+            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])
+            and not (pid in plan.free and plan.free[pid][2] in rejected)}
     return keep, rejected, None

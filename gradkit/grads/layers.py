@@ -13,8 +13,9 @@ small rule per layer type (BackPACK's design):
 - the ranker's ``InputPrompt`` ``δ_i``
 - by *replay* (the module's output computed by the rule, instead of its forward, so that the
   backward yields the per-sample gradients): ``GroupNorm`` (:class:`_GroupNorm`, one native
-  backward for the input gradient and the per-sample ones), ``LSTM``
-  (:mod:`~gradkit.grads.recurrent`, a hand-written backward through time) and
+  backward for the input gradient and the per-sample ones), ``LSTM``, ``GRU`` and ``RNN``
+  (:mod:`~gradkit.grads.recurrent`, :mod:`~gradkit.grads.gru`, :mod:`~gradkit.grads.rnn`: a
+  hand-written backward through time) and
   ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`, its projections as Linear rules)
 
 The backward is taken with respect to the layer outputs only, so autograd never forms the summed
@@ -32,8 +33,8 @@ from torch import Tensor, nn
 
 from gradkit.grads.convs import conv_path, conv_weight, fused_backward
 
-__all__ = ["any_sample_dim", "layers_supported", "register_replay", "register_rule",
-           "replay_for", "rule_for", "unsupported_reason"]
+__all__ = ["any_sample_dim", "holds_free_parameters", "layers_supported", "register_replay",
+           "register_rule", "replay_for", "rule_for", "unsupported_reason"]
 
 
 def _normalised(m: nn.Module, a: Tensor) -> Tensor:
@@ -56,7 +57,38 @@ def register_rule(*types: type, params: tuple[str, ...] = ("weight", "bias"),
                   any_dim: bool = False):
     """Decorator: ``rule(module, a, δ)`` computes per-sample gradients for layers of ``types``
     (samples on dim 0 of ``a`` and ``δ``; ``any_dim``: the rule also holds when the layer sees
-    them on another dim, as a Linear on time-major ``[T, N, C]``, which the pass moves to 0)."""
+    them on another dim, as a Linear on time-major ``[T, N, C]``, which the pass moves to 0).
+
+    ``a`` is the layer's input, ``δ = ∂L/∂output`` its output gradient for the summed loss;
+    the rule returns ``{parameter name: Tensor[n, *parameter shape]}`` for the names in
+    ``params``. The pass checks how the layer is called (:mod:`~gradkit.grads.layerpass`), so a
+    rule states only the math. Example, a learned per-channel scale ``y = x · w``, whose
+    per-sample gradient is ``Σ_positions a · δ``:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from gradkit.grads import per_sample_grads, register_rule
+    >>> class Scale(nn.Module):
+    ...     def __init__(self, n):
+    ...         super().__init__()
+    ...         self.weight = nn.Parameter(torch.linspace(0.5, 1.5, n))
+    ...     def forward(self, x):
+    ...         return x * self.weight
+    >>> @register_rule(Scale, params=("weight",))
+    ... def scale_rule(m, a, d):
+    ...     return {"weight": (a * d).reshape(a.shape[0], -1, a.shape[-1]).sum(1)}
+    >>> model = nn.Sequential(nn.Linear(3, 4), Scale(4)).eval()
+    >>> x, y = torch.randn(6, 3), torch.randn(6, 4)
+    >>> def mse(out, t):
+    ...     return ((out - t) ** 2).mean()
+    >>> G = per_sample_grads(model, mse, x, y, method="layers")  # raises if a rule is missing
+    >>> G.shape
+    torch.Size([6, 20])
+    >>> loop = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(
+    ...     mse(model(x[i:i + 1]), y[i:i + 1]), list(model.parameters()))]) for i in range(6)])
+    >>> bool(torch.allclose(G, loop, atol=1e-6))
+    True
+    """
 
     def wrap(rule: Rule) -> Rule:
         for t in types:
@@ -132,12 +164,9 @@ def conv_rule(m: nn.Conv2d, a: Tensor, d: Tensor, weight: bool = True) -> dict[s
 
 
 # Unstrided convolutions with at most this many input channels per group whose input needs a
-# gradient take both gradients in one grouped call (FusedConv); measured at N = 68, the input +
-# per-sample weight gradients: 8 -> 8 at 40x32 6.2 ms instead of 7.1 (AVX-512 machine; equal on
-# the AMD EPYC AVX2 one); with 16-32 input channels at 20x16 and 10x8 the fused call was slower
-# (0.9-1.2 ms instead of 0.8-1.1), and on the AVX2 machine so was 8 -> 16 with stride 2 (6.5-7.7
-# ms instead of 4.0-5.1), so they stay separate. 1x1 convs take their input gradient by one
-# matmul (gradkit.grads.convs).
+# gradient take both gradients in one grouped call (FusedConv): faster up to 8 input channels,
+# slower above (and with stride 2), so those stay separate (figures: benchmarks/README.md).
+# 1x1 convs take their input gradient by one matmul (gradkit.grads.convs).
 _FUSE_MAX_IN = 8
 
 
@@ -182,7 +211,7 @@ def _norm_rule(m: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
         dims = tuple(range(2, a.dim()))
     out = {}
     if _wants(m.weight):
-        prod = _normalised(m, a).mul_(d)  # in place: one temporary less (measured 2x faster)
+        prod = _normalised(m, a).mul_(d)  # in place: one temporary less, faster
         out["weight"] = prod.sum(dims) if dims else prod
     if _wants(getattr(m, "bias", None)):
         out["bias"] = d.sum(dims) if dims else d
@@ -194,8 +223,8 @@ class _GroupNorm(torch.autograd.Function):
     gradients in one ``native_group_norm_backward``: the batch of ``n`` samples as one sample
     of ``n·C`` channels in ``n·G`` groups normalises exactly the same groups, and that call's
     "summed" ``γ``, ``β`` gradients are then the ``n`` per-sample ones (PyTorch's own form,
-    ``Σ_s δ x̂`` and ``Σ_s δ``). Measured on the ranker's layers, N = 128: as fast as the input
-    gradient alone, where recomputing ``x̂`` for the products cost 1-3 ms a layer."""
+    ``Σ_s δ x̂`` and ``Σ_s δ``): as fast as the input gradient alone, where recomputing ``x̂``
+    for the products cost more (benchmarks/README.md)."""
 
     @staticmethod
     def forward(ctx, a, weight, bias, m, store):
@@ -243,11 +272,15 @@ except ImportError:  # pragma: no cover - models is optional for this module
 # The replay rules, each in its own module (the math of a recurrence or of attention is longer
 # than a contraction): they import nothing from here, so registering them here has no cycle.
 from gradkit.grads.attention import mha_replay  # noqa: E402
+from gradkit.grads.gru import gru_replay  # noqa: E402
 from gradkit.grads.recurrent import lstm_replay  # noqa: E402
+from gradkit.grads.rnn import elman_replay  # noqa: E402
 
 register_replay(nn.GroupNorm)(group_norm_replay)
 register_replay(nn.MultiheadAttention)(mha_replay)
 register_replay(nn.LSTM)(lstm_replay)
+register_replay(nn.GRU)(gru_replay)
+register_replay(nn.RNN)(elman_replay)
 
 
 def unsupported_reason(m: nn.Module) -> str | None:
@@ -267,6 +300,14 @@ def unsupported_reason(m: nn.Module) -> str | None:
     return None
 
 
+def holds_free_parameters(m: nn.Module) -> bool:
+    """Whether ``m`` is a container (it has children) with trainable parameters of its own and
+    no rule: they are used in its ``forward`` (a learned positional embedding), where the pass
+    takes them when additive (:mod:`~gradkit.grads.freeparams`)."""
+    return (unsupported_reason(m) is not None and next(m.children(), None) is not None
+            and not any(t in _RULES for t in type(m).__mro__))
+
+
 def rule_for(m: nn.Module) -> tuple[Rule, type]:
     """``(rule, the registered class it was registered for)`` of a supported module."""
     t = next(t for t in type(m).__mro__ if t in _RULES or t in _REPLAYS)
@@ -278,8 +319,12 @@ def layers_supported(model: nn.Module) -> bool:
 
     Built in: ``Linear``, ``Conv1d``/``2d``/``3d`` (zero padding given as numbers, any stride,
     dilation, groups), ``LayerNorm``, ``BatchNorm`` (eval mode) and the project's
-    ``InputPrompt``, and by replay ``GroupNorm``, ``LSTM`` (:mod:`~gradkit.grads.recurrent`) and
+    ``InputPrompt``, and by replay ``GroupNorm``, ``LSTM`` (:mod:`~gradkit.grads.recurrent`),
+    ``GRU`` (:mod:`~gradkit.grads.gru`), ``RNN`` (tanh / relu, :mod:`~gradkit.grads.rnn`) and
     ``MultiheadAttention`` (:mod:`~gradkit.grads.attention`), whose calls are checked as they
-    happen; more with :func:`register_rule` / :func:`register_replay`.
+    happen; more with :func:`register_rule` / :func:`register_replay`. A container's own
+    parameters (:func:`holds_free_parameters`) count as supported: the pass takes them where
+    they are added to the activations, and checks it.
     """
-    return all(unsupported_reason(m) is None for m in model.modules())
+    return all(unsupported_reason(m) is None or holds_free_parameters(m)
+               for m in model.modules())

@@ -2,8 +2,8 @@
 
 Per model (weakly: the model can be freed) and call signature (:func:`_signature`): the
 reference sample's call shapes, the modules rejected and why, a failed vmap, interacting
-samples, a passed consistency check. A later call with the same signature skips the reference
-pass and the probes; :func:`forget` starts over.
+samples, a passed consistency check and loss-coupling check. A later call with the same
+signature skips the reference pass and the probes; :func:`forget` starts over.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Learned:
     coupled: str | None = None
     vmap_failed: bool = False
     checked: bool = False
+    summed: bool = False  # the loss-coupling check passed (gradkit.grads.coupling)
 
 
 _LEARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {signature: Learned}

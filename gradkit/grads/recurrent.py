@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
-__all__ = ["lstm_replay", "lstm_unsupported"]
+__all__ = ["lstm_replay", "lstm_unsupported", "per_sample_sums"]
 
 Store = Callable[[dict[str, Tensor]], None]
 
@@ -144,7 +144,7 @@ def lstm_unsupported(m: nn.Module, args: tuple, kwargs: dict, sample_dim: int) -
     return None
 
 
-def _per_sample(dG: Tensor, x: Tensor, h_prev: Tensor, names: list[str],
+def per_sample_sums(dG: Tensor, x: Tensor, h_prev: Tensor, names: list[str],
                 want: list[bool]) -> dict[str, Tensor]:
     """``δG [T, n, 4H]``, ``x [T, n, D]``, ``h_prev [T, n, H]`` -> the sums of the module
     docstring, for the parameters ``names`` (weight_ih, weight_hh[, bias_ih, bias_hh]) wanted."""
@@ -229,6 +229,6 @@ def _hook(x: Tensor, out: Tensor, h0: Tensor, reverse: bool, names: list[str],
             h_prev = torch.cat([out[1:], h0.unsqueeze(0)])
         else:
             h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
-        store(_per_sample(dG, x, h_prev, names, want))
+        store(per_sample_sums(dG, x, h_prev, names, want))
 
     return on_grad

@@ -18,7 +18,8 @@ from torch.utils._pytree import tree_map
 
 from gradkit.core.params import trainable_named_parameters
 
-__all__ = ["LossFn", "check_inputs", "num_samples", "per_sample_losses", "take", "unsqueeze"]
+__all__ = ["LossFn", "active_dropout", "check_inputs", "num_samples", "per_sample_losses", "take",
+           "unsqueeze"]
 
 LossFn = Callable[[Any, Any], Tensor]
 
@@ -73,6 +74,20 @@ def check_inputs(model: nn.Module, inputs: Any, targets: Any) -> int:
                 "per-sample gradients are not defined; call model.eval() first (its running "
                 "statistics are then used, as at evaluation)")
     return n
+
+
+def active_dropout(model: nn.Module) -> list[str]:
+    """Names of the modules that drop at random in this call: dropout layers, and recurrent or
+    attention layers with a ``dropout`` rate, in training mode with a rate above 0."""
+    out = []
+    for name, m in model.named_modules():
+        rate = m.p if isinstance(m, nn.modules.dropout._DropoutNd) else getattr(m, "dropout", 0)
+        if isinstance(m, nn.RNNBase) and m.num_layers == 1:
+            rate = 0  # a recurrent layer drops only between its layers
+        if m.training and isinstance(rate, float | int) and rate > 0 and (
+                isinstance(m, nn.modules.dropout._DropoutNd | nn.RNNBase | nn.MultiheadAttention)):
+            out.append(name or type(m).__name__)
+    return out
 
 
 def per_sample_losses(loss_fn: LossFn, outputs: Any, targets: Any) -> Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 
 from gradkit.core.params import num_trainable, param_slices
 from gradkit.grads import (
+    CoupledLossError,
     batch_grads,
     batch_index,
     choose_method,
@@ -141,6 +142,20 @@ def test_per_sample_grads_equal_autograd_loop(case, method):
     assert got.shape == (x.shape[0], num_trainable(model))
     assert ref.abs().max() > 1e-3  # the comparison is not between zeros
     torch.testing.assert_close(got, ref, **TOL)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_sum_reduced_losses_pass_the_coupling_check(case, method):
+    """The grid with each loss summed over the batch (``N`` times its mean): the coupling check
+    reads the reduction from the values (c = 1 instead of 1/N) and passes."""
+    model, loss_fn, x, y = CASES[case]
+
+    def summed(out, t):
+        return loss_fn(out, t) * (t[0] if isinstance(t, tuple) else t).shape[0]
+
+    got = per_sample_grads(model, summed, x, y, method=method)
+    torch.testing.assert_close(got, reference(model, loss_fn, x, y), **TOL)
 
 
 @pytest.mark.parametrize("case", ["cnn", "ranker"])
@@ -343,7 +358,10 @@ def test_loss_that_vmap_cannot_trace_still_works():
     model, _, x, y = CASES["mlp"]
     losses = per_sample_losses(picky, model(x), y)
     assert losses.shape == (x.shape[0],)
-    torch.testing.assert_close(per_sample_grads(model, picky, x, y, method="layers"),
+    # doubling the batch mean is not doubling the samples' own losses: a coupled loss
+    with pytest.raises(CoupledLossError, match="picky"):
+        per_sample_grads(model, picky, x, y, method="layers")
+    torch.testing.assert_close(per_sample_grads(model, picky, x, y, method="layers", check=False),
                                reference(model, picky, x, y), **TOL)
 
 
@@ -416,3 +434,25 @@ def test_auto_rule_follows_the_measured_thresholds():
     assert choose_method(model, 32) == "layers"
     odd = nn.Sequential(nn.Linear(3, 3), Scale())
     assert choose_method(odd, 8) == "loop" and choose_method(odd, 64) == "vmap"
+
+
+def test_register_rule_docstring_example_runs():
+    import doctest
+
+    from gradkit.grads import register_rule
+
+    tests = doctest.DocTestFinder().find(register_rule, "register_rule", globs={})
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for t in tests:
+        runner.run(t)
+    result = runner.summarize(verbose=False)
+    assert result.attempted >= 8 and result.failed == 0
+
+
+def test_public_names_of_the_grads_package():
+    import gradkit.grads as grads
+    from gradkit.grads.hessian import top_eigenvalues
+    from gradkit.grads.tsne import tsne_directions
+
+    assert grads.top_eigenvalues is top_eigenvalues and grads.tsne_directions is tsne_directions
+    assert {"top_eigenvalues", "tsne_directions", "CoupledLossError"} <= set(grads.__all__)

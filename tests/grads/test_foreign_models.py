@@ -362,7 +362,7 @@ def test_later_calls_reuse_what_the_first_learned(monkeypatch):
     import gradkit.grads.engine as E
 
     counts = {"ref": 0, "vmap": 0}
-    ref_pass, vmap_grads = E.reference_pass, E._vmap_grads
+    ref_pass, vmap_grads = E.reference_pass, E.vmap_grads
 
     def counting_ref(*a, **k):
         counts["ref"] += 1
@@ -373,7 +373,7 @@ def test_later_calls_reuse_what_the_first_learned(monkeypatch):
         return vmap_grads(*a, **k)
 
     monkeypatch.setattr(E, "reference_pass", counting_ref)
-    monkeypatch.setattr(E, "_vmap_grads", counting_vmap)
+    monkeypatch.setattr(E, "vmap_grads", counting_vmap)
     torch.manual_seed(0)
     model, (x, y) = TimeMajor(), seq(12)
     for _ in range(3):
@@ -541,3 +541,61 @@ def test_per_sample_grads_takes_the_unfold_path_for_a_wide_conv_and_is_exact(mon
     g, msgs = run(model, x, y)
     assert calls and all(m is wide for m in calls) and not msgs
     assert_exact(g, loop(model, ce, x, y))
+
+
+class PositionalNet(nn.Module):
+    """A learned positional embedding held by the model itself, no layer owning it: added
+    whole (``[1, T, C]``), sliced (``[T_max, C]``) and inside a nested block; with
+    ``product`` one of them also multiplies the activations (not additive)."""
+
+    def __init__(self, product: bool = False):
+        super().__init__()
+        self.embed, self.head = nn.Linear(5, 8), nn.Linear(8, 3)
+        self.pos = nn.Parameter(torch.randn(1, 7, 8) * 0.3)
+        self.block = nn.Sequential(nn.Linear(8, 8))
+        self.block.bias_pos = nn.Parameter(torch.randn(12, 8) * 0.3)
+        self.product = product
+
+    def forward(self, x):
+        h = self.embed(x) + self.pos
+        h = torch.tanh(self.block(h)) - self.block.bias_pos[: x.shape[1]]
+        if self.product:
+            h = h * self.pos
+        return self.head(h.mean(1))
+
+
+@pytest.mark.parametrize("method", ["auto", "layers"])
+def test_a_containers_additive_parameters_are_taken_in_the_pass(method):
+    torch.manual_seed(5)
+    model, (x, y) = PositionalNet().eval(), seq(10)
+    got, said = run(model, x, y, method=method)  # "layers" would raise on a fallback
+    assert not said
+    assert_exact(got, loop(model, ce, x, y))
+
+
+def test_a_non_additive_container_parameter_falls_back_alone(monkeypatch):
+    import gradkit.grads.engine as E
+
+    names, vmap_grads = [], E.vmap_grads
+
+    def recording(*a, names_=names, **k):
+        names_.append(k.get("names", a[5] if len(a) > 5 else None))
+        return vmap_grads(*a, **k)
+
+    monkeypatch.setattr(E, "vmap_grads", recording)
+    torch.manual_seed(6)
+    model, (x, y) = PositionalNet(product=True).eval(), seq(12)
+    for _ in range(2):  # the first call finds out, the second starts from what it learned
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = per_sample_grads(model, ce, x, y)
+        assert_exact(got, loop(model, ce, x, y))
+    assert names == [["pos"], ["pos"]]  # only that parameter, never the whole model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        per_sample_grads(PositionalNet(product=True).eval(), ce, x, y)
+    said = [w for w in caught if "'pos'" in str(w.message)]
+    assert said and "PositionalNet" in str(said[0].message) and "mul" in str(said[0].message)
+    assert said[0].filename == __file__  # reported at the caller's line
+    with pytest.raises(ValueError, match="'pos'"):
+        per_sample_grads(PositionalNet(product=True).eval(), ce, x, y, method="layers")

@@ -1,4 +1,5 @@
-"""lstm_replay against a per-sample autograd loop through the real nn.LSTM."""
+"""The recurrent replays against a per-sample autograd loop through the real modules: lstm_replay
+(nn.LSTM) directly, and nn.GRU / nn.RNN (tanh, relu) through per_sample_grads."""
 
 from __future__ import annotations
 
@@ -162,3 +163,74 @@ def test_refusals():
     with torch.no_grad():
         assert isinstance(lstm_replay(nn.LSTM(3, 4, batch_first=True).to(DT), (x,), {}, 0,
                                       print), str)
+
+
+class _Seq(nn.Module):
+    """A GRU / RNN classifier: its output's time mean and its last hidden states enter the
+    logits; ``with_h0`` starts it from a learned function of the input (``hx`` needs a grad)."""
+
+    def __init__(self, kind, batch_first, bidirectional, layers, with_h0=False):
+        super().__init__()
+        kw = dict(batch_first=batch_first, bidirectional=bidirectional, num_layers=layers)
+        cls = {"gru": nn.GRU, "tanh": nn.RNN, "relu": nn.RNN}[kind]
+        if kind != "gru":
+            kw["nonlinearity"] = kind
+        self.rnn, self.bf, self.with_h0 = cls(4, 6, **kw), batch_first, with_h0
+        dirs = 2 if bidirectional else 1
+        self.h0 = nn.Linear(4, 6 * dirs * layers) if with_h0 else None
+        self.head = nn.Linear(6 * dirs, 3)
+
+    def forward(self, x):  # x [N, T, 4]
+        hx = None
+        if self.with_h0:
+            hx = self.h0(x.mean(1)).reshape(x.shape[0], -1, 6).transpose(0, 1).contiguous()
+        seq = x if self.bf else x.transpose(0, 1)
+        out, h_n = self.rnn(seq, hx)
+        return self.head(out.mean(1 if self.bf else 0)) + 0.3 * h_n.sum((0, 2))[:, None]
+
+
+def _loop_rows(model, x, y):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), params)]) for i in range(len(x))])
+
+
+@pytest.mark.parametrize("kind", ["gru", "tanh", "relu"])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize(("bidirectional", "layers", "with_h0"),
+                         [(False, 1, False), (True, 2, False), (True, 1, True), (False, 2, True)])
+def test_gru_and_rnn_replays_equal_the_loop(kind, batch_first, bidirectional, layers, with_h0):
+    from gradkit.grads import per_sample_grads
+
+    torch.manual_seed(11)
+    model = _Seq(kind, batch_first, bidirectional, layers, with_h0).eval()
+    x, y = torch.randn(9, 5, 4), torch.randint(0, 3, (9,))
+    got = per_sample_grads(model, F.cross_entropy, x, y, method="layers")  # raises if no replay
+    want = _loop_rows(model, x, y)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_a_conv1d_gru_classifier_takes_the_layers_pass_without_fallback():
+    import warnings
+
+    from gradkit.grads import layers_supported, per_sample_grads
+
+    class ConvGRU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.gru = nn.Conv1d(4, 8, 3, padding=1), nn.GRU(8, 6, batch_first=True)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):  # [N, C, T]
+            h = torch.relu(self.conv(x)).transpose(1, 2)
+            return self.head(self.gru(h)[0][:, -1])
+
+    torch.manual_seed(12)
+    model, x, y = ConvGRU().eval(), torch.randn(10, 4, 7), torch.randint(0, 3, (10,))
+    assert layers_supported(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = per_sample_grads(model, F.cross_entropy, x, y)
+    assert not caught, [str(w.message) for w in caught]
+    want = _loop_rows(model, x, y)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
