@@ -44,10 +44,16 @@ from gradkit.lectures.critical_points import (
 from gradkit.lectures.diagnosis import diagnose, training_trend
 from gradkit.lectures.feature_norm import condition_number, standardise, surface_around_optimum
 from gradkit.lectures.hoeffding import bound_table, hoeffding_bound, simulate_bad_training_sets
-from gradkit.lectures.minibatch import at_equal_updates, noise_table
+from gradkit.lectures.minibatch import at_equal_updates, expected_minibatch_noise, noise_table
 from gradkit.lectures.optimizers import (
     RULES,
     SADDLE_VALLEY_START,
+    adagrad,
+    adam,
+    gradient_descent,
+    momentum,
+    rmsprop,
+    root_mean_square,
     run_rule,
     run_rules,
     saddle_valley,
@@ -65,7 +71,9 @@ from gradkit.lectures.softmax import (
 from gradkit.lectures.spectrum import HessianSummary, hessian_summary, lanczos_against_dense
 
 __all__ = [
-    "RULES", "SADDLE_VALLEY_START", "HessianSummary", "RunningStatsCheck", "at_equal_updates",
+    "RULES", "SADDLE_VALLEY_START", "HessianSummary", "RunningStatsCheck", "adagrad", "adam",
+    "at_equal_updates", "expected_minibatch_noise", "gradient_descent", "momentum", "rmsprop",
+    "root_mean_square",
     "bound_table", "classify_critical_point", "condition_number", "critical_point_table",
     "diagnose", "find_critical_point", "gradients_against_autograd", "hessian_summary",
     "hoeffding_bound", "lanczos_against_dense", "loss_along", "margin_sweep", "moving_average",
