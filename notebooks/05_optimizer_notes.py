@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 import gradkit
 import gradkit.viz.lectures
 import gradkit.viz.optim
-from gradkit import lectures
+from gradkit import lectures, viz
 from gradkit.core.device import pick_device
 from gradkit.core.params import count_parameters
 from gradkit.core.paths import figures_dir
@@ -94,7 +94,7 @@ for name, (family, depth, make) in zoo.items():
 why = pd.DataFrame(rows).set_index("model")
 print(f"budget: {EPOCHS} epochs, Adam, learning rate {LR:g}, batches of {BATCH}")
 display(why)
-publish(gradkit.viz.lectures.plot_training_losses(histories, CHANCE, N_CLASSES), "training_losses.png")
+publish(viz.lectures.plot_training_losses(histories, CHANCE, N_CLASSES), "training_losses.png")
 
 # %%
 BIAS_LEVEL, GAP_LEVEL = 0.5 * CHANCE, 0.5
@@ -108,7 +108,7 @@ display(Markdown("**Diagnosis** (model bias: training loss above half the chance
                  f"{GAP_LEVEL} above training loss):\n\n" + "\n".join(f"- {v}" for v in verdicts)))
 kinds = ("under-trained", "optimisation", "model bias", "overfitting", "fine")
 leaves = {k: "\n".join(v.split(":")[0] for v in verdicts if f": {k}" in v) for k in kinds}
-publish(gradkit.viz.lectures.plot_decision_diagram(leaves), "Problem-in-training.svg")
+publish(viz.lectures.plot_decision_diagram(leaves), "Problem-in-training.svg")
 
 # %% [markdown]
 # ## 2. Critical points: where the gradient vanishes
@@ -175,7 +175,7 @@ display(Markdown(
     f"±{res.near:.0%} of λ_max around zero."))
 
 # %%
-fig = gradkit.viz.lectures.plot_hessian_spectrum(
+fig = viz.lectures.plot_hessian_spectrum(
     {k: v[1].numpy() for k, v in critical.items()},
     {k: crit_table.loc[k, "kind"].split(" (")[0] for k in critical},
     {"s": s_grid.numpy(), "along_min": along["min"].numpy(), "along_max": along["max"].numpy(),
@@ -197,7 +197,7 @@ N_DRAWS = 2000
 noise = lectures.noise_table(G, B_VALUES, N_DRAWS)
 display(noise)
 tr_sigma = lectures.expected_minibatch_noise(G, 1)  # at B = 1 the formula is tr Σ itself
-publish(gradkit.viz.lectures.plot_minibatch_noise(noise, tr_sigma, N_TRAIN, N_DRAWS),
+publish(viz.lectures.plot_minibatch_noise(noise, tr_sigma, N_TRAIN, N_DRAWS),
         "minibatch_noise.png")
 z = noise.z.dropna().abs()
 display(Markdown(
@@ -221,7 +221,7 @@ batch_table = pd.DataFrame([{"batch size": B, "updates / epoch": math.ceil(N_TRA
 display(batch_table)
 equal = lectures.at_equal_updates(batch_runs, N_TRAIN)
 display(equal.rename(columns=lambda b: f"train loss, B = {b}"))
-publish(gradkit.viz.lectures.plot_batch_sizes(batch_runs, N_TRAIN), "batch_sizes.png")
+publish(viz.lectures.plot_batch_sizes(batch_runs, N_TRAIN), "batch_sizes.png")
 small, large = batch_table.loc[SMALL_B], batch_table.loc[N_TRAIN]
 display(Markdown(
     f"After {EPOCHS} epochs: B = {SMALL_B} training loss {small['train loss']:.3f}, B = {N_TRAIN} "
@@ -260,7 +260,7 @@ STEPS, LR0, BETA0 = 150, 0.04, 0.9
 paths = lectures.run_rules(lectures.saddle_valley_grad, START, STEPS, LR0, BETA0)
 sq = lectures.moving_average(lectures.saddle_valley_grad(paths["RMSProp"][:-1]) ** 2, BETA0,
                              0.0)  # σ_t² of torch's RMSProp
-publish(gradkit.viz.optim.plot_rmsprop(paths, f"Trajectories, η = {LR0}, β = {BETA0}", LR0, sq),
+publish(viz.optim.plot_rmsprop(paths, f"Trajectories, η = {LR0}, β = {BETA0}", LR0, sq),
         "RMSProp.png")
 reach = {name: lectures.steps_to(path, 1e-3) for name, path in paths.items()}
 display(pd.Series({k: (v if v is not None else f"not within {STEPS}") for k, v in reach.items()},
@@ -280,10 +280,9 @@ display(Markdown(
 
 # %%
 LRS, BETAS = [0.005, 0.01, 0.02, 0.04, 0.06], [0.0, 0.5, 0.9, 0.99]
-lr_scrubber = Scrubber(gradkit.viz.optim.draw_lr_frame, LRS, label="learning rate",
-                       figsize=(11, 4))
+lr_scrubber = Scrubber(viz.optim.draw_lr_frame, LRS, label="learning rate", figsize=(11, 4))
 display(lr_scrubber)
-display(Scrubber(gradkit.viz.optim.draw_beta_frame, BETAS, label="beta", figsize=(11, 4)))
+display(Scrubber(viz.optim.draw_beta_frame, BETAS, label="beta", figsize=(11, 4)))
 lr_scrubber.slider.value = LRS[-1]  # the live slider redraws through its callback: draw it here
 lr_scrubber.slider.value = LRS[0]
 display(Markdown(
@@ -307,8 +306,8 @@ lectures.adam(lectures.saddle_valley_grad, START, STEPS,
 decayed_loss = lectures.saddle_valley(lectures.rmsprop(
     lectures.saddle_valley_grad, START, STEPS, lectures.warmup_cosine_schedule(10, STEPS, peak=LR0),
     alpha=BETA0))
-publish(gradkit.viz.optim.plot_schedules(ours_lr, torch_lr, adam_factors, rms_loss.numpy(),
-                                         decayed_loss.numpy(), LR0, W), "lr_schedules.png")
+publish(viz.optim.plot_schedules(ours_lr, torch_lr, adam_factors, rms_loss.numpy(),
+                                 decayed_loss.numpy(), LR0, W), "lr_schedules.png")
 b_dec = int(decayed_loss.argmin())
 display(Markdown(
     f"Our schedule differs from PyTorch's `SequentialLR` by at most "
@@ -331,7 +330,7 @@ sched_table = pd.DataFrame([{"peak η": pk, "schedule": k, "final train loss": h
                              "final val acc": h.val_acc.iloc[-1]}
                             for (pk, k), h in sched_runs.items()]).set_index(["peak η", "schedule"])
 display(sched_table)
-publish(gradkit.viz.optim.plot_schedule_runs(sched_runs, PEAKS), "lr_schedule_runs.png")
+publish(viz.optim.plot_schedule_runs(sched_runs, PEAKS), "lr_schedule_runs.png")
 display(Markdown(
     "Final validation loss, constant vs warm-up + cosine: "
     + "; ".join(f"peak η = {pk}: {sched_table.loc[(pk, 'constant'), 'final val loss']:.3f} vs "
@@ -348,7 +347,7 @@ display(Markdown(
 with torch.no_grad():
     probs_val = torch.softmax(resnet(split.x_val)[0], -1)
 show = torch.argsort(split.y_val, stable=True)
-publish(gradkit.viz.lectures.plot_classification(
+publish(viz.lectures.plot_classification(
     F.one_hot(split.y_val[show], N_CLASSES).numpy(), probs_val[show].numpy(), split.classes,
     [f"val clip {int(i)}" for i in show]), "Classification.png")
 formula_check = pd.Series(lectures.gradients_against_autograd(n=8, n_classes=N_CLASSES),
@@ -365,8 +364,8 @@ display(Markdown(
 margins = torch.linspace(-12, 12, 241, dtype=torch.float64)  # of a wrong class over the right one
 probs_m, g_ce, g_mse = lectures.margin_sweep(margins)
 curves = lectures.saturated_start_curves(feats, split.y_train, N_CLASSES, lr=0.5, steps=300)
-publish(gradkit.viz.optim.plot_softmax(margins.numpy(), probs_m.numpy(), g_ce.numpy(),
-                                       g_mse.numpy(), curves), "Softmax.png")
+publish(viz.optim.plot_softmax(margins.numpy(), probs_m.numpy(), g_ce.numpy(), g_mse.numpy(),
+                               curves), "Softmax.png")
 at_wrong = int((margins - 10).abs().argmin())
 display(Markdown(
     f"At margin 10 (confidently wrong) the cross-entropy gradient has norm "
@@ -388,9 +387,8 @@ angle = split.angles_train.double().numpy()
 angle_t = (angle - angle.mean()) / angle.std()
 surfaces = {label: lectures.surface_around_optimum(X, angle_t)
             for label, X in (("raw", raw), ("standardised", norm))}
-publish(gradkit.viz.lectures.plot_feature_norm(raw, norm, surfaces,
-                                               ("band 1", f"band {N_MELS // 2} (× 50)")),
-        "FeatureNorm.png")
+publish(viz.lectures.plot_feature_norm(raw, norm, surfaces,
+                                       ("band 1", f"band {N_MELS // 2} (× 50)")), "FeatureNorm.png")
 display(Markdown(
     f"Condition number of the loss surface: {surfaces['raw'][3]:.3g} with the raw features, "
     f"{surfaces['standardised'][3]:.3g} after standardising: gradient descent's stable step is "
@@ -406,7 +404,7 @@ EPS, LABEL_NOISE, N_TRIALS = 0.1, 0.1, 20000
 hoeff = lectures.bound_table([10, 20, 50, 100, 150, 200, 300, 400, 600], [1, 10, 100], EPS,
                              LABEL_NOISE, N_TRIALS)
 display(hoeff.pivot(index="N", columns="|H|", values=["simulated P(bad)", "bound"]))
-publish(gradkit.viz.optim.plot_hoeffding(hoeff, EPS, N_TRIALS), "hoeffding.png")
+publish(viz.optim.plot_hoeffding(hoeff, EPS, N_TRIALS), "hoeffding.png")
 at100 = hoeff[hoeff.N == 100].set_index("|H|")["simulated P(bad)"]
 above = hoeff[~hoeff.consistent]
 display(Markdown(
@@ -444,7 +442,7 @@ train_outs, eval_alone, eval_diff = lectures.output_spread(bn_runs[0.9].layer, b
                                                            bands[1:], BN_BATCH, N_PROBES)
 BAND, frame = int((true_mean - running[0.99][-1]).abs().argmax()), bands.shape[-1] // 2
 errors = {p: (running[p] - true_mean).abs().mean(1).numpy() for p in running}
-publish(gradkit.viz.optim.plot_batchnorm(
+publish(viz.optim.plot_batchnorm(
     [float(b[:, BAND].mean()) for b in batches], {p: running[p][:, BAND].numpy() for p in running},
     float(true_mean[BAND]), errors,
     [0.99**t * float(true_mean.abs().mean()) for t in range(1, len(batches) + 1)],

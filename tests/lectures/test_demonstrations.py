@@ -84,8 +84,6 @@ def test_hessian_summary_matches_the_dense_hessian():
     dx = float(s.grid[1] - s.grid[0])
     torch.testing.assert_close(s.per_probe.sum(1) * dx, torch.ones(3, dtype=torch.float64),
                                atol=1e-2, rtol=0)  # each probe's density integrates to 1
-    # with a full Krylov space the quadrature weights are the eigenvector masses, whose share
-    # near zero is then a property of the spectrum: at least as many as the near-zero count / P
     assert 0.0 <= s.near_zero <= 1.0
     with pytest.raises(ValueError, match="n_probes"):
         lec.hessian_summary(op, n_probes=0)
