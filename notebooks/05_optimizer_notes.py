@@ -188,7 +188,7 @@ publish(fig, "hessian_spectrum.png")
 # %% [markdown]
 # ## 3. Batch size
 #
-# A mini-batch gradient $g_B$ is the mean of $B$ per-sample gradients, so it scatters around the full gradient $g$ with $\mathbb{E}\|g_B - g\|^2 = \operatorname{tr}\Sigma / B$ (the notes' "small batch = noisy"); drawn without replacement from $N$ samples, times $(N - B)/(N - 1)$. Measured with exact per-sample gradients of the ResNet at its current weights (`gradkit.lectures.noise_table`; z = (measured − formula) / standard error).
+# A mini-batch gradient $g_B$ is the mean of $B$ per-sample gradients, so it scatters around the full gradient $g$ with $\mathbb{E}\|g_B - g\|^2 = \operatorname{tr}\Sigma / B$ (the notes' "small batch = noisy"); drawn without replacement from $N$ samples, times $(N - B)/(N - 1)$. Measured with exact per-sample gradients of the ResNet at its current weights (`gradkit.lectures.noise_table`; z = (sampled − formula) / standard error).
 
 # %%
 G = per_sample_grads(resnet, sample_loss, split.x_train, split.y_train)
@@ -201,7 +201,7 @@ publish(viz.lectures.plot_minibatch_noise(noise, tr_sigma, N_TRAIN, N_DRAWS),
         "minibatch_noise.png")
 z = noise.z.dropna().abs()
 display(Markdown(
-    f"Over the {len(z)} batch sizes below N the measurement ({N_DRAWS} batches each) and the "
+    f"Over the {len(z)} batch sizes below N the sampled value ({N_DRAWS} batches each) and the "
     f"formula differ by at most {z.max():.1f} standard errors (at B = {z.idxmax()}); at "
     f"B = N = {N_TRAIN} the formula gives exactly {noise.loc[N_TRAIN].iloc[2]:.0f} and the "
     f"draws {noise.loc[N_TRAIN].iloc[0]:.1e}."))

@@ -33,9 +33,9 @@ def expected_minibatch_noise(G: Tensor, batch_size: int) -> float:
 
 
 def noise_table(G: Tensor, batch_sizes, n_draws: int):
-    """For each batch size B: the measured ``E‖g_B − g‖²`` (:func:`minibatch_gradient_noise`,
+    """For each batch size B: the sampled ``E‖g_B − g‖²`` (:func:`minibatch_gradient_noise`,
     ``n_draws`` batches, seeded with B), its standard error, the closed form
-    (:func:`expected_minibatch_noise`) and ``z = (measured − closed form) / s.e.`` (``nan`` at
+    (:func:`expected_minibatch_noise`) and ``z = (sampled − closed form) / s.e.`` (``nan`` at
     B = N, where every draw is the full gradient and both are 0 up to rounding). Indexed by
     ``B``."""
     import math
@@ -44,11 +44,11 @@ def noise_table(G: Tensor, batch_sizes, n_draws: int):
 
     rows = []
     for b in batch_sizes:
-        measured, se = minibatch_gradient_noise(G, int(b), n_draws=n_draws, seed=int(b))
+        sampled, se = minibatch_gradient_noise(G, int(b), n_draws=n_draws, seed=int(b))
         expected = expected_minibatch_noise(G, int(b))
-        rows.append({"B": int(b), "measured E‖g_B − g‖²": measured, "± s.e.": se,
+        rows.append({"B": int(b), "sampled E‖g_B − g‖²": sampled, "± s.e.": se,
                      "trΣ/B·(N−B)/(N−1)": expected,
-                     "z": (measured - expected) / se if b < G.shape[0] and se > 0
+                     "z": (sampled - expected) / se if b < G.shape[0] and se > 0
                      else math.nan})
     return pd.DataFrame(rows).set_index("B")
 

@@ -51,7 +51,7 @@ def lanczos_against_dense(op: HessianOperator, dense_eigenvalues: Tensor, k: int
 
 @dataclass(frozen=True)
 class HessianSummary:
-    """What :func:`hessian_summary` measured. ``per_probe`` ``[n_probes, len(grid)]``: the
+    """What :func:`hessian_summary` found. ``per_probe`` ``[n_probes, len(grid)]``: the
     Gaussian-smoothed (``sigma``) SLQ density of each probe; ``near_zero``: the share of the
     spectral mass within ``±near·λ_max`` of zero."""
 

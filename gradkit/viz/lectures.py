@@ -115,7 +115,7 @@ def plot_minibatch_noise(noise, tr_sigma: float, n: int, n_draws: int):
     fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     part = noise[noise.index < n]
     ax.errorbar(part.index, part.iloc[:, 0], yerr=2 * part.iloc[:, 1], fmt="o",
-                label=f"measured ({n_draws} random batches, ±2 s.e.)")
+                label=f"sampled ({n_draws} random batches, ±2 s.e.)")
     bs = np.arange(1, n)
     ax.plot(bs, tr_sigma / bs, "--", label="tr Σ / B")
     ax.plot(bs, tr_sigma / bs * (n - bs) / (n - 1), label="tr Σ / B · (N−B)/(N−1)")

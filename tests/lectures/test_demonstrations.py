@@ -99,7 +99,7 @@ def test_noise_table_closed_form_column_and_measurement():
     for b in (1, 3, 10):
         assert table.loc[b, "trΣ/B·(N−B)/(N−1)"] == pytest.approx(tr_sigma / b * (10 - b) / 9)
     assert abs(table.loc[3, "z"]) < 5  # the sampler is unbiased (4000 draws)
-    assert math.isnan(table.loc[10, "z"]) and table.loc[10, "measured E‖g_B − g‖²"] < 1e-20
+    assert math.isnan(table.loc[10, "z"]) and table.loc[10, "sampled E‖g_B − g‖²"] < 1e-20
     assert lec.expected_minibatch_noise(G, 1) == pytest.approx(tr_sigma)
 
 
