@@ -36,15 +36,15 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-import gradkit
-from gradkit.analysis import ghm as ga
-from gradkit.analysis import verdicts as vd
+import gradkit.analysis.ghm
+import gradkit.analysis.verdicts
+import gradkit.viz.ghm
+from gradkit import analysis, viz
 from gradkit.core.device import pick_device
 from gradkit.core.paths import figures_dir
 from gradkit.data.folds import fold_splits, load_features
 from gradkit.training import TrainConfig, build_model, get_run
 from gradkit.training.ensemble import Member, get_ensemble
-from gradkit.viz import ghm as gv
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
 from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
@@ -101,7 +101,7 @@ print(f"{2 * len(members)} runs ready in {ensemble_seconds:.1f} s in this sessio
 # ## Every run: where it stopped, whether it was still improving, whether it beat chance
 
 # %%
-summary = pd.concat([vd.run_summary(e.metrics, e.stopped, n_classes, tail=TAIL, window=TAIL)
+summary = pd.concat([analysis.verdicts.run_summary(e.metrics, e.stopped, n_classes, tail=TAIL, window=TAIL)
                      for e in ensembles.values()], ignore_index=True)
 display(summary.set_index(["objective", "seed", "fold"]).round(3))
 improving = summary[(summary.acc_trend == "still improving")
@@ -123,18 +123,18 @@ primary = [("final_val_acc", True, 100, "pp", "validation accuracy at the last e
            ("final_val_raw_loss", False, 1, "", "raw validation loss at the last epoch"),
            ("tail_val_acc", True, 100, "pp", f"mean validation accuracy, last {TAIL} epochs"),
            ("final_val_ghm_loss", False, 1, "", "GHM validation loss at the last epoch")]
-results = {m: vd.compare_objectives(summary, m, "ghm", "raw", hib, LABELS, unit)
+results = {m: analysis.verdicts.compare_objectives(summary, m, "ghm", "raw", hib, LABELS, unit)
            for m, hib, _, unit, _ in primary}
 display(pd.DataFrame([{"metric": what, **results[m].as_row(scale)}
                       for m, _, scale, _, what in primary]).set_index("metric").round(4))
 display(Markdown("\n".join(
-    f"- {what}: {vd.verdict_sentence(results[m], scale=scale, digits=1 if scale > 1 else 3)}."
+    f"- {what}: {analysis.verdicts.verdict_sentence(results[m], scale=scale, digits=1 if scale > 1 else 3)}."
     for m, _, scale, _, what in primary)))
 
 # %%
 panels = []
 for m, _, scale, unit, what in primary[:2]:
-    a, b, units = vd.paired_values(summary, m, "ghm", "raw")
+    a, b, units = analysis.verdicts.paired_values(summary, m, "ghm", "raw")
     panels.append({"diffs": (a - b) * scale, "groups": [f"seed {s}" for s, _ in units],
                    "result": results[m], "scale": scale,
                    "ylabel": f"GHM \u2212 raw: {what}" + (f" [{unit}]" if unit else "")})
@@ -161,7 +161,7 @@ metrics = {name: run.metrics for name, run in runs.items()}
 histories = {name: run.ghm_history for name, run in runs.items()}
 split, ghm_run_id = runs["ghm"].split, runs["ghm"].run_id
 print(f"single runs ready in {train_seconds:.1f} s: " + ", ".join(map(repr, runs.values())))
-STAGE_EPOCHS = tuple(ga.stage_epochs(metrics["ghm"]["epoch"]).values())
+STAGE_EPOCHS = tuple(analysis.ghm.stage_epochs(metrics["ghm"]["epoch"]).values())
 print(f"early / middle / late epochs: {STAGE_EPOCHS}")
 UNIT = (f"seed {FIG_SEED}, fold 0: one of {len(members)} pairs" if is_fold0
         else f"seed {FIG_SEED}, load_split's split (outside the {FOLDS}-fold study)")
@@ -200,22 +200,22 @@ display(params)
 
 # %%
 fig = plt.figure(figsize=(15, 4.2))
-gv.plot_training_comparison(fig, metrics)
+viz.ghm.plot_training_comparison(fig, metrics)
 stamp_unit(fig, UNIT)
 publish(fig, f"training_comparison_{ghm_run_id}.png")
 
 fig = plt.figure(figsize=(9, 7))
-gv.plot_loss_comparison_detailed(fig, metrics["ghm"], run_name="ghm")
+viz.ghm.plot_loss_comparison_detailed(fig, metrics["ghm"], run_name="ghm")
 stamp_unit(fig, UNIT)
 publish(fig, "loss_comparison_detailed.png")
 
 fig = plt.figure(figsize=(9, 4.5))
-gv.plot_accuracy_trend(fig, metrics)
+viz.ghm.plot_accuracy_trend(fig, metrics)
 stamp_unit(fig, UNIT)
 publish(fig, "accuracy_trend.png")
 
 # %%
-best = pd.DataFrame({name: ga.best_epoch_summary(m) for name, m in metrics.items()}).T
+best = pd.DataFrame({name: analysis.ghm.best_epoch_summary(m) for name, m in metrics.items()}).T
 best["epoch"] = best["epoch"].astype(int)
 display(best.rename(columns={"best_val_acc": "best validation accuracy",
                              "train_acc": "train accuracy there",
@@ -248,14 +248,14 @@ display(Markdown("\n".join(lines)))
 bins = configs["ghm"].bins
 print(f"{bins} GHM bins of width {1 / bins:g}")
 fig = plt.figure(figsize=(13, 4.5))
-gv.plot_gradient_density_evolution(fig, histories["ghm"], bins=bins, run_name="ghm")
+viz.ghm.plot_gradient_density_evolution(fig, histories["ghm"], bins=bins, run_name="ghm")
 stamp_unit(fig, UNIT)
 publish(fig, "gradient_density_evolution.png")
 
 # %%
 epochs = [int(r["epoch"]) for r in histories["ghm"]]
 density_scrubber = Scrubber(
-    lambda fig, epoch: gv.plot_density_epoch(fig, histories, epoch, bins=bins),
+    lambda fig, epoch: viz.ghm.plot_density_epoch(fig, histories, epoch, bins=bins),
     epochs, label="epoch", figsize=(11, 4),
 )
 display(density_scrubber)
@@ -265,16 +265,16 @@ display(density_scrubber)
 
 # %%
 fig = plt.figure(figsize=(13, 4.5))
-gv.plot_ghm_weights_comparison(fig, histories["ghm"], bins=bins, run_name="ghm")
+viz.ghm.plot_ghm_weights_comparison(fig, histories["ghm"], bins=bins, run_name="ghm")
 stamp_unit(fig, UNIT)
 publish(fig, "ghm_weights_comparison.png")
 
 # %%
-by_epoch = {name: ga.history_by_epoch(h) for name, h in histories.items()}
+by_epoch = {name: analysis.ghm.history_by_epoch(h) for name, h in histories.items()}
 missing = [(name, e) for name in runs for e in STAGE_EPOCHS if e not in by_epoch[name]]
 assert not missing, f"(run, epoch) without GHM diagnostics: {missing}"
 hard_easy = pd.DataFrame(
-    {(name, e): ga.hard_easy_weights(by_epoch[name][e], HARD_G) for name in runs for e in STAGE_EPOCHS}
+    {(name, e): analysis.ghm.hard_easy_weights(by_epoch[name][e], HARD_G) for name in runs for e in STAGE_EPOCHS}
 ).T
 hard_easy.index.names = ["run", "epoch"]
 hard_easy = hard_easy.astype({"n_hard": int, "n_easy": int})
@@ -303,8 +303,8 @@ display(Markdown(f"In the GHM run, {_weight_sentence(STAGE_EPOCHS[0], early)}; "
 print(f"epochs {STAGE_EPOCHS}, batch 0 of {len(by_epoch['ghm'][STAGE_EPOCHS[0]]['batch_sizes'])}")
 for epoch in STAGE_EPOCHS:
     fig = plt.figure(figsize=(12, 4))
-    gv.plot_batch_distribution(fig, by_epoch["ghm"][epoch], bins=bins, batch=0,
-                               title=f"ghm run {ghm_run_id}: epoch {epoch}, batch 0")
+    viz.ghm.plot_batch_distribution(fig, by_epoch["ghm"][epoch], bins=bins, batch=0,
+                                    title=f"ghm run {ghm_run_id}: epoch {epoch}, batch 0")
     stamp_unit(fig, UNIT)
     publish(fig, f"epoch{epoch}_batch0_{ghm_run_id}.png")
 
@@ -314,14 +314,14 @@ for epoch in STAGE_EPOCHS:
 # Per epoch of the GHM run, over all its training samples: count, mean, median, min, max and standard deviation of `g`; the most and the least populated bin with their share; and the spread of the bin shares (their standard deviation: 0 for a perfectly even spread, `sqrt(bins - 1) / bins` when everything sits in one bin).
 
 # %%
-stats = {name: ga.ghm_stats_table(h, bins=bins) for name, h in histories.items()}
-rank_stats = ga.ghm_stats_table(histories["ghm"], bins=bins, head="rank_")
+stats = {name: analysis.ghm.ghm_stats_table(h, bins=bins) for name, h in histories.items()}
+rank_stats = analysis.ghm.ghm_stats_table(histories["ghm"], bins=bins, head="rank_")
 print(f"spread of the bin shares: 0 (even) to {(bins - 1) ** 0.5 / bins:.3f} (all in one of the "
       f"{bins} bins)")
 for epoch in STAGE_EPOCHS:
     fig = plt.figure(figsize=(12, 4))
-    gv.plot_ghm_stats(fig, by_epoch["ghm"][epoch], bins=bins,
-                      title=f"ghm run: GHM statistics of epoch {epoch}")
+    viz.ghm.plot_ghm_stats(fig, by_epoch["ghm"][epoch], bins=bins,
+                           title=f"ghm run: GHM statistics of epoch {epoch}")
     stamp_unit(fig, UNIT)
     publish(fig, f"ghm_stats_epoch_{epoch}.png")
 print("classification g, GHM run, every epoch:")
@@ -362,10 +362,10 @@ acc, loss = results["final_val_acc"], results["final_val_raw_loss"]
 n_improving = int(len(improving))
 best_mean = summary.groupby("objective").best_val_acc.mean()
 lines = [
-    f"- **Validation accuracy at the last epoch**: {vd.verdict_sentence(acc, scale=100)}.",
-    f"- **Raw validation loss at the last epoch**: {vd.verdict_sentence(loss, digits=3)}.",
+    f"- **Validation accuracy at the last epoch**: {analysis.verdicts.verdict_sentence(acc, scale=100)}.",
+    f"- **Raw validation loss at the last epoch**: {analysis.verdicts.verdict_sentence(loss, digits=3)}.",
     f"- GHM's own objective on the validation clips: "
-    f"{vd.verdict_sentence(results['final_val_ghm_loss'], digits=3)}.",
+    f"{analysis.verdicts.verdict_sentence(results['final_val_ghm_loss'], digits=3)}.",
     f"- Training: {n_improving} of {len(summary)} runs were still improving on validation when "
     f"they stopped (cap {EPOCHS} epochs), {len(at_chance)} ended at chance; a verdict about runs "
     "that were still improving is a verdict at this training budget, not at convergence.",
@@ -392,8 +392,8 @@ print(f"notebook body ran in {time.perf_counter() - NOTEBOOK_START:.1f} s")
 from gradkit.report.headlines import show_headlines
 
 show_headlines(**{
-    "GHM − raw, val accuracy (last epoch)": vd.headline_verdict(acc, scale=100),
-    "GHM − raw, raw val loss (last epoch)": vd.headline_verdict(loss, digits=3),
+    "GHM − raw, val accuracy (last epoch)": analysis.verdicts.headline_verdict(acc, scale=100),
+    "GHM − raw, raw val loss (last epoch)": analysis.verdicts.headline_verdict(loss, digits=3),
     "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {acc.n} pairs, cap {EPOCHS} epochs",
     "runs still improving when stopped": f"{n_improving} of {len(summary)}",
     "runs at chance": f"{len(at_chance)} of {len(summary)}",

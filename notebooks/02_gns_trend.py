@@ -40,7 +40,9 @@ from IPython.display import Markdown, display
 
 # %%
 import gradkit
-from gradkit.analysis import advice as adv
+import gradkit.analysis.advice
+import gradkit.viz.noise
+from gradkit import analysis, viz
 from gradkit.analysis.noise import KINDS, checkpoint_noise_scales, gns_variants, sample_grads
 from gradkit.core.device import pick_device
 from gradkit.core.params import count_parameters, num_trainable, param_slices
@@ -50,7 +52,6 @@ from gradkit.distributed.compare import short_ddp_study
 from gradkit.grads.noise import gns_monte_carlo, noise_scale
 from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, get_run
-from gradkit.viz import noise as vnoise
 from gradkit.viz.distributed import plot_ddp_b_simple
 from gradkit.viz.figures import publish
 from gradkit.viz.scrubber import Scrubber
@@ -88,7 +89,7 @@ for name, run in runs.items():
     for kind in KINDS:
         trends[name][kind], norms[name, kind] = checkpoint_noise_scales(
             run, kind, n_boot=N_BOOT, seed=SEED)
-status = {name: adv.status_of_run(run) for name, run in runs.items()}
+status = {name: analysis.advice.status_of_run(run) for name, run in runs.items()}
 ghm_run = runs["GHM, full training"]
 N, B = len(ghm_run.split.y_train), ghm_run.config.batch_size
 print(f"N = {N} training clips, batch size B = {B}, {N_BOOT} bootstrap resamples; trainable "
@@ -144,7 +145,7 @@ for pname, sl in param_slices(model).items():
 variants = pd.DataFrame({e: gns_variants(sample_grads(prompt_run, e), B, {"prompt": prompt_cols},
                                          p_total=count_parameters(model)) for e in study_epochs})
 reported = [STUDY_GNS[e] for e in study_epochs]
-verdicts = {v: adv.reproduces(variants.loc[v].to_numpy(), reported) for v in variants.index}
+verdicts = {v: analysis.advice.reproduces(variants.loc[v].to_numpy(), reported) for v in variants.index}
 shown = pd.concat([pd.DataFrame([reported], index=["study (reported)"], columns=study_epochs),
                    variants])
 shown["median ours / study"] = [1.0] + [verdicts[v][1] for v in variants.index]
@@ -160,9 +161,9 @@ display(Markdown(
     if study_epochs else "No study epoch to compare."))
 
 # %%
-fig = vnoise.plot_gns_trend(trends, B, N, study=STUDY_GNS,
-                            failed=[name for name, st in status.items() if st.failed],
-                            title=f"{MATERIAL}, {FREQ_HZ} Hz: exact per-sample gradients of the "
+fig = viz.noise.plot_gns_trend(trends, B, N, study=STUDY_GNS,
+                               failed=[name for name, st in status.items() if st.failed],
+                               title=f"{MATERIAL}, {FREQ_HZ} Hz: exact per-sample gradients of the "
                                   f"training split; solid = trained objective, dashed = CE only")
 publish(fig, f"gns_vs_epoch_{MATERIAL}_{FREQ_HZ}hz.png")
 
@@ -177,12 +178,12 @@ cond_rows = []
 for material, freq in CONDITIONS:
     run = get_run(TrainConfig(material=material, freq_hz=freq, objective="ghm", epochs=EPOCHS,
                               data_root=DATA_ROOT), progress=False)
-    st = adv.status_of_run(run)
+    st = analysis.advice.status_of_run(run)
     last = {k: checkpoint_noise_scales(run, k, n_boot=N_BOOT, seed=SEED,
                                        epochs=run.checkpoint_epochs[-1:])[0].iloc[-1]
             for k in KINDS}
     o = last["objective"]
-    word = adv.batch_advice(st, o.b_simple, o.b_simple_lo, o.b_simple_hi, B)
+    word = analysis.advice.batch_advice(st, o.b_simple, o.b_simple_lo, o.b_simple_hi, B)
     cond_rows.append({"material": material, "freq_hz": freq, **o.drop("kind").to_dict(),
                       "gns (CE only)": last["ce"].gns, "val acc": st.accuracy,
                       "failed": st.failed, "val acc trend": st.trend, "advice": word})
@@ -195,7 +196,7 @@ display(cond.set_index(["material", "freq_hz"])[
      "b_simple_hi", "val acc", "failed", "val acc trend", "advice"]])
 
 # %%
-fig = vnoise.plot_gns_by_condition(cond, B, N, kind_label="(trained objective)")
+fig = viz.noise.plot_gns_by_condition(cond, B, N, kind_label="(trained objective)")
 publish(fig, "gns_by_condition.png")
 
 # %% [markdown]
@@ -207,10 +208,10 @@ publish(fig, "gns_by_condition.png")
 lines = []
 for name, kinds in trends.items():
     end = kinds["objective"].iloc[-1]
-    word = adv.batch_advice(status[name], end.b_simple, end.b_simple_lo, end.b_simple_hi, B)
+    word = analysis.advice.batch_advice(status[name], end.b_simple, end.b_simple_lo, end.b_simple_hi, B)
     lines.append(f"- **{name}**, epoch {int(end.epoch)}: {status[name].sentence}. "
-                 + adv.advice_sentence(word, end.b_simple, end.b_simple_lo, end.b_simple_hi, B)
-                 + " " + adv.steadiness(kinds["objective"], "GNS (trained objective)"))
+                 + analysis.advice.advice_sentence(word, end.b_simple, end.b_simple_lo, end.b_simple_hi, B)
+                 + " " + analysis.advice.steadiness(kinds["objective"], "GNS (trained objective)"))
 failed = cond[cond.failed]
 lines.append("- **Failed runs** (excluded from advice): "
              + (", ".join(f"{m}/{f} Hz (val acc {a:.0%})" for m, f, a in
@@ -223,8 +224,8 @@ lines.append("- **Advice per condition** at the last checkpoint: " + "; ".join(
 ok = cond[~cond.failed]
 if len(ok) >= 2:
     lo_row, hi_row = ok.loc[ok.gns.idxmin()], ok.loc[ok.gns.idxmax()]
-    change = adv.interval_steps([0, 1], [lo_row.gns, hi_row.gns], [lo_row.gns_lo, hi_row.gns_lo],
-                                [lo_row.gns_hi, hi_row.gns_hi])[0][2]
+    change = analysis.advice.interval_steps([0, 1], [lo_row.gns, hi_row.gns], [lo_row.gns_lo, hi_row.gns_lo],
+                                            [lo_row.gns_hi, hi_row.gns_hi])[0][2]
     lines.append(f"- **Conditions that learned**: GNS lowest for {lo_row.material}/"
                  f"{lo_row.freq_hz} Hz ({lo_row.gns:.3g}), highest for {hi_row.material}/"
                  f"{hi_row.freq_hz} Hz ({hi_row.gns:.3g}); highest against lowest: {change}.")
@@ -246,8 +247,8 @@ rows_by_epoch = ghm_trend["objective"].set_index("epoch")
 
 def draw_norms(fig, epoch):
     row = rows_by_epoch.loc[epoch]
-    vnoise.plot_norms(fig.add_subplot(1, 1, 1), ghm_norms[epoch].numpy(), row.grad_sq, bins, top,
-                      title=f"GHM run, epoch {epoch}: GNS {row.gns:.3g}, "
+    viz.noise.plot_norms(fig.add_subplot(1, 1, 1), ghm_norms[epoch].numpy(), row.grad_sq, bins, top,
+                         title=f"GHM run, epoch {epoch}: GNS {row.gns:.3g}, "
                             f"B_simple {row.b_simple:.3g}")
 
 

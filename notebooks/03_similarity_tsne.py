@@ -39,17 +39,18 @@ from threadpoolctl import threadpool_limits
 
 # %%
 import gradkit
+import gradkit.analysis.similarity
+import gradkit.grads.similarity
+import gradkit.viz.similarity
+from gradkit import analysis, grads, viz
 from gradkit.analysis import conflicts
-from gradkit.analysis import similarity as asim
 from gradkit.core.device import pick_device
 from gradkit.core.params import num_trainable
 from gradkit.core.paths import figures_dir, project_root
 from gradkit.grads import per_sample_grads, tsne
-from gradkit.grads import similarity as sim
 from gradkit.report.headlines import show_headlines
 from gradkit.stats import compare_proportions
 from gradkit.training import TrainConfig, get_run, sample_loss
-from gradkit.viz import similarity as vsim
 from gradkit.viz.figures import publish, save_figure
 from gradkit.viz.scrubber import Scrubber
 
@@ -86,7 +87,7 @@ paths = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str
          for p in split.paths_train + split.paths_val]
 n_train, classes, epochs = len(split.y_train), split.classes, run.checkpoint_epochs
 in_train = np.arange(len(y)) < n_train
-PHASES = asim.phases(epochs)
+PHASES = analysis.similarity.phases(epochs)
 display(pd.DataFrame({
     "clips (train + held out)": [f"{len(y)} ({n_train} + {len(y) - n_train})"],
     "classes (clips each)": [", ".join(f"{c} ({int((y == k).sum())})"
@@ -103,7 +104,7 @@ display(pd.DataFrame({
 # %%
 results, previous = {}, None
 for epoch in epochs:
-    results[epoch] = asim.checkpoint_similarity(run, epoch, x, y, n_train, init=previous)
+    results[epoch] = analysis.similarity.checkpoint_similarity(run, epoch, x, y, n_train, init=previous)
     previous = results[epoch]["sample_map"]
 K_NN = max(1, min(5, len(y) - 2))
 knn = {e: (tsne.knn_overlap(results[a]["sample_map"], results[e]["sample_map"], K_NN)
@@ -131,8 +132,8 @@ def stats_row(epoch, r):
 
 
 stats = pd.DataFrame([stats_row(e, r) for e, r in results.items()]).drop(columns=["n"])
-stats["matrix_change"] = [np.nan] + [sim.matrix_change(sim.cosine_matrix(results[a]["G"]),
-                                                       sim.cosine_matrix(results[b]["G"]))
+stats["matrix_change"] = [np.nan] + [grads.similarity.matrix_change(grads.similarity.cosine_matrix(results[a]["G"]),
+                                                                    grads.similarity.cosine_matrix(results[b]["G"]))
                                      for a, b in zip(epochs[:-1], epochs[1:], strict=True)]
 display(stats)
 
@@ -149,23 +150,23 @@ def stability(epoch):
 
 written = []
 for epoch in epochs:
-    for name, draw in [("gradient_similarities", lambda f, e: vsim.draw_similarities(
-            f, results[e], classes, e)), ("gradient_directions_tsne", lambda f, e: vsim.draw_maps(
+    for name, draw in [("gradient_similarities", lambda f, e: viz.similarity.draw_similarities(
+            f, results[e], classes, e)), ("gradient_directions_tsne", lambda f, e: viz.similarity.draw_maps(
             f, results[e], y.numpy(), classes, e, stability(e)))]:
         fig = plt.figure(figsize=(13, 5.5), layout="constrained")
         draw(fig, epoch)
         written.append(save_figure(fig, f"{name}_epoch_{epoch}.png").name)
         plt.close(fig)
 print(f"wrote {len(written)} figures: {written[0]} ... {written[-1]}")
-display(Scrubber(lambda f, e: vsim.draw_both(f, results[e], y.numpy(), classes, e, stability(e)),
+display(Scrubber(lambda f, e: viz.similarity.draw_both(f, results[e], y.numpy(), classes, e, stability(e)),
                  epochs, label="epoch", figsize=(14, 11.5)))
 
 # %% [markdown]
 # ## The statistics over training
 
 # %%
-fig = vsim.plot_similarity_trend(stats, PHASES, len(classes),
-                                 title=f"Gradient similarity over training "
+fig = viz.similarity.plot_similarity_trend(stats, PHASES, len(classes),
+                                           title=f"Gradient similarity over training "
                                        f"({run.config.folder_name})")
 publish(fig, "similarity_trend.png")
 first, last = stats.iloc[0], stats.iloc[-1]
@@ -181,8 +182,8 @@ display(Markdown(
     f"gradients) gives {first.baseline:.0%} → {last.baseline:.0%}, so the share beyond the class "
     f"structure is {100 * (first.share_negative - first.baseline):+.0f} pp → "
     f"{100 * (last.share_negative - last.baseline):+.0f} pp. Over the checkpoints the share "
-    f"{asim.trend_word(stats.share_negative)}, its baseline "
-    f"{asim.trend_word(stats.baseline)} (OLS slope test)."))
+    f"{analysis.similarity.trend_word(stats.share_negative)}, its baseline "
+    f"{analysis.similarity.trend_word(stats.baseline)} (OLS slope test)."))
 
 # %% [markdown]
 # ## Observations per phase (generated from the statistics above)
@@ -190,18 +191,18 @@ display(Markdown(
 # Words for the silhouette follow Kaufman & Rousseeuw (`gradkit.analysis.similarity.structure`); a trend is called only when the OLS slope over the phase's checkpoints differs from zero at $\alpha = 0.05$ (`trend_word`, needs at least 3 checkpoints).
 
 # %%
-phase = asim.phase_table(stats, PHASES)
+phase = analysis.similarity.phase_table(stats, PHASES)
 lines = []
 for name, (lo, hi) in PHASES.items():
     p, part = phase.loc[name], stats[(stats.epoch >= lo) & (stats.epoch <= hi)]
     lines.append(
         f"**{name.capitalize()} (epochs {lo}–{hi}, {int(p.n_epochs)} checkpoints).** Same-class "
         f"gradients have mean cosine {p.within_class:.2f}, different-class ones "
-        f"{p.between_class:.2f}: {asim.block_word(p.within_class - p.between_class)}. Class "
-        f"silhouette {p.silhouette:.2f} ({asim.structure(p.silhouette)} structure; t-SNE map "
-        f"{p.tsne_silhouette:.2f}); within the phase it {asim.trend_word(part.silhouette)}. "
+        f"{p.between_class:.2f}: {analysis.similarity.block_word(p.within_class - p.between_class)}. Class "
+        f"silhouette {p.silhouette:.2f} ({analysis.similarity.structure(p.silhouette)} structure; t-SNE map "
+        f"{p.tsne_silhouette:.2f}); within the phase it {analysis.similarity.trend_word(part.silhouette)}. "
         f"{p.share_negative:.0%} of sample pairs are opposed (class-structure baseline "
-        f"{p.baseline:.0%}). Mini-batch gradients {asim.agreement(p.batch_mean_cosine)} (mean "
+        f"{p.baseline:.0%}). Mini-batch gradients {analysis.similarity.agreement(p.batch_mean_cosine)} (mean "
         f"cosine {p.batch_mean_cosine:.2f}). Accuracy on all {len(y)} clips {p.accuracy:.0%} "
         f"(chance {1 / len(classes):.0%}).")
 display(Markdown("\n\n".join(lines)))
@@ -215,13 +216,13 @@ early = phase.iloc[0]
 neg = stats[stats.batch_min_cosine < 0]
 display(Markdown("\n\n".join([
     f"From epoch {int(first.epoch)} to {int(last.epoch)} the class silhouette of the gradient "
-    f"directions {asim.trend_word(stats.silhouette)} ({first.silhouette:.2f} → "
-    f"{last.silhouette:.2f}), the same-class cosine {asim.trend_word(stats.within_class)}, the "
-    f"different-class cosine {asim.trend_word(stats.between_class)}, the mean cosine between "
-    f"mini-batches {asim.trend_word(stats.batch_mean_cosine)}, and the change of the sample "
-    f"cosines between consecutive checkpoints {asim.trend_word(stats.matrix_change)}.",
+    f"directions {analysis.similarity.trend_word(stats.silhouette)} ({first.silhouette:.2f} → "
+    f"{last.silhouette:.2f}), the same-class cosine {analysis.similarity.trend_word(stats.within_class)}, the "
+    f"different-class cosine {analysis.similarity.trend_word(stats.between_class)}, the mean cosine between "
+    f"mini-batches {analysis.similarity.trend_word(stats.batch_mean_cosine)}, and the change of the sample "
+    f"cosines between consecutive checkpoints {analysis.similarity.trend_word(stats.matrix_change)}.",
     f"The study described the early gradients as scattered with no structure. Measured, the "
-    f"first phase has {asim.structure(early.silhouette)} class structure (silhouette "
+    f"first phase has {analysis.similarity.structure(early.silhouette)} class structure (silhouette "
     f"{early.silhouette:.2f}; its classifier-layer part {early.silhouette_classifier:.2f}, its "
     f"trunk part {early.silhouette_trunk:.2f}).",
     "At the batch level no two mini-batch gradients ever point against each other "
@@ -283,14 +284,14 @@ model = run.load_model(epochs[-1])
 compare = {"exact": results[epochs[-1]]["sample_stats"].row()}
 for k in (64, 512):
     sketched = per_sample_grads(model, sample_loss, x, y, sketch_dim=k, sketch_seed=0)
-    compare[f"sketch k={k}"] = sim.similarity_stats(sketched, y, block_size=16).row()
+    compare[f"sketch k={k}"] = grads.similarity.similarity_stats(sketched, y, block_size=16).row()
 compare = pd.DataFrame(compare).drop(index="n")
 display(compare)
 err = compare.drop(columns="exact").sub(compare.exact, axis=0).abs().max()
 display(Markdown(
     f"Largest deviation from the exact statistics: {err.iloc[0]:.3f} with k = 64, "
     f"{err.iloc[1]:.3f} with k = 512; " + ("the k = 512 sketch reproduces the statistics "
-                                           "(within 0.05)." if asim.sketch_agrees(err.iloc[1])
+                                           "(within 0.05)." if analysis.similarity.sketch_agrees(err.iloc[1])
                                            else "even k = 512 deviates by more than 0.05.")))
 print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
 

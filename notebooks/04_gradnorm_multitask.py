@@ -33,13 +33,14 @@ import torch
 from IPython.display import Markdown, display
 
 import gradkit
-from gradkit.analysis import multitask as mta
+import gradkit.analysis.multitask
+import gradkit.training.multitask
+import gradkit.viz.multitask
+from gradkit import analysis, training, viz
 from gradkit.core.device import pick_device
 from gradkit.core.params import count_parameters
 from gradkit.data.events import CLASSES
 from gradkit.models import SharedNet, TwoBackbones
-from gradkit.training import multitask as mt
-from gradkit.viz import multitask as mv
 from gradkit.viz.figures import publish
 from gradkit.viz.scrubber import Scrubber
 
@@ -53,13 +54,13 @@ torch.set_num_threads(1)
 NOTEBOOK_START = time.perf_counter()
 TREND_WINDOW = 5  # epochs in the plateau test of the per-epoch losses
 SMOOTH = 8  # steps in the running means of the per-step curves (and the scrubber's stride)
-METHODS = list(mt.METHODS)
-CONFIG = mt.MultitaskConfig(epochs=EPOCHS)
+METHODS = list(training.multitask.METHODS)
+CONFIG = training.multitask.MultitaskConfig(epochs=EPOCHS)
 TABLE_SEED = 3 if 3 in SEEDS else SEEDS[0]  # the study's tables were of its seed 003
 COLORS = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
 LABELS = {"equal": "equal 1/1", "study": "study 1/0.01", "gradnorm": "GradNorm",
           "uncertainty": "uncertainty", "pcgrad": "PCGrad", "two_backbones": "two backbones"}
-pd.DataFrame({"method": METHODS, "what it is": [mt.METHODS[m] for m in METHODS]})
+pd.DataFrame({"method": METHODS, "what it is": [training.multitask.METHODS[m] for m in METHODS]})
 
 # %% [markdown]
 # ## The task: where is the sound event, and what is it?
@@ -67,10 +68,10 @@ pd.DataFrame({"method": METHODS, "what it is": [mt.METHODS[m] for m in METHODS]}
 # A deterministic synthetic task (`gradkit.data.events`) shaped like the study's: one network locates an event and names it. Each clip is a 16 x 16 spectrogram (frequency bins up, time frames right) with one event in Gaussian background noise. **Detection**: the event's time/frequency box. **Classification**: its texture: *tonal* (harmonic stack), *clicks* (impulse train), *burst* (broadband noise) or *sweep* (up-chirp). The textures sit inside the box, so both tasks read the same local evidence through the shared backbone. Train and held-out clips come from two fixed data seeds; a run's seed sets only the initialisation and the batch order.
 
 # %%
-train_data = mt.event_data(CONFIG.n_train, CONFIG.data_seed)
-test_data = mt.event_data(CONFIG.n_test, CONFIG.data_seed + 1)
+train_data = training.multitask.event_data(CONFIG.n_train, CONFIG.data_seed)
+test_data = training.multitask.event_data(CONFIG.n_test, CONFIG.data_seed + 1)
 fig = plt.figure(figsize=(11, 5.6))
-mv.plot_event_examples(fig, train_data, CLASSES, n_test=len(test_data))
+viz.multitask.plot_event_examples(fig, train_data, CLASSES, n_test=len(test_data))
 plt.show()
 
 # %% [markdown]
@@ -101,14 +102,14 @@ pd.DataFrame([
 steps_per_epoch = -(-CONFIG.n_train // CONFIG.batch_size)
 print(f"Adam (lr {CONFIG.lr}), batches of {CONFIG.batch_size}, {CONFIG.epochs} epochs "
       f"({CONFIG.epochs * steps_per_epoch} steps), {len(METHODS)} methods x {len(SEEDS)} seeds")
-runs = mt.run_comparison(METHODS, SEEDS, epochs=EPOCHS)
-steps = mt.step_table(runs)
-per_run = mta.run_table(runs)
-summary = mta.summarise(per_run)
+runs = training.multitask.run_comparison(METHODS, SEEDS, epochs=EPOCHS)
+steps = training.multitask.step_table(runs)
+per_run = analysis.multitask.run_table(runs)
+summary = analysis.multitask.summarise(per_run)
 # GradNorm from the study's starting weights, detection 1.0 and classification 0.01 (renormalised
 # to sum to T): the start from which the study's weight collapsed. One seed, for the trajectory.
-study_start = mt.train_multitask(mt.MultitaskConfig(method="gradnorm", seed=SEEDS[0],
-                                                    epochs=EPOCHS, init_weights=(1.0, 0.01)))
+study_start = training.multitask.train_multitask(training.multitask.MultitaskConfig(method="gradnorm", seed=SEEDS[0],
+                                                                                    epochs=EPOCHS, init_weights=(1.0, 0.01)))
 per_run.round(3)
 
 # %% [markdown]
@@ -118,16 +119,16 @@ per_run.round(3)
 
 # %%
 fig = plt.figure(figsize=(15, 4.2))
-mv.plot_task_weights(fig, steps, METHODS, LABELS, COLORS, study=study_start.history,
-                     study_seed=SEEDS[0])
+viz.multitask.plot_task_weights(fig, steps, METHODS, LABELS, COLORS, study=study_start.history,
+                                study_seed=SEEDS[0])
 publish(fig, "gradnorm_weights.png")
 
 # %%
 gn = per_run[per_run.method == "gradnorm"]
-T = len(mt.TASKS)
+T = len(training.multitask.TASKS)
 w_steps = steps[steps.method == "gradnorm"][["w_det", "w_cls"]]
 h0 = study_start.history
-collapsed = mta.weight_collapsed(h0)
+collapsed = analysis.multitask.weight_collapsed(h0)
 display(Markdown(
     f"Over all {len(w_steps)} GradNorm steps ({len(SEEDS)} seeds) the smallest weight was "
     f"**{w_steps.min().min():.3f}** and the weights summed to T = {T} within "
@@ -149,10 +150,10 @@ display(Markdown(
 
 # %%
 fig = plt.figure(figsize=(13, 4.2))
-mv.plot_task_losses(fig, steps, METHODS, LABELS, COLORS, smooth=SMOOTH)
+viz.multitask.plot_task_losses(fig, steps, METHODS, LABELS, COLORS, smooth=SMOOTH)
 publish(fig, "task_losses.png")
 trends = pd.DataFrame([{"method": r.config.method, "seed": r.config.seed,
-                        **mta.loss_trends(r.history, TREND_WINDOW)} for r in runs])
+                        **analysis.multitask.loss_trends(r.history, TREND_WINDOW)} for r in runs])
 improving = trends.melt(["method", "seed"], var_name="task", value_name="trend")
 display(improving.assign(still=improving.trend == "still improving")
         .pivot_table(index="method", columns="task", values="still", aggfunc="sum", sort=False)
@@ -165,7 +166,7 @@ display(improving.assign(still=improving.trend == "still improving")
 # %%
 shared_methods = [m for m in METHODS if m != "two_backbones"]
 fig = plt.figure(figsize=(17, 4.2))
-mv.plot_task_gradient_cosine(fig, steps, shared_methods, LABELS, COLORS, smooth=SMOOTH)
+viz.multitask.plot_task_gradient_cosine(fig, steps, shared_methods, LABELS, COLORS, smooth=SMOOTH)
 publish(fig, "task_gradient_cosine.png")
 
 # %% [markdown]
@@ -175,8 +176,8 @@ publish(fig, "task_gradient_cosine.png")
 metrics = [("mean_iou", "detection: mean IoU"), ("iou50", "detection: share IoU ≥ 0.5"),
            ("accuracy", "classification accuracy")]
 fig = plt.figure(figsize=(15, 4.2))
-mv.plot_heldout_comparison(fig, per_run, metrics, METHODS, LABELS, COLORS,
-                           chance=1 / len(CLASSES))
+viz.multitask.plot_heldout_comparison(fig, per_run, metrics, METHODS, LABELS, COLORS,
+                                      chance=1 / len(CLASSES))
 publish(fig, "multitask_comparison.png")
 
 # %% [markdown]
@@ -219,15 +220,15 @@ core = pd.DataFrame({(LABELS[m], k): {"initial": r.initial_metrics[k], "final": 
 core["change"] = core["final"] - core["initial"]
 print(f"seed {TABLE_SEED}: held-out metrics, initial -> final")
 display(core.round(3))
-losses = pd.concat({LABELS[m]: mta.epoch_losses(r.history) for m, r in seed_runs.items()},
+losses = pd.concat({LABELS[m]: analysis.multitask.epoch_losses(r.history) for m, r in seed_runs.items()},
                    axis=1)
 print(f"seed {TABLE_SEED}: mean training loss per epoch and task")
 display(losses.round(3))
 cost = pd.DataFrame({LABELS[m]: {
     "time per batch [ms]": 1e3 * r.seconds_per_batch,
     "peak step memory [KiB]": r.peak_step_bytes / 1024,
-    "weights stable from epoch": mta.weights_stable_epoch(r.history)[0],
-    "weights stable before the cap": mta.weights_stable_epoch(r.history)[1]}
+    "weights stable from epoch": analysis.multitask.weights_stable_epoch(r.history)[0],
+    "weights stable before the cap": analysis.multitask.weights_stable_epoch(r.history)[1]}
     for m, r in seed_runs.items()})
 display(cost.T)
 
@@ -237,12 +238,12 @@ display(cost.T)
 # Same seed, same initial network, same batch order: each method's run pairs with the equal-weighting run of its seed. Verdicts come from `gradkit.stats.compare_paired` (paired t-test, 95 % interval, and the smallest difference this design detects with 80 % power): a run of wins on every seed with similar differences is a win, a run of wins with very unequal differences may not be (the table shows wins and losses beside each verdict).
 
 # %%
-verdicts = mta.paired_table(per_run, "equal", dict(metrics), LABELS)
+verdicts = analysis.multitask.paired_table(per_run, "equal", dict(metrics), LABELS)
 display(verdicts.pivot(index="method", columns="metric", values="verdict")
         .rename(index=LABELS).rename_axis(columns="against equal weighting"))
 display(verdicts.set_index(["method", "metric"])[
     ["diff", "ci_low", "ci_high", "p_value", "wins", "losses", "min_detectable"]].round(3))
-gn_results = {name: mta.paired_vs(per_run, "gradnorm", "equal", c, LABELS) for c, name in metrics}
+gn_results = {name: analysis.multitask.paired_vs(per_run, "gradnorm", "equal", c, LABELS) for c, name in metrics}
 display(Markdown("GradNorm against equal weighting, held-out:\n\n" + "\n".join(
     f"- {name}: {r.sentence(digits=3)} ({r.wins} of {r.n} seeds ahead)"
     for name, r in gn_results.items())))
@@ -250,10 +251,10 @@ display(Markdown("GradNorm against equal weighting, held-out:\n\n" + "\n".join(
 # %%
 eq, gnr = per_run[per_run.method == "equal"], per_run[per_run.method == "gradnorm"]
 two = per_run[per_run.method == "two_backbones"]
-time_gn = mta.paired_vs(per_run, "gradnorm", "equal", "batch_ms", LABELS,
-                        higher_is_better=False, unit="ms")
-two_det = mta.paired_vs(per_run, "two_backbones", "equal", "mean_iou", LABELS)
-two_cls = mta.paired_vs(per_run, "two_backbones", "equal", "accuracy", LABELS)
+time_gn = analysis.multitask.paired_vs(per_run, "gradnorm", "equal", "batch_ms", LABELS,
+                                       higher_is_better=False, unit="ms")
+two_det = analysis.multitask.paired_vs(per_run, "two_backbones", "equal", "mean_iou", LABELS)
+two_cls = analysis.multitask.paired_vs(per_run, "two_backbones", "equal", "accuracy", LABELS)
 display(Markdown(
     f"- Time per batch: GradNorm {gnr.batch_ms.mean():.2f} ms vs equal {eq.batch_ms.mean():.2f} "
     f"ms ({gnr.batch_ms.mean() / eq.batch_ms.mean():.2f}x); {time_gn.sentence(digits=2)} "
@@ -267,7 +268,7 @@ display(Markdown(
 
 # %%
 eq_steps = steps[steps.method == "equal"]
-cos_test = mta.cosine_against_zero(per_run, "equal")
+cos_test = analysis.multitask.cosine_against_zero(per_run, "equal")
 direction = {"better": "aligned on average", "worse": "conflicting on average",
              "no detectable difference": "not detectably aligned or conflicting on average"}
 start = eq_steps[eq_steps.step == 0]
@@ -291,7 +292,7 @@ scrub_run = next(r for r in runs if r.config.method == "gradnorm" and r.config.s
 H, LN = scrub_run.history, scrub_run.layer_norms
 last_step = int(H.step.iloc[-1])
 step_values = list(H.step[::SMOOTH]) + ([last_step] if last_step % SMOOTH else [])
-scrubber = Scrubber(lambda fig, step: mv.plot_gradient_step(fig, H, LN, step, SMOOTH),
+scrubber = Scrubber(lambda fig, step: viz.multitask.plot_gradient_step(fig, H, LN, step, SMOOTH),
                     step_values, label="step", figsize=(15, 4.2))
 display(scrubber)
 

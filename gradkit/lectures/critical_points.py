@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["classify_critical_point", "find_critical_point"]
+__all__ = ["classify_critical_point", "critical_point_table", "find_critical_point",
+           "loss_along"]
 
 
 def find_critical_point(loss: Callable[[Tensor], Tensor], theta0: Tensor, tol: float = 1e-9,
@@ -60,3 +61,38 @@ def classify_critical_point(eigenvalues: Tensor, rel_tol: float = 1e-6) -> str:
     if pos == ev.numel():
         return "local minimum"
     return "degenerate (flat directions; no negative curvature)"
+
+
+def critical_point_table(loss: Callable[[Tensor], Tensor], starts: dict[str, Tensor],
+                         tol: float = 1e-8, max_iter: int = 200, rel_tol: float = 1e-6):
+    """:func:`find_critical_point` from each named start, then the dense Hessian's spectrum there.
+
+    Returns ``(table, points)``: ``table`` one row per start (index ``start``; columns
+    ``LM steps``, ``|∇L| reached``, ``loss``, ``λ_min``, ``λ_max``, ``# λ<0``, ``# λ>0`` — counted
+    beyond ``rel_tol · max|λ|`` as in :func:`classify_critical_point` — and ``kind``), and
+    ``points``: start name → ``(θ, eigenvalues ascending)``. Dense Hessian: tiny models only.
+    """
+    import pandas as pd
+
+    hessian_of = torch.func.hessian(loss)
+    rows, points = [], {}
+    for name, theta0 in starts.items():
+        theta, norms = find_critical_point(loss, theta0, tol=tol, max_iter=max_iter)
+        ev = torch.linalg.eigvalsh(hessian_of(theta))
+        points[name] = (theta, ev)
+        zero = rel_tol * float(ev.abs().max())
+        rows.append({"start": name, "LM steps": len(norms) - 1, "|∇L| reached": norms[-1],
+                     "loss": float(loss(theta)), "λ_min": float(ev[0]), "λ_max": float(ev[-1]),
+                     "# λ<0": int((ev < -zero).sum()), "# λ>0": int((ev > zero).sum()),
+                     "kind": classify_critical_point(ev, rel_tol)})
+    return pd.DataFrame(rows).set_index("start"), points
+
+
+def loss_along(loss: Callable[[Tensor], Tensor], theta: Tensor, directions: dict[str, Tensor],
+               steps: Tensor) -> dict[str, Tensor]:
+    """``L(θ + s u) − L(θ)`` for every step ``s`` in ``steps`` and every named direction ``u``
+    (the second-order model predicts ``½ uᵀHu s²``, i.e. ``½ λ s²`` along a unit eigenvector)."""
+    base = loss(theta)
+    with torch.no_grad():
+        return {name: torch.stack([loss(theta + s * u) for s in steps]) - base
+                for name, u in directions.items()}

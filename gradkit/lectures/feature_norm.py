@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["condition_number", "loss_surface", "standardise"]
+__all__ = ["condition_number", "loss_surface", "standardise", "surface_around_optimum"]
 
 
 def standardise(X: np.ndarray) -> np.ndarray:
@@ -37,3 +37,14 @@ def loss_surface(X: np.ndarray, t: np.ndarray, w1: np.ndarray, w2: np.ndarray) -
     W1, W2 = np.meshgrid(w1, w2)
     pred = X[:, 0, None, None] * W1 + X[:, 1, None, None] * W2
     return 0.5 * ((pred - t[:, None, None]) ** 2).mean(0)
+
+
+def surface_around_optimum(X: np.ndarray, t: np.ndarray, n: int = 120):
+    """``(w1, w2, L, κ)``: :func:`loss_surface` on an ``n × n`` grid centred on the least-squares
+    weights (half-width ``3|w*| + 0.5/std`` per feature, so both the optimum and the valley's
+    shape are in view) and :func:`condition_number` of ``X``."""
+    X, t = np.asarray(X, dtype=float), np.asarray(t, dtype=float)
+    w_opt = np.linalg.lstsq(X, t, rcond=None)[0]
+    half = 3 * np.abs(w_opt) + 0.5 / X.std(0)
+    w1, w2 = (np.linspace(w_opt[k] - half[k], w_opt[k] + half[k], n) for k in range(2))
+    return w1, w2, loss_surface(X, t, w1, w2), condition_number(X)

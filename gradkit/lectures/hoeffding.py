@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hoeffding_bound", "simulate_bad_training_sets", "threshold_losses"]
+from gradkit.stats import wilson_interval
+
+__all__ = ["bound_table", "evenly_spaced_thresholds", "hoeffding_bound",
+           "simulate_bad_training_sets", "threshold_losses"]
 
 
 def hoeffding_bound(n: int | np.ndarray, eps: float, n_hypotheses: int) -> np.ndarray:
@@ -45,3 +48,32 @@ def simulate_bad_training_sets(n: int, eps: float, thresholds: np.ndarray, noise
     train_loss = (ones_below + zeros_above) / n
     bad = np.abs(train_loss - threshold_losses(t, noise)) > eps
     return float(bad.any(axis=1).mean())
+
+
+def evenly_spaced_thresholds(size: int) -> np.ndarray:
+    """``|H| = size`` thresholds: the midpoints of ``size`` equal cells of [0, 1]; a single
+    hypothesis is the threshold 0.3 (a wrong one, so its loss is not the minimum)."""
+    if size < 1:
+        raise ValueError(f"size must be ≥ 1, got {size}")
+    return np.array([0.3]) if size == 1 else np.linspace(0.5 / size, 1 - 0.5 / size, size)
+
+
+def bound_table(n_values, h_sizes, eps: float, noise: float = 0.1, n_trials: int = 20000):
+    """For every ``|H|`` in ``h_sizes`` (:func:`evenly_spaced_thresholds`) and training-set size
+    N in ``n_values``: the simulated P(bad) (:func:`simulate_bad_training_sets`, seeded with N),
+    its 95 % Wilson interval (:func:`gradkit.stats.wilson_interval`) and the bound
+    (:func:`hoeffding_bound`). ``consistent`` says the interval reaches down to the bound or
+    below it: the simulation does not contradict the bound."""
+    import pandas as pd
+
+    rows = []
+    for size in h_sizes:
+        thresholds = evenly_spaced_thresholds(size)
+        for n in n_values:
+            p_bad = simulate_bad_training_sets(n, eps, thresholds, noise=noise,
+                                               n_trials=n_trials, seed=n)
+            low, high = wilson_interval(round(p_bad * n_trials), n_trials)
+            bound = float(hoeffding_bound(n, eps, size))
+            rows.append({"|H|": size, "N": n, "simulated P(bad)": p_bad, "95 % CI low": low,
+                         "95 % CI high": high, "bound": bound, "consistent": low <= bound})
+    return pd.DataFrame(rows)

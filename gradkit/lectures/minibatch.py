@@ -6,7 +6,8 @@ from torch import Tensor
 
 from gradkit.grads.noise import batch_deviations, batch_noise, trace_sigma
 
-__all__ = ["at_equal_updates", "expected_minibatch_noise", "minibatch_gradient_noise"]
+__all__ = ["at_equal_updates", "expected_minibatch_noise", "minibatch_gradient_noise",
+           "noise_table"]
 
 
 def minibatch_gradient_noise(G: Tensor, batch_size: int, n_draws: int, seed: int = 0
@@ -29,6 +30,27 @@ def expected_minibatch_noise(G: Tensor, batch_size: int) -> float:
     with ``tr Σ = (1/N) Σ_i ‖G_i − g‖²``: the 1/B law times the finite-population correction
     (:func:`gradkit.grads.noise.batch_noise` of :func:`gradkit.grads.noise.trace_sigma`)."""
     return batch_noise(trace_sigma(G), G.shape[0], batch_size)
+
+
+def noise_table(G: Tensor, batch_sizes, n_draws: int):
+    """For each batch size B: the sampled ``E‖g_B − g‖²`` (:func:`minibatch_gradient_noise`,
+    ``n_draws`` batches, seeded with B), its standard error, the closed form
+    (:func:`expected_minibatch_noise`) and ``z = (sampled − closed form) / s.e.`` (``nan`` at
+    B = N, where every draw is the full gradient and both are 0 up to rounding). Indexed by
+    ``B``."""
+    import math
+
+    import pandas as pd
+
+    rows = []
+    for b in batch_sizes:
+        sampled, se = minibatch_gradient_noise(G, int(b), n_draws=n_draws, seed=int(b))
+        expected = expected_minibatch_noise(G, int(b))
+        rows.append({"B": int(b), "sampled E‖g_B − g‖²": sampled, "± s.e.": se,
+                     "trΣ/B·(N−B)/(N−1)": expected,
+                     "z": (sampled - expected) / se if b < G.shape[0] and se > 0
+                     else math.nan})
+    return pd.DataFrame(rows).set_index("B")
 
 
 def at_equal_updates(histories: dict, n_train: int, column: str = "train_loss"):

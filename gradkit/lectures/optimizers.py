@@ -192,6 +192,24 @@ RULES = {
 }
 
 
+def run_rule(name: str, grad: GradFn, theta0: Tensor, steps: int, lr: LR,
+             beta: float = 0.9) -> Tensor:
+    """The trajectory of rule ``name`` (a key of :data:`RULES`) with one shared ``beta``: the
+    momentum μ, RMSProp's α and Adam's β₁ (Adam's β₂ stays 0.999); gradient descent and AdaGrad
+    have none."""
+    if name not in RULES:
+        raise ValueError(f"unknown rule {name!r}; one of {sorted(RULES)}")
+    extra = {"momentum": {"mu": beta}, "RMSProp": {"alpha": beta},
+             "Adam": {"betas": (beta, 0.999)}}.get(name, {})
+    return RULES[name](grad, theta0, steps, lr, **extra)
+
+
+def run_rules(grad: GradFn, theta0: Tensor, steps: int, lr: LR, beta: float = 0.9,
+              names=None) -> dict[str, Tensor]:
+    """:func:`run_rule` for every rule in ``names`` (default: all of :data:`RULES`, in order)."""
+    return {name: run_rule(name, grad, theta0, steps, lr, beta) for name in (names or RULES)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning-rate schedules: factors s(t) multiplying the global η
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +228,19 @@ def warmup_cosine(t: int, warmup: int, total: int, floor: float = 0.0) -> float:
     return floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2
 
 
+def warmup_cosine_schedule(warmup: int, total: int, floor: float = 0.0, peak: float = 1.0
+                           ) -> Callable[[int], float]:
+    """``t -> peak · warmup_cosine(t, warmup, total, floor)``: a learning-rate schedule to pass
+    as ``lr`` to a rule above, or as ``schedule`` (a per-step factor, ``peak = 1``) to
+    :func:`gradkit.training.train_short`."""
+    warmup_cosine(0, warmup, total, floor)  # checks the arguments now, not at the first step
+
+    def schedule(t: int) -> float:
+        return peak * warmup_cosine(t, warmup, total, floor)
+
+    return schedule
+
+
 # ---------------------------------------------------------------------------------------------
 # A 2-D surface with a saddle point and a narrow valley
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +255,10 @@ def saddle_valley(theta: Tensor, kappa: float = 40.0) -> Tensor:
     """
     x, y = theta[..., 0], theta[..., 1]
     return (x**2 - 1) ** 2 / 4 + kappa * y**2 / 2
+
+
+SADDLE_VALLEY_START = torch.tensor([0.01, 1.0], dtype=torch.float64)
+"""The notes' start on :func:`saddle_valley`: just off the saddle, high on the valley's wall."""
 
 
 def saddle_valley_grad(theta: Tensor, kappa: float = 40.0) -> Tensor:

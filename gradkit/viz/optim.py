@@ -10,10 +10,10 @@ import torch
 
 from gradkit.lectures import optimizers as opt
 
-__all__ = ["draw_paths", "plot_batchnorm", "plot_hoeffding", "plot_rmsprop", "plot_schedule_runs",
-           "plot_schedules", "plot_softmax", "rule_colour"]
+__all__ = ["draw_beta_frame", "draw_lr_frame", "draw_paths", "plot_batchnorm", "plot_hoeffding",
+           "plot_rmsprop", "plot_schedule_runs", "plot_schedules", "plot_softmax", "rule_colour"]
 
-RULES = ("gradient descent", "momentum", "AdaGrad", "RMSProp", "Adam")
+RULES = tuple(opt.RULES)
 
 
 def rule_colour(name: str) -> str:
@@ -48,6 +48,21 @@ def draw_paths(ax_map, ax_loss, paths: dict, title: str, grid=(-1.6, 1.6, -1.3, 
     ax_loss.set(xlabel="step", ylabel="L(x, y) (log)", title="loss per step")
     ax_map.legend(fontsize=7, loc="lower left")
     ax_loss.legend(fontsize=7, loc="lower left")
+
+
+def draw_lr_frame(fig, lr: float, beta: float = 0.9, steps: int = 100):
+    """A :class:`~gradkit.viz.scrubber.Scrubber` frame: every rule on the 2-D surface from
+    (0.01, 1) at learning rate ``lr`` (:func:`gradkit.lectures.optimizers.run_rules`)."""
+    paths = opt.run_rules(opt.saddle_valley_grad, opt.SADDLE_VALLEY_START, steps, lr, beta)
+    draw_paths(*fig.subplots(1, 2), paths, f"η = {lr}, β = {beta}")
+
+
+def draw_beta_frame(fig, beta: float, lr: float = 0.02, steps: int = 100):
+    """A :class:`~gradkit.viz.scrubber.Scrubber` frame: the rules that have a β (momentum μ,
+    RMSProp α, Adam β₁) on the 2-D surface from (0.01, 1) with that ``beta``."""
+    paths = opt.run_rules(opt.saddle_valley_grad, opt.SADDLE_VALLEY_START, steps, lr, beta,
+                          names=("momentum", "RMSProp", "Adam"))
+    draw_paths(*fig.subplots(1, 2), paths, f"η = {lr}, β = {beta}")
 
 
 def plot_rmsprop(paths, title: str, lr: float, sq):

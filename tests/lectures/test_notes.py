@@ -127,12 +127,15 @@ def test_find_critical_point_reaches_the_saddle_and_classifies_it():
     torch.testing.assert_close(theta, torch.tensor([1.0, 0.0], dtype=torch.float64))
 
 
+def _ev(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def test_classify_critical_point():
-    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    assert critical_points.classify_critical_point(t(1.0, 2.0)) == "local minimum"
-    assert critical_points.classify_critical_point(t(-1.0, -2.0)) == "local maximum"
-    assert critical_points.classify_critical_point(t(-1.0, 2.0)) == "saddle point"
-    assert critical_points.classify_critical_point(t(0.0, 2.0)).startswith("degenerate")
+    assert critical_points.classify_critical_point(_ev(1.0, 2.0)) == "local minimum"
+    assert critical_points.classify_critical_point(_ev(-1.0, -2.0)) == "local maximum"
+    assert critical_points.classify_critical_point(_ev(-1.0, 2.0)) == "saddle point"
+    assert critical_points.classify_critical_point(_ev(0.0, 2.0)).startswith("degenerate")
 
 
 def test_diagnose_recipe():

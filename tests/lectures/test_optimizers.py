@@ -113,7 +113,7 @@ def test_warmup_cosine_equals_torch_sequential_lr():
 
 
 def test_scheduled_adam_equals_torch_adam_with_lambda_lr():
-    f = lambda t: op.warmup_cosine(t, 4, STEPS, 0.0)  # noqa: E731
+    f = op.warmup_cosine_schedule(4, STEPS, 0.0)
     ours = op.adam(op.saddle_valley_grad, START, STEPS, lr=lambda t: 0.05 * f(t))
     ref = op.torch_path(lambda ps: torch.optim.Adam(ps, lr=0.05), op.saddle_valley_grad, START,
                         STEPS, lambda o: torch.optim.lr_scheduler.LambdaLR(o, f))
@@ -143,7 +143,7 @@ def test_rules_reject_bad_arguments():
 
 
 def test_adam_step_is_global_times_schedule_times_adaptive_factor():
-    f = lambda t: op.warmup_cosine(t, 5, STEPS, 0.1)  # noqa: E731
+    f = op.warmup_cosine_schedule(5, STEPS, 0.1)
     hist: dict = {}
     ours = op.adam(op.saddle_valley_grad, START, STEPS, lr=lambda t: 0.05 * f(t), history=hist)
     for t in range(STEPS):
