@@ -40,3 +40,8 @@ __all__ = [
     "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
     "similarity_matrix", "similarity_stats", "sketch",
 ]
+
+# Exact per-sample norms, Gram matrices and sketches without [N, P] (issue 25)
+from gradkit.grads.gram import gradient_gram, gradient_sketch, per_sample_norms  # noqa: E402
+
+__all__ += ["gradient_gram", "gradient_sketch", "per_sample_norms"]

@@ -165,12 +165,19 @@ def _layout(ref: Reference, m: nn.Module, i: int, a: torch.Size, out: torch.Size
 
 
 def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference,
-                coupling: bool = True) -> tuple[dict[int, Tensor], dict[str, str], str | None]:
+                coupling: bool = True, sink: Any = None,
+                ) -> tuple[dict[int, Tensor | None], dict[str, str], str | None]:
     """One forward and one backward of the chunk -> (``{parameter id: Tensor[n, numel]}`` for
     the parameters of accepted modules, ``{module name: why rejected}``, why the samples of the
     batch interact (:func:`batch_coupling`, with ``coupling`` when ``ref`` holds the values of
     this chunk's probed sample; the
-    gradients are then not per-sample ones and the caller must discard them))."""
+    gradients are then not per-sample ones and the caller must discard them)).
+
+    ``sink`` (:class:`~gradkit.grads.gramsink.GramSink`) receives each hooked layer's input and
+    output gradient (``sink.layer(module, a, δ)``, samples on dim 0) and every per-sample
+    gradient a rule or replay stores (``sink.store(module, {name: Tensor[n, ...]})``) instead of
+    the pass keeping them: the accepted parameters then map to None (the pass never holds
+    ``[n, P]``)."""
     n = num_samples(inputs)
     grads: dict[int, Tensor] = {}
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
@@ -179,6 +186,9 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     swapped: list[tuple[nn.Module, nn.Module, str, Tensor]] = []
 
     def store(module, per_sample):
+        if sink is not None:
+            sink.store(module, per_sample)
+            return
         for name, g in per_sample.items():
             key, g = id(module.get_parameter(name)), g.reshape(n, -1)
             grads[key] = grads[key] + g if key in grads else g  # shared layers add up
@@ -239,7 +249,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
             return None
         if not output.requires_grad:
             return None
-        if fuses(module, args[0]):
+        if sink is None and fuses(module, args[0]):
             # The edge is the conv's input: reaching it runs FusedConv's backward.
             edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
             return FusedConv.apply(args[0], module, [output.detach()],
@@ -247,7 +257,10 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         saved, rule = [args[0].detach().movedim(s, 0)], rule_for(module)[0]
 
         def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
-            store(module, rule(module, saved[0], d.movedim(s, 0)))
+            if sink is None:
+                store(module, rule(module, saved[0], d.movedim(s, 0)))
+            else:
+                sink.layer(module, saved[0], d.movedim(s, 0))
             saved.clear()  # free the input now, as autograd frees its saved tensors
 
         # The hook refers to neither the output nor the graph: no reference cycle keeps
@@ -300,6 +313,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
                     rejected.setdefault(plan.owners[m], "a parameter of it is also used outside "
                                                         "its call (a tied weight?)")
     bad = {m for m, name in plan.owners.items() if name in rejected}
-    keep = {pid: grads[pid] if pid in grads else plan.params[pid].new_zeros(n, plan.params[
-            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])}
+    keep = {pid: grads[pid] if pid in grads else None if sink is not None else plan.params[
+            pid].new_zeros(n, plan.params[pid].numel())
+            for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])}
     return keep, rejected, None

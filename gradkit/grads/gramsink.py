@@ -1,0 +1,200 @@
+"""What the ``"layers"`` pass hands each layer's input and output gradient to for Gram matrices,
+norms and sketches: :class:`GramSink` reduces every layer to its ``[N, N]`` / ``[N]`` / ``[N, k]``
+contribution as the backward reaches it, so ``[N, P]`` never exists.
+
+Per layer (the cost model, within a memory budget of ``budget`` bytes):
+
+- ``Linear`` and 1-D / 2-D convolutions: the ghost form (:mod:`gradkit.grads.rules.linear`,
+  :mod:`gradkit.grads.rules.conv`) or that layer's materialised per-sample gradient ("mixed
+  ghost", Bu et al. 2022), whichever :func:`~gradkit.grads.rules.linear.ghost_cheaper` says costs
+  fewer flops; materialising needs ``N x P_layer`` numbers, and is done in blocks of samples
+  when that exceeds the budget (a Gram block ``(I, J)`` from the two blocks' rows).
+- every other rule (normalisation layers: ``N x C``) and every replay (GroupNorm, LSTM,
+  attention): the engine's materialised rule, reduced as soon as it is stored.
+- a module called more than once per forward, or a parameter shared between modules: its
+  per-sample gradients are summed over the calls first (the Gram of a sum is not the sum of
+  Grams), and reduced when the backward has ended (:meth:`GramSink.finish`).
+
+A replay that stores one parameter in parts (cross-attention's packed projections) cannot be
+reduced part by part: its module is reported in :attr:`GramSink.bad` and its parameters go to
+the exact fallback. With ``probe`` the sink also keeps that sample's gradient (one row,
+``P`` numbers) for the engine's consistency check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from gradkit.grads.layerpass import LayerPlan
+from gradkit.grads.layers import rule_for
+from gradkit.grads.reference import Reference
+from gradkit.grads.rules.conv import conv_sizes, unfold_factors
+from gradkit.grads.rules.linear import (
+    factors,
+    ghost_cheaper,
+    ghost_gram,
+    ghost_norms,
+    kron_project,
+    matrix_view,
+)
+from gradkit.grads.sketch import kron_factors, param_seed, sketch
+
+__all__ = ["MODES", "GramSink", "budget_bytes", "reduce_rows"]
+
+MODES = ("gram", "norms", "sketch")
+
+
+def reduce_rows(g: Tensor, mode: str, k: int | None = None, seed: int = 0) -> Tensor:
+    """One parameter's materialised per-sample gradients ``[n, *shape]`` -> its contribution:
+    ``g gᵀ`` (``"gram"``), ``||g_i||²`` (``"norms"``) or its sketch (``"sketch"``: Kronecker
+    ``R_out g_i R_inᵀ`` for a matrix-shaped parameter, a dense :func:`sketch` for a vector)."""
+    if mode == "gram":
+        flat = g.reshape(g.shape[0], -1)
+        return flat @ flat.T
+    if mode == "norms":
+        return g.reshape(g.shape[0], -1).square().sum(1)
+    if g.dim() >= 3:
+        mat = matrix_view(g)
+        r_out, r_in = kron_factors(seed, mat.shape[1], mat.shape[2], k, g.dtype, g.device)
+        return (r_out @ mat @ r_in.T).flatten(1)
+    return sketch(g.reshape(g.shape[0], -1), k, seed)
+
+
+class GramSink:
+    """Receives one ``"layers"`` pass (``layers_pass(..., sink=...)``) and keeps, per parameter
+    id, its contribution (:attr:`out`; ``mode`` one of :data:`MODES`) and the ``probe`` sample's
+    gradient row (:attr:`probe_rows`)."""
+
+    def __init__(self, plan: LayerPlan, ref: Reference, n: int, mode: str, budget: int,
+                 index: dict[int, int], k: int | None = None, seed: int = 0,
+                 probe: int | None = None):
+        self.plan, self.n, self.mode, self.budget, self.k = plan, n, mode, int(budget), k
+        self.seeds = {pid: param_seed(seed, i) for pid, i in index.items()}
+        self.single = {m for m in plan.owners if len(ref.calls.get(m, ())) == 1 and all(
+            len(plan.owners_of[id(h._parameters[nm])]) == 1 for h, nm in plan.slots[m])}
+        self.probe = probe
+        self.out: dict[int, Tensor] = {}
+        self.probe_rows: dict[int, Tensor] = {}
+        self.bad: dict[str, str] = {}
+        self.held: dict[int, Tensor] = {}  # summed over calls, reduced by finish()
+
+    # -- what the pass calls -----------------------------------------------------------------
+    def store(self, module: nn.Module, per_sample: dict[str, Tensor]) -> None:
+        """Per-sample gradients ``{name: [n, *shape]}`` a rule or replay computed for ``module``."""
+        for name, g in per_sample.items():
+            pid = id(module.get_parameter(name))
+            g = g.reshape(self.n, *module.get_parameter(name).shape)
+            if module not in self.single:
+                self.held[pid] = self.held[pid] + g if pid in self.held else g
+            elif pid in self.out:
+                self.bad.setdefault(self.plan.owners[module], (
+                    f"its rule stores {name!r} in parts, which a Gram matrix cannot add up"))
+            else:
+                self._reduced(pid, g)
+
+    def layer(self, module: nn.Module, a: Tensor, d: Tensor) -> None:
+        """A hooked layer's input ``a`` and output gradient ``d`` (samples on dim 0)."""
+        rule = rule_for(module)[0]
+        if module not in self.single:
+            self.store(module, rule(module, a, d))
+            return
+        w = getattr(module, "weight", None)
+        wants_w = isinstance(w, Tensor) and w.requires_grad
+        if wants_w and isinstance(module, nn.Linear):
+            A, B = factors(a, d)
+            groups = [(A, B)]
+            t, d_in, d_out, g = A.shape[1], A.shape[2], B.shape[2], 1
+        elif wants_w and isinstance(module, nn.modules.conv._ConvNd):
+            t, d_in, d_out, g = conv_sizes(module, d)
+            groups = None
+        else:
+            self.store(module, rule(module, a, d))
+            return
+        self.store(module, rule_for_bias(module, a, d))
+        pid = id(w)
+        p_bytes = w.numel() * a.element_size()
+        fits = self.n * p_bytes <= self.budget
+        unfold_bytes = self.n * t * d_in * g * a.element_size()
+        ghost = self.mode != "sketch" and ghost_cheaper(self.n, t, d_in, d_out, self.mode, fits)
+        if ghost and groups is None:
+            ghost = unfold_bytes <= self.budget and w.dim() <= 4
+            groups = unfold_factors(module, a, d) if ghost else None
+        if self.mode == "sketch" and isinstance(module, nn.Linear):
+            self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
+            r_out, r_in = kron_factors(self.seeds[pid], d_out, d_in, self.k, a.dtype, a.device)
+            self.out[pid] = kron_project(A, B, r_out, r_in)
+        elif ghost:
+            self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
+            form = ghost_gram if self.mode == "gram" else ghost_norms
+            self.out[pid] = sum(form(A_c, B_c, self.budget) for A_c, B_c in groups)
+        else:
+            self._blocked(pid, lambda sl: _weight(module, rule, a[sl], d[sl]), p_bytes)
+
+    def finish(self) -> None:
+        """Reduce what was summed over calls (after the backward: every call has added to it)."""
+        for pid, g in self.held.items():
+            self._reduced(pid, g)
+        self.held.clear()
+
+    # -- reductions ----------------------------------------------------------------------------
+    def _reduced(self, pid: int, g: Tensor) -> None:
+        self.out[pid] = reduce_rows(g, self.mode, self.k, self.seeds.get(pid, 0))
+        if self.probe is not None:
+            self.probe_rows[pid] = g[self.probe].reshape(-1)
+
+    def _probe(self, pid: int, rows: Callable[[slice], Tensor]) -> None:
+        if self.probe is not None:
+            self.probe_rows[pid] = rows(slice(self.probe, self.probe + 1)).reshape(-1)
+
+    def _blocked(self, pid: int, rows: Callable[[slice], Tensor], p_bytes: int) -> None:
+        """Materialise one parameter's ``[n, P_layer]`` rows in blocks of samples within the
+        budget (``rows(slice)`` recomputes a block; a Gram block ``(I, J)`` needs both)."""
+        n = self.n
+        size = max(1, min(n, self.budget // max(1, p_bytes)))
+        if size >= n:
+            self._reduced(pid, rows(slice(0, n)))
+            return
+        self._probe(pid, rows)
+        blocks = [slice(i, min(n, i + size)) for i in range(0, n, size)]
+        if self.mode != "gram":
+            self.out[pid] = torch.cat([reduce_rows(rows(b), self.mode, self.k, self.seeds[pid])
+                                       for b in blocks])
+            return
+        K = None
+        for bi, I in enumerate(blocks):
+            gi = rows(I).reshape(I.stop - I.start, -1)
+            K = gi.new_empty(n, n) if K is None else K
+            K[I, I] = gi @ gi.T
+            for J in blocks[bi + 1:]:
+                K[I, J] = gi @ rows(J).reshape(J.stop - J.start, -1).T
+                K[J, I] = K[I, J].T
+        self.out[pid] = K
+
+
+def rule_for_bias(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
+    """The per-sample gradients of ``module``'s parameters other than its weight (a Linear's or
+    a conv's bias: the output gradient summed over the positions)."""
+    b = getattr(module, "bias", None)
+    if not (isinstance(b, Tensor) and b.requires_grad):
+        return {}
+    if isinstance(module, nn.Linear):
+        return {"bias": d.reshape(d.shape[0], -1, d.shape[-1]).sum(1)}
+    return {"bias": d.reshape(d.shape[0], d.shape[1], -1).sum(2)}
+
+
+def _weight(module: nn.Module, rule, a: Tensor, d: Tensor) -> Tensor:
+    """A block of samples' materialised weight gradients, by the engine's own rule."""
+    return rule(module, a, d)["weight"]
+
+
+def budget_bytes(budget: int | float | None) -> int:
+    """The memory budget in bytes (default 256 MiB), checked."""
+    if budget is None:
+        return 256 * 2**20
+    if not (isinstance(budget, int | float) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of bytes, got {budget!r}")
+    return int(budget)
