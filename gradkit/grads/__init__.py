@@ -45,3 +45,6 @@ __all__ = [
 from gradkit.grads.gram import gradient_gram, gradient_sketch, per_sample_norms  # noqa: E402
 
 __all__ += ["gradient_gram", "gradient_sketch", "per_sample_norms"]
+from gradkit.grads.gram_matrix import Gram  # noqa: E402
+
+__all__ += ["Gram"]
