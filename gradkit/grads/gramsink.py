@@ -43,20 +43,36 @@ from gradkit.grads.rules.linear import (
 )
 from gradkit.grads.sketch import kron_factors, param_seed, sketch
 
-__all__ = ["MODES", "GramSink", "budget_bytes", "reduce_rows"]
+__all__ = ["MODES", "GramSink", "budget_bytes", "gram64", "reduce_rows"]
 
 MODES = ("gram", "norms", "sketch")
+# Columns converted to float64 at a time by gram64 (its only temporary).
+_F64_BYTES = 16 * 2**20
 
+
+def gram64(flat: Tensor, other: Tensor | None = None, diag: bool = False) -> Tensor:
+    """``flat otherᵀ`` (``other`` default ``flat``; ``diag``: only ``||flat_i||²``) accumulated in
+    float64, converting ``_F64_BYTES`` of columns at a time: the products of float32 numbers are
+    exact in float64, so the statistics (differences of large sums: ``tr Σ``, ``||g_D||²``)
+    keep the digits of the materialised path."""
+    other = flat if other is None else other
+    n, m, p = flat.shape[0], other.shape[0], flat.shape[1]
+    step = max(1, _F64_BYTES // (8 * max(n, m)))
+    out = flat.new_zeros((n,) if diag else (n, m), dtype=torch.float64)
+    for s in range(0, p, step):
+        a = flat[:, s : s + step].double()
+        if diag:
+            out += a.square().sum(1)
+        else:
+            out += a @ (a if other is flat else other[:, s : s + step].double()).T
+    return out
 
 def reduce_rows(g: Tensor, mode: str, k: int | None = None, seed: int = 0) -> Tensor:
     """One parameter's materialised per-sample gradients ``[n, *shape]`` -> its contribution:
     ``g gᵀ`` (``"gram"``), ``||g_i||²`` (``"norms"``) or its sketch (``"sketch"``: Kronecker
     ``R_out g_i R_inᵀ`` for a matrix-shaped parameter, a dense :func:`sketch` for a vector)."""
-    if mode == "gram":
-        flat = g.reshape(g.shape[0], -1)
-        return flat @ flat.T
-    if mode == "norms":
-        return g.reshape(g.shape[0], -1).square().sum(1)
+    if mode in ("gram", "norms"):
+        return gram64(g.reshape(g.shape[0], -1), diag=mode == "norms")
     if g.dim() >= 3:
         mat = matrix_view(g)
         r_out, r_in = kron_factors(seed, mat.shape[1], mat.shape[2], k, g.dtype, g.device)
@@ -164,13 +180,12 @@ class GramSink:
             self.out[pid] = torch.cat([reduce_rows(rows(b), self.mode, self.k, self.seeds[pid])
                                        for b in blocks])
             return
-        K = None
+        K = torch.empty(n, n, dtype=torch.float64)
         for bi, I in enumerate(blocks):
             gi = rows(I).reshape(I.stop - I.start, -1)
-            K = gi.new_empty(n, n) if K is None else K
-            K[I, I] = gi @ gi.T
+            K[I, I] = gram64(gi)
             for J in blocks[bi + 1:]:
-                K[I, J] = gi @ rows(J).reshape(J.stop - J.start, -1).T
+                K[I, J] = gram64(gi, rows(J).reshape(J.stop - J.start, -1))
                 K[J, I] = K[I, J].T
         self.out[pid] = K
 

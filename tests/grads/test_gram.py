@@ -59,7 +59,9 @@ def form(request, monkeypatch):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_gram_and_norms_equal_the_materialised_ones_on_the_engine_cases(case, form):
+def test_gram_and_norms_equal_the_materialised_ones_on_the_engine_cases(case, form, request):
+    if case.startswith("ranker") and request.node.callspec.params["form"] in ("ghost", "blocked"):
+        pytest.skip("the ranker's convs in these forms: covered by the conv grid (seconds each)")
     model, loss_fn, x, y = CASES[case]
     G = materialised(model, loss_fn, x, y)
     K, norms, msgs = statistics(model, loss_fn, x, y, **form)
@@ -242,16 +244,45 @@ def test_sketch_is_seeded_chunk_invariant_and_never_materialises_a_linear_layer(
     assert calls == []  # the Kronecker form from (A, B): no per-sample Linear gradient
 
 
+def _per_parameter_rows(model, G):
+    out, start = {}, 0
+    for i, (_, p) in enumerate(p for p in model.named_parameters() if p[1].requires_grad):
+        out[i] = G[:, start : start + p.numel()].reshape(G.shape[0], *p.shape).float()
+        start += p.numel()
+    return out
+
+
+def _sketch_of(rows, k, seed):
+    from gradkit.grads.gramsink import reduce_rows
+    from gradkit.grads.sketch import param_seed
+
+    return sum(reduce_rows(g, "sketch", k, param_seed(seed, i)) for i, g in rows.items())
+
+
+@pytest.mark.parametrize("case", ["cnn", "bn_frozen"])
+def test_the_pass_sketches_the_true_gradients(case):
+    """gradient_sketch is exactly the per-parameter projections of the materialised gradients
+    (the Kronecker form of a Linear layer from its input and output gradient included)."""
+    model, loss_fn, x, y = CASES[case]
+    G = materialised(model, loss_fn, x, y)
+    want = _sketch_of(_per_parameter_rows(model, G), 36, 5)
+    got = gradient_sketch(model, loss_fn, x, y, k=36, seed=5)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5,
+                               atol=1e-5 * float(want.abs().max()))
+
+
 def test_sketch_inner_products_are_unbiased():
     """Over S seeds, the mean of ``s_i · s_j`` minus ``K_ij`` has a paired-t interval containing 0
     for every pair (Bonferroni over the pairs): no bias is detectable, while the same test
-    does detect a bias of 30 % of the spread's scale (its power check)."""
+    does detect a bias of 30 % of the spread's scale (its power check). The projections are
+    those of the pass (test above), applied to the materialised gradients."""
     model, loss_fn, x, y = CASES["cnn"]
-    K = materialised(model, loss_fn, x, y)
-    K = (K @ K.T).numpy()
+    G = materialised(model, loss_fn, x, y)
+    K = (G @ G.T).numpy()
+    rows = _per_parameter_rows(model, G)
     seeds = 60
     est = np.stack([(s @ s.T).double().numpy() for s in (
-        gradient_sketch(model, loss_fn, x, y, k=64, seed=i, check=False) for i in range(seeds))])
+        _sketch_of(rows, 64, i) for i in range(seeds))])
     iu = np.triu_indices(K.shape[0])
     diffs = (est - K)[:, iu[0], iu[1]].T  # [pairs, seeds]
     alpha = 0.01 / diffs.shape[0]
@@ -267,9 +298,11 @@ def test_sketch_error_shrinks_with_k():
     G = materialised(model, loss_fn, x, y)
     K = G @ G.T
 
+    rows = _per_parameter_rows(model, G)
+
     def error(k):
         errs = [float(((s @ s.T).double() - K).norm() / K.norm()) for s in (
-            gradient_sketch(model, loss_fn, x, y, k=k, seed=i, check=False) for i in range(8))]
+            _sketch_of(rows, k, i) for i in range(8))]
         return float(np.mean(errs))
 
     e4, e64, e1024 = error(4), error(64), error(1024)

@@ -5,6 +5,8 @@ inputs of sample ``i`` at its ``T`` positions, ``B_i`` the ``T x d_out`` output 
 for a plain batch of vectors). Its materialised rule is ``_linear_rule`` in
 :mod:`gradkit.grads.layers`; the forms here never build ``g_i``:
 
+All in float64 (the products of float32 numbers are exact there).
+
 - **Gram** (the "ghost" inner product; Goodfellow 2015, Li et al. 2021 for sequences):
   ``<g_i, g_j> = <A_i A_jᵀ, B_i B_jᵀ>_F``, cost ``O(N² T² (d_in + d_out))``, memory ``N² T²``
   (computed in blocks of rows within the budget);
@@ -58,9 +60,9 @@ def ghost_gram(A: Tensor, B: Tensor, budget: int) -> Tensor:
     """``K[i, j] = <A_i A_jᵀ, B_i B_jᵀ>_F`` -> ``[n, n]`` (``A [n, T, d_in]``, ``B [n, T, d_out]``),
     computed in blocks of rows whose temporaries stay within ``budget`` bytes."""
     n, t = A.shape[:2]
-    af, bf = A.reshape(n * t, -1), B.reshape(n * t, -1)
-    K = A.new_empty(n, n)
-    rows = _row_block(n, t, A.element_size(), budget)
+    af, bf = A.reshape(n * t, -1).double(), B.reshape(n * t, -1).double()
+    K = af.new_empty(n, n)
+    rows = _row_block(n, t, 8, budget)
     for i0 in range(0, n, rows):
         i1 = min(n, i0 + rows)
         aa = af[i0 * t : i1 * t] @ af.T
@@ -72,10 +74,10 @@ def ghost_gram(A: Tensor, B: Tensor, budget: int) -> Tensor:
 def ghost_norms(A: Tensor, B: Tensor, budget: int) -> Tensor:
     """``||g_i||² = <A_i A_iᵀ, B_i B_iᵀ>_F`` -> ``[n]``, in blocks of samples within ``budget``."""
     n, t = A.shape[:2]
-    out = A.new_empty(n)
-    rows = max(1, min(n, budget // max(1, 2 * t * t * A.element_size())))
+    out = A.new_empty(n, dtype=torch.float64)
+    rows = max(1, min(n, budget // max(1, 2 * t * t * 8)))
     for i0 in range(0, n, rows):
-        a, b = A[i0 : i0 + rows], B[i0 : i0 + rows]
+        a, b = A[i0 : i0 + rows].double(), B[i0 : i0 + rows].double()
         if t == 1:  # ||a||² ||b||²
             out[i0 : i0 + rows] = a.square().sum((1, 2)) * b.square().sum((1, 2))
             continue
