@@ -74,18 +74,16 @@ def _materialised(model, loss_fn, x, y, names: list[str], check: bool,
     return {k: g.reshape(G.shape[0], *shape) for (k, shape), g in zip(shapes, parts, strict=True)}
 
 
-def _consistency(named, ref, rows: dict[int, Tensor]) -> None:
-    """The probed sample's gradient (from the pass) against the plain autograd one, per tensor."""
-    if ref is None or ref.grads is None:
+def _consistency(named, ref, errors: dict[int, tuple[float, float]]) -> None:
+    """The probed sample's gradient (from the pass) against the plain autograd one, per tensor:
+    ``errors[id] = (||row - want||, ||want||)`` (``GramSink.errors``)."""
+    checked = [(k, p) for k, p in named if id(p) in errors]
+    if not checked:
         return
-    checked = [(k, p) for k, p in named if id(p) in rows]
-    want = [ref.grads[id(p)].to(rows[id(p)].dtype) for _, p in checked]
-    if not want:
-        return
-    floor = _CHECK_FLOOR * float(torch.cat(want).norm())
+    floor = _CHECK_FLOOR * sum(errors[id(p)][1] ** 2 for _, p in checked) ** 0.5
     bad = []
-    for (name, p), r in zip(checked, want, strict=True):
-        err, size = float((rows[id(p)] - r).norm()), float(r.norm())
+    for name, p in checked:
+        err, size = errors[id(p)]
         if err > _CHECK_RTOL * max(size, floor) + 1e-30:
             bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
     if bad:
@@ -108,7 +106,7 @@ def _per_parameter(model, loss_fn, x, y, n: int, mode: str, budget: int, check: 
     plan, learned = LayerPlan.of(model), recall(model, x)
     plan.exclude(dict(learned.rejected))
     ref = learned.ref if learned.ref is not None and (learned.checked or not check) else None
-    checking, out, rows, why = False, {}, {}, learned.coupled
+    checking, out, errors, why = False, {}, {}, learned.coupled
     if not why and plan.covered:
         if ref is None:
             checking = check
@@ -116,8 +114,8 @@ def _per_parameter(model, loss_fn, x, y, n: int, mode: str, budget: int, check: 
             rejected = reference_rejections(ref, plan)
             plan.exclude(rejected)
             learned.rejected.update(rejected)
-        sink = GramSink(plan, ref, n, mode, budget, index, k, seed,
-                        probe=ref.index if checking else None)
+        sink = GramSink(plan, ref, n, mode, budget, index, k, seed, probe=ref.index,
+                        want=ref.grads if checking else None)
         keep, rejected, why = layers_pass(model, loss_fn, x, y, plan, ref, sink=sink)
         if why:
             learned.coupled = why
@@ -132,17 +130,21 @@ def _per_parameter(model, loss_fn, x, y, n: int, mode: str, budget: int, check: 
             bad = {m for m, name in plan.owners.items() if name in sink.bad}
             for pid in keep:
                 if pid in sink.out and not any(m in bad for m in plan.owners_of[pid]):
-                    out[pid], rows[pid] = sink.out[pid], sink.probe_rows.get(pid)
+                    out[pid] = sink.out[pid]
+                    if pid in sink.errors:
+                        errors[pid] = sink.errors[pid]
                 elif pid not in sink.out and not any(m in bad for m in plan.owners_of[pid]):
                     out[pid] = _zeros(plan.params[pid], n, mode, k)  # no gradient reached it
-                    rows[pid] = torch.zeros_like(plan.params[pid]).reshape(-1)
+                    if checking and ref.grads is not None:
+                        size = float(ref.grads[pid].norm())
+                        errors[pid] = (size, size)
             rest = [name for name, p in named if id(p) not in out]
             if rest and unsupported:
                 said.append(f"gradient statistics: the 'layers' rules do not hold for "
                             f"{_reasons(unsupported)}; their parameters ({', '.join(rest)}) are "
                             "materialised exactly by per_sample_grads (vmap, else the loop)")
             if checking:
-                _consistency(named, ref, {pid: r for pid, r in rows.items() if r is not None})
+                _consistency(named, ref, errors)
             if ref is not learned.ref:
                 ref.grads, ref.losses, ref.output = None, None, None
                 learned.ref, learned.checked = ref, checking

@@ -17,8 +17,9 @@ Per layer (the cost model, within a memory budget of ``budget`` bytes):
 
 A replay that stores one parameter in parts (cross-attention's packed projections) cannot be
 reduced part by part: its module is reported in :attr:`GramSink.bad` and its parameters go to
-the exact fallback. With ``probe`` the sink also keeps that sample's gradient (one row,
-``P`` numbers) for the engine's consistency check.
+the exact fallback. With ``probe`` (a sample) and ``want`` (its gradient by plain autograd, per
+parameter id) the sink compares that sample's gradient row, one parameter at a time as it
+arrives, for the engine's consistency check (:attr:`GramSink.errors`; nothing of it is kept).
 """
 
 from __future__ import annotations
@@ -82,21 +83,24 @@ def reduce_rows(g: Tensor, mode: str, k: int | None = None, seed: int = 0) -> Te
 
 class GramSink:
     """Receives one ``"layers"`` pass (``layers_pass(..., sink=...)``) and keeps, per parameter
-    id, its contribution (:attr:`out`; ``mode`` one of :data:`MODES`) and the ``probe`` sample's
-    gradient row (:attr:`probe_rows`)."""
+    id, its contribution (:attr:`out`; ``mode`` one of :data:`MODES`) and, with ``probe`` and
+    ``want``, ``(||row - want||, ||want||)`` of the probe sample's gradient (:attr:`errors`)."""
 
     def __init__(self, plan: LayerPlan, ref: Reference, n: int, mode: str, budget: int,
                  index: dict[int, int], k: int | None = None, seed: int = 0,
-                 probe: int | None = None):
+                 probe: int | None = None, want: dict[int, Tensor] | None = None):
         self.plan, self.n, self.mode, self.budget, self.k = plan, n, mode, int(budget), k
         self.seeds = {pid: param_seed(seed, i) for pid, i in index.items()}
         self.single = {m for m in plan.owners if len(ref.calls.get(m, ())) == 1 and all(
             len(plan.owners_of[id(h._parameters[nm])]) == 1 for h, nm in plan.slots[m])}
-        self.probe = probe
+        self.probe = probe if want is not None else None
+        self.want = want
         self.out: dict[int, Tensor] = {}
-        self.probe_rows: dict[int, Tensor] = {}
+        self.errors: dict[int, tuple[float, float]] = {}
         self.bad: dict[str, str] = {}
         self.held: dict[int, Tensor] = {}  # summed over calls, reduced by finish()
+        self.parts: set[int] = set()  # parameters added up from disjoint blocks (linear())
+        self.pieces: dict[int, Tensor] = {}  # the probe's gradient of those, assembled
 
     # -- what the pass calls -----------------------------------------------------------------
     def store(self, module: nn.Module, per_sample: dict[str, Tensor]) -> None:
@@ -106,7 +110,7 @@ class GramSink:
             g = g.reshape(self.n, *module.get_parameter(name).shape)
             if module not in self.single:
                 self.held[pid] = self.held[pid] + g if pid in self.held else g
-            elif pid in self.out:
+            elif pid in self.out or pid in self.parts:
                 self.bad.setdefault(self.plan.owners[module], (
                     f"its rule stores {name!r} in parts, which a Gram matrix cannot add up"))
             else:
@@ -148,38 +152,92 @@ class GramSink:
             form = ghost_gram if self.mode == "gram" else ghost_norms
             self.out[pid] = sum(form(A_c, B_c, self.budget) for A_c, B_c in groups)
         else:
-            self._blocked(pid, lambda sl: _weight(module, rule, a[sl], d[sl]), p_bytes)
+            rows = lambda sl: _weight(module, rule, a[sl], d[sl])  # noqa: E731
+            self._probe(pid, rows)
+            self.out[pid] = self._materialised(rows, p_bytes, self.seeds[pid])
+
+    def linear(self, module: nn.Module, names: dict, wants: Callable[[str], bool], x: Tensor,
+               d: Tensor) -> bool:
+        """A replay's affine map ``x Wᵀ + b`` inside ``module`` (attention's projections), as
+        factors instead of ``[n, out, in]``: ``names`` maps ``"weight"``/``"bias"`` to the
+        parameter's name and its rows ``(start, total)`` in a packed parameter (None: all of
+        it). Disjoint row blocks of one parameter add up (their cross terms are zero). False
+        (declined: the replay materialises) for a module called more than once."""
+        if module not in self.single:
+            return False
+        A, B = factors(x, d)
+        n, t, d_in, d_out = A.shape[0], A.shape[1], A.shape[2], B.shape[2]
+        for kind, (name, place) in names.items():
+            if not wants(name):
+                continue
+            p = module.get_parameter(name)
+            pid, rows = id(p), slice(0, d_out) if place is None else slice(place[0],
+                                                                          place[0] + d_out)
+            if kind == "bias":
+                g = B.new_zeros(n, p.shape[0])
+                g[:, rows] = B.sum(1)
+                self._part(pid, p, rows, reduce_rows(g, self.mode, self.k, self.seeds[pid]),
+                           g[self.probe, rows] if self.probe is not None else None)
+                continue
+            if self.mode == "sketch":
+                r_out, r_in = kron_factors(self.seeds[pid], p.shape[0], d_in, self.k, A.dtype)
+                value = kron_project(A, B, r_out[:, rows], r_in)
+            else:
+                fits = n * d_in * d_out * A.element_size() <= self.budget
+                if ghost_cheaper(n, t, d_in, d_out, self.mode, fits):
+                    value = (ghost_gram if self.mode == "gram" else ghost_norms)(A, B,
+                                                                                 self.budget)
+                else:
+                    value = self._materialised(lambda sl: torch.bmm(B[sl].transpose(1, 2),
+                                                                    A[sl]),
+                                               d_in * d_out * A.element_size(), 0)
+            piece = None if self.probe is None else B[self.probe].T @ A[self.probe]
+            self._part(pid, p, rows, value, piece)
+        return True
 
     def finish(self) -> None:
-        """Reduce what was summed over calls (after the backward: every call has added to it)."""
+        """Reduce what was summed over calls (after the backward: every call has added to it),
+        and compare the probe's gradients assembled from parts."""
         for pid, g in self.held.items():
             self._reduced(pid, g)
         self.held.clear()
+        for pid, row in self.pieces.items():
+            self._compare(pid, row)
+        self.pieces.clear()
+
+    def _part(self, pid: int, p: Tensor, rows: slice, value: Tensor, piece) -> None:
+        """Add a disjoint row block's contribution (and the probe's rows) to parameter ``pid``."""
+        self.out[pid] = self.out[pid] + value if pid in self.out else value
+        self.parts.add(pid)
+        if piece is not None:
+            whole = self.pieces.setdefault(pid, p.new_zeros(p.shape).detach())
+            whole[rows] += piece.reshape(whole[rows].shape).to(whole.dtype)
 
     # -- reductions ----------------------------------------------------------------------------
     def _reduced(self, pid: int, g: Tensor) -> None:
         self.out[pid] = reduce_rows(g, self.mode, self.k, self.seeds.get(pid, 0))
         if self.probe is not None:
-            self.probe_rows[pid] = g[self.probe].reshape(-1)
+            self._compare(pid, g[self.probe])
 
     def _probe(self, pid: int, rows: Callable[[slice], Tensor]) -> None:
         if self.probe is not None:
-            self.probe_rows[pid] = rows(slice(self.probe, self.probe + 1)).reshape(-1)
+            self._compare(pid, rows(slice(self.probe, self.probe + 1)))
 
-    def _blocked(self, pid: int, rows: Callable[[slice], Tensor], p_bytes: int) -> None:
-        """Materialise one parameter's ``[n, P_layer]`` rows in blocks of samples within the
-        budget (``rows(slice)`` recomputes a block; a Gram block ``(I, J)`` needs both)."""
+    def _compare(self, pid: int, row: Tensor) -> None:
+        want = self.want.pop(pid).to(row.dtype)  # freed as the backward goes
+        self.errors[pid] = (float((row.reshape(-1) - want).norm()), float(want.norm()))
+
+    def _materialised(self, rows: Callable[[slice], Tensor], p_bytes: int, seed: int) -> Tensor:
+        """One parameter's contribution from its ``[n, P_layer]`` rows, materialised in blocks
+        of samples within the budget (``rows(slice)`` recomputes a block; a Gram block
+        ``(I, J)`` needs both)."""
         n = self.n
         size = max(1, min(n, self.budget // max(1, p_bytes)))
         if size >= n:
-            self._reduced(pid, rows(slice(0, n)))
-            return
-        self._probe(pid, rows)
+            return reduce_rows(rows(slice(0, n)), self.mode, self.k, seed)
         blocks = [slice(i, min(n, i + size)) for i in range(0, n, size)]
         if self.mode != "gram":
-            self.out[pid] = torch.cat([reduce_rows(rows(b), self.mode, self.k, self.seeds[pid])
-                                       for b in blocks])
-            return
+            return torch.cat([reduce_rows(rows(b), self.mode, self.k, seed) for b in blocks])
         K = torch.empty(n, n, dtype=torch.float64)
         for bi, I in enumerate(blocks):
             gi = rows(I).reshape(I.stop - I.start, -1)
@@ -187,7 +245,7 @@ class GramSink:
             for J in blocks[bi + 1:]:
                 K[I, J] = gram64(gi, rows(J).reshape(J.stop - J.start, -1))
                 K[J, I] = K[I, J].T
-        self.out[pid] = K
+        return K
 
 
 def rule_for_bias(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:

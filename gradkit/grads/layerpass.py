@@ -177,7 +177,8 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     output gradient (``sink.layer(module, a, δ)``, samples on dim 0) and every per-sample
     gradient a rule or replay stores (``sink.store(module, {name: Tensor[n, ...]})``) instead of
     the pass keeping them: the accepted parameters then map to None (the pass never holds
-    ``[n, P]``)."""
+    ``[n, P]``). A replay's ``store`` then has ``store.linear(names, wants, x, δ)``, which takes
+    an affine map's factors instead of its per-sample gradients (True) or declines (False)."""
     n = num_samples(inputs)
     grads: dict[int, Tensor] = {}
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
@@ -219,7 +220,12 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
             else:
                 s = _sample_dim(seen[i][0], a.shape, n, ref.k)
             if s is not None:
-                got = replay(module, args, kwargs, s, lambda g: store(module, g))
+                def keep(g):
+                    store(module, g)
+
+                if sink is not None:  # a replay's affine maps may hand their factors instead
+                    keep.linear = lambda *f: sink.linear(module, *f)
+                got = replay(module, args, kwargs, s, keep)
                 if not isinstance(got, str):
                     replayed[module] = got[1]
                     return got[0]

@@ -113,13 +113,30 @@ class Sequence(nn.Module):
         return self.head(h.mean((1, 2)))
 
 
+class CrossAttention(nn.Module):
+    """Attention whose projections the replay hands over in parts: key is value but not query
+    (``same``), or key and value of another width (``kdim``), with ``bias_k``/``bias_v``."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        kw = dict(kdim=3, vdim=3) if kind == "kdim" else dict(add_bias_kv=True)
+        self.att, self.head = nn.MultiheadAttention(5, 1, batch_first=True, **kw), nn.Linear(5, 3)
+
+    def forward(self, x):
+        kv = x[..., :3] * 2 if self.kind == "kdim" else torch.tanh(x)
+        return self.head(self.att(x, kv, kv, need_weights=False)[0].mean(1))
+
+
 @pytest.mark.parametrize("build", [
     Sequence, TimeMajor, lambda: Attention(False), lambda: Attention(True),
+    lambda: CrossAttention("same"), lambda: CrossAttention("kdim"),
     lambda: LSTMNet(True), lambda: LSTMNet(False),
     lambda: nn.Sequential(
         nn.TransformerEncoder(nn.TransformerEncoderLayer(5, 1, 8, dropout=0.0, batch_first=True),
                               2, enable_nested_tensor=False), nn.Flatten(), nn.Linear(35, 3)),
-], ids=["sequence_linear", "time_major", "attention", "attention_frozen_in", "lstm",
+], ids=["sequence_linear", "time_major", "attention", "attention_frozen_in",
+        "cross_attention", "cross_attention_kdim", "lstm",
         "lstm_time_major", "transformer_encoder"])
 def test_sequence_models_in_every_form(build, form):
     torch.manual_seed(0)
@@ -227,6 +244,17 @@ def test_bad_arguments_are_named():
 
 
 # --- sketches --------------------------------------------------------------------------------
+def test_attention_sketch_from_its_projections_parts():
+    torch.manual_seed(0)
+    model = CrossAttention("same").eval()
+    x, y = seq(6)
+    G = materialised(model, ce, x, y)
+    want = _sketch_of(_per_parameter_rows(model, G), 36, 2)
+    got = gradient_sketch(model, ce, x, y, k=36, seed=2)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5,
+                               atol=1e-5 * float(want.abs().max()))
+
+
 def test_sketch_is_seeded_chunk_invariant_and_never_materialises_a_linear_layer(monkeypatch):
     model, loss_fn, x, y = CASES["bn_frozen"]
     a = gradient_sketch(model, loss_fn, x, y, k=24, seed=3)
