@@ -131,8 +131,8 @@ def stats_row(epoch, r):
 
 
 stats = pd.DataFrame([stats_row(e, r) for e, r in results.items()]).drop(columns=["n"])
-stats["matrix_change"] = [np.nan] + [sim.matrix_change(sim.cosine_matrix(results[a]["G"]),
-                                                       sim.cosine_matrix(results[b]["G"]))
+stats["matrix_change"] = [np.nan] + [sim.matrix_change(sim.cosine_matrix(results[a]["gram"]),
+                                                       sim.cosine_matrix(results[b]["gram"]))
                                      for a, b in zip(epochs[:-1], epochs[1:], strict=True)]
 display(stats)
 
