@@ -43,9 +43,9 @@ import gradkit
 import gradkit.analysis.advice
 import gradkit.viz.noise
 from gradkit import analysis, viz
-from gradkit.analysis.noise import KINDS, checkpoint_noise_scales, gns_variants, sample_grads
+from gradkit.analysis.noise import KINDS, checkpoint_noise_scales, run_gns_variants, sample_gram
 from gradkit.core.device import pick_device
-from gradkit.core.params import count_parameters, num_trainable, param_slices
+from gradkit.core.params import count_parameters, num_trainable
 from gradkit.core.paths import figures_dir
 from gradkit.data import list_conditions
 from gradkit.distributed.compare import short_ddp_study
@@ -123,7 +123,7 @@ for name, kinds in trends.items():
 
 # %%
 last_epoch = ghm_run.checkpoint_epochs[-1]
-G_last = sample_grads(ghm_run, last_epoch, "objective")
+G_last = sample_gram(ghm_run, last_epoch, "objective")
 exact = noise_scale(G_last, B, n_boot=0).gns
 N_DRAWS = 4000
 sampled = gns_monte_carlo(G_last, B, draws=N_DRAWS, seed=SEED)
@@ -139,11 +139,9 @@ display(Markdown(f"Closed form {exact:.4g} vs {sampled:.4g} from {N_DRAWS} sampl
 prompt_run = runs["prompt tuning (study)"]
 model = prompt_run.load_model()
 study_epochs = [e for e in prompt_run.checkpoint_epochs if e in STUDY_GNS]
-prompt_cols = torch.zeros(num_trainable(model), dtype=torch.bool)
-for pname, sl in param_slices(model).items():
-    prompt_cols[sl] = pname.startswith("prompt.")
-variants = pd.DataFrame({e: gns_variants(sample_grads(prompt_run, e), B, {"prompt": prompt_cols},
-                                         p_total=count_parameters(model)) for e in study_epochs})
+variants = pd.DataFrame({e: run_gns_variants(prompt_run, e, B, {"prompt": "prompt."},
+                                             p_total=count_parameters(model))
+                         for e in study_epochs})
 reported = [STUDY_GNS[e] for e in study_epochs]
 verdicts = {v: analysis.advice.reproduces(variants.loc[v].to_numpy(), reported) for v in variants.index}
 shown = pd.concat([pd.DataFrame([reported], index=["study (reported)"], columns=study_epochs),

@@ -109,7 +109,7 @@ for epoch in epochs:
 K_NN = max(1, min(5, len(y) - 2))
 knn = {e: (tsne.knn_overlap(results[a]["sample_map"], results[e]["sample_map"], K_NN)
            if a is not None else np.nan) for a, e in zip([None, *epochs[:-1]], epochs, strict=True)}
-G_last = results[epochs[-1]]["G"]
+G_last = results[epochs[-1]]["gram"]
 seed_maps = [tsne.tsne_directions(G_last, seed=s) for s in range(3)]
 seed_overlap = float(np.mean([tsne.knn_overlap(seed_maps[0], m, K_NN) for m in seed_maps[1:]]))
 print(f"gradients, statistics and t-SNE for {len(epochs)} checkpoints: "
@@ -132,8 +132,8 @@ def stats_row(epoch, r):
 
 
 stats = pd.DataFrame([stats_row(e, r) for e, r in results.items()]).drop(columns=["n"])
-stats["matrix_change"] = [np.nan] + [grads.similarity.matrix_change(grads.similarity.cosine_matrix(results[a]["G"]),
-                                                                    grads.similarity.cosine_matrix(results[b]["G"]))
+stats["matrix_change"] = [np.nan] + [grads.similarity.matrix_change(grads.similarity.cosine_matrix(results[a]["gram"]),
+                                                                    grads.similarity.cosine_matrix(results[b]["gram"]))
                                      for a, b in zip(epochs[:-1], epochs[1:], strict=True)]
 display(stats)
 
@@ -243,7 +243,7 @@ for e, r in results.items():
     conflict = (r["conflict"][0] < 0) | (r["conflict"][1] < 0)
     per_class["acc"][e] = np.array([(r["predicted"][yn == c] == c).mean()
                                     for c in range(len(classes))])
-    per_class["within"][e] = conflicts.within_class_cosines(r["G"], yn, len(classes))
+    per_class["within"][e] = conflicts.within_class_cosines(r["gram"], yn, len(classes))
     per_class["conflict"][e] = np.array([conflict[yn == c].mean() for c in range(len(classes))])
 class_tab = conflicts.class_table(per_class["acc"], per_class["within"], per_class["conflict"],
                                   classes)

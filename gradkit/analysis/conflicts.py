@@ -14,6 +14,10 @@ A clip is ranked by the share of checkpoints it conflicts at (:func:`conflict_ta
 only the class structure; the share of opposed pairs (``cos < 0``) among those rows is what the
 class structure alone gives (:func:`class_mean_baseline`).
 
+Every function takes the gradients ``G`` as rows or as their Gram matrix
+(:class:`~gradkit.grads.gram_matrix.Gram`): a conflict is a cosine, and the leave-one-out means'
+inner products are row sums of ``K``.
+
 **Failing class.** A class is flagged when most of its clips are predicted wrong (class accuracy
 below 1/2) at more than half of the checkpoints (:func:`class_table`).
 """
@@ -24,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gradkit.grads.gram_matrix import as_rows
 from gradkit.grads.similarity import cosine_matrix, unit_directions
 
 __all__ = ["class_mean_baseline", "class_table", "conflict_cosines", "conflict_table",
@@ -40,7 +45,7 @@ def conflict_cosines(G, labels, train_mask) -> tuple[np.ndarray, np.ndarray]:
     ``train_mask[i]`` says whether row ``i`` is a training clip (only those enter ``g_D``).
     A class of one clip has no rest: its first cosine is NaN.
     """
-    G = torch.as_tensor(G, dtype=torch.float64)
+    G = as_rows(G).to(torch.float64)
     y = torch.as_tensor(labels)
     t = torch.as_tensor(np.asarray(train_mask, bool))
     sums = torch.zeros(int(y.max()) + 1, G.shape[1], dtype=G.dtype).index_add_(0, y, G)
@@ -69,14 +74,14 @@ def conflict_table(per_epoch: dict, names, classes) -> pd.DataFrame:
 
 def share_opposed(G) -> float:
     """Share of distinct pairs ``i < j`` with ``cos(G_i, G_j) < 0``."""
-    c = cosine_matrix(torch.as_tensor(G, dtype=torch.float64))
+    c = cosine_matrix(as_rows(G).to(torch.float64))
     iu = torch.triu_indices(len(c), len(c), 1)
     return float((c[iu[0], iu[1]] < 0).double().mean())
 
 
 def class_mean_baseline(G, labels) -> float:
     """:func:`share_opposed` of the rows replaced by their class's mean gradient."""
-    G = torch.as_tensor(G, dtype=torch.float64)
+    G = as_rows(G).to(torch.float64)
     y = torch.as_tensor(labels)
     sums = torch.zeros(int(y.max()) + 1, G.shape[1], dtype=G.dtype).index_add_(0, y, G)
     means = sums / torch.bincount(y).to(G.dtype).clamp_min(1)[:, None]
@@ -96,7 +101,7 @@ def class_table(correct: dict, within: dict, conflict: dict, class_names) -> pd.
 
 def within_class_cosines(G, labels, n_classes: int | None = None) -> np.ndarray:
     """Per class ``c``: the mean cosine of its distinct same-class pairs (NaN for one clip)."""
-    c = cosine_matrix(torch.as_tensor(G, dtype=torch.float64)).numpy()
+    c = cosine_matrix(as_rows(G).to(torch.float64)).numpy()
     y = np.asarray(labels)
     out = np.full(int(n_classes if n_classes is not None else y.max() + 1), np.nan)
     for k in np.unique(y):

@@ -38,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradkit.grads import per_sample_grads
+from gradkit.grads import gradient_gram, per_sample_grads
 from gradkit.losses import ghm_weights, pairwise_ranking_loss
 from gradkit.training import epoch_order
 from gradkit.training.objective import ghm_modules
 
-__all__ = ["objective_coefficients", "objective_loss", "objective_sample_grads"]
+__all__ = ["objective_coefficients", "objective_loss", "objective_sample_grads",
+           "objective_sample_gram"]
 
 
 def objective_loss(outputs, targets) -> Tensor:
@@ -96,3 +97,11 @@ def objective_sample_grads(run, epoch: int) -> Tensor:
     """``G[N, P]``: rows ``∇_θ l_k`` of the run's trained objective (module docstring)."""
     targets = objective_coefficients(run, epoch)
     return per_sample_grads(run.load_model(epoch), objective_loss, run.split.x_train, targets)
+
+
+def objective_sample_gram(run, epoch: int, by_layer: bool = False):
+    """``K = G Gᵀ`` of :func:`objective_sample_grads`'s rows without ``G``
+    (:func:`gradkit.grads.gradient_gram`; ``by_layer``: the per-parameter blocks)."""
+    targets = objective_coefficients(run, epoch)
+    return gradient_gram(run.load_model(epoch), objective_loss, run.split.x_train, targets,
+                         by_layer=by_layer)

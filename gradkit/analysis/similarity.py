@@ -25,12 +25,13 @@ import torch
 
 from gradkit.analysis import conflicts
 from gradkit.core.params import param_slices
-from gradkit.grads import batch_means, per_sample_grads, tsne
+from gradkit.grads import Gram, batch_means, gradient_gram, tsne
 from gradkit.grads import similarity as sim
 from gradkit.stats import plateau_test
 from gradkit.training import epoch_order, sample_loss
 
-__all__ = ["agreement", "block_word", "checkpoint_similarity", "part_masks", "phase_table",
+__all__ = ["agreement", "block_word", "checkpoint_similarity", "part_masks", "part_names",
+           "phase_table",
            "phases", "sketch_agrees", "structure", "trend_word", "window_batches"]
 
 PHASE_NAMES = ("early", "middle", "late")
@@ -99,17 +100,27 @@ def sketch_agrees(deviation: float, tol: float = 0.05) -> bool:
     return bool(deviation < tol)
 
 
+_PARTS = {"classifier": lambda name: name.startswith("classifier."),
+          "trunk": lambda name: not name.startswith(("classifier.", "score_head."))}
+
+
 def part_masks(model) -> dict[str, torch.Tensor]:
     """Boolean masks over a gradient row: ``"classifier"`` (the class head) and ``"trunk"``
     (everything but the two heads)."""
     slices = param_slices(model)
     n = max(s.stop for s in slices.values())
-    masks = {"classifier": torch.zeros(n, dtype=torch.bool),
-             "trunk": torch.zeros(n, dtype=torch.bool)}
+    masks = {part: torch.zeros(n, dtype=torch.bool) for part in _PARTS}
     for name, sl in slices.items():
-        masks["classifier"][sl] = name.startswith("classifier.")
-        masks["trunk"][sl] = not name.startswith(("classifier.", "score_head."))
+        for part, member in _PARTS.items():
+            masks[part][sl] = member(name)
     return masks
+
+
+def part_names(model) -> dict[str, list[str]]:
+    """The trainable parameters' names in each part of :func:`part_masks` (for the per-parameter
+    blocks of ``gradient_gram(..., by_layer=True)``)."""
+    names = list(param_slices(model))
+    return {part: [k for k in names if member(k)] for part, member in _PARTS.items()}
 
 
 def window_batches(run, epoch: int, n_train: int) -> tuple[list, torch.Tensor]:
@@ -124,16 +135,18 @@ def window_batches(run, epoch: int, n_train: int) -> tuple[list, torch.Tensor]:
 
 def checkpoint_similarity(run, epoch: int, x, y, n_train: int, init=None) -> dict:
     """Everything notebook 03 measures at one checkpoint (per-sample CE gradients of all clips,
-    batch gradients of the window's batches, matrices, statistics, maps, conflicts)."""
+    batch gradients of the window's batches, matrices, statistics, maps, conflicts), from the
+    per-sample gradients' Gram matrix (``"gram"``, :func:`gradkit.grads.gradient_gram`; its
+    per-parameter blocks give the parts' silhouettes): no ``[N, P]``."""
     model = run.load_model(epoch)
     with torch.no_grad():
         predicted = model(x)[0].argmax(dim=1).numpy()
-    G = per_sample_grads(model, sample_loss, x, y)
+    blocks = gradient_gram(model, sample_loss, x, y, by_layer=True)
+    G = Gram.of_blocks(blocks)
     batches, batch_epoch = window_batches(run, epoch, n_train)
     G_batch = batch_means(G[:n_train], batches)
-    masks = part_masks(model)
     return {
-        "G": G, "predicted": predicted, "batch_epoch": batch_epoch.numpy(),
+        "gram": G, "predicted": predicted, "batch_epoch": batch_epoch.numpy(),
         "sample_matrix": sim.similarity_matrix(G, y, level="sample"),
         "batch_matrix": sim.similarity_matrix(G_batch, batch_epoch, level="batch"),
         "sample_stats": sim.similarity_stats(G, y, top_k=10),
@@ -142,5 +155,6 @@ def checkpoint_similarity(run, epoch: int, x, y, n_train: int, init=None) -> dic
         "batch_map": tsne.tsne_directions(G_batch, seed=0),
         "conflict": conflicts.conflict_cosines(G, y, np.arange(len(y)) < n_train),
         "baseline": conflicts.class_mean_baseline(G, y),
-        **{f"silhouette_{k}": sim.class_silhouette(G[:, m], y) for k, m in masks.items()},
+        **{f"silhouette_{k}": sim.class_silhouette(Gram.of_blocks(blocks, names), y)
+           for k, names in part_names(model).items()},
     }

@@ -17,6 +17,10 @@
 - :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
 - :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
 - :mod:`~gradkit.grads.sketch`      random projections that keep inner products
+- :mod:`~gradkit.grads.gram`        ``gradient_gram``, ``per_sample_norms``, ``gradient_sketch``
+- :mod:`~gradkit.grads.gramsink`    what the pass hands each layer to for them (the cost model)
+- :mod:`~gradkit.grads.gram_matrix` ``Gram``: the statistics' input in place of ``G``
+- :mod:`~gradkit.grads.rules`       the layers' Gram, norm and sketch forms, one file per type
 - :mod:`~gradkit.grads.noise`       the gradient noise scale and ``B_simple``
 - :mod:`~gradkit.grads.similarity`  cosine matrices of gradient directions and their statistics
 - :mod:`~gradkit.grads.tsne`        t-SNE of gradient directions
@@ -50,3 +54,10 @@ __all__ = [
     "noise_scale", "per_sample_grads", "per_sample_losses", "register_rule",
     "similarity_matrix", "similarity_stats", "sketch", "top_eigenvalues", "tsne_directions",
 ]
+
+# Exact per-sample norms, Gram matrices and sketches without [N, P], and the Gram type the
+# statistics accept (issue 25)
+from gradkit.grads.gram import gradient_gram, gradient_sketch, per_sample_norms  # noqa: E402
+from gradkit.grads.gram_matrix import Gram  # noqa: E402
+
+__all__ += ["Gram", "gradient_gram", "gradient_sketch", "per_sample_norms"]

@@ -88,6 +88,9 @@ def _linear_rule(a: Tensor, names: dict[str, tuple[str, tuple[int, int] | None]]
             raise RuntimeError("mha_replay: a hook fired twice (backward through the graph again)")
         x = saved.pop()
         d = d.to(x.dtype)
+        factored = getattr(store, "linear", None)  # the Gram path takes x and δ themselves
+        if factored is not None and factored(names, wants, x, d):
+            return
         got: dict[str, Tensor] = {}
         for kind, (name, place) in names.items():
             if not wants(name):

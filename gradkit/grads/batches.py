@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.core.params import flat_grad, trainable_parameters
+from gradkit.grads.gram_matrix import Gram
 from gradkit.grads.samples import LossFn, check_inputs, per_sample_losses, take
 
 __all__ = ["batch_grads", "batch_index", "batch_means", "full_grad"]
@@ -113,7 +114,10 @@ def batch_means(grads, batches) -> Tensor:
     Exact for a loss that is a mean of per-sample losses and a model without batch coupling
     (GroupNorm, BatchNorm in eval mode): the same rows as :func:`batch_grads`
     without another backward pass. ``batches`` is a list of index tensors (one per batch).
+    A :class:`~gradkit.grads.gram_matrix.Gram` of the samples gives the batches' Gram matrix.
     """
+    if isinstance(grads, Gram):  # M K Mᵀ, M the averaging matrix: block means of K
+        return Gram.of_rows(batch_means(grads.rows(), batches))
     g = torch.as_tensor(grads)
     if g.ndim != 2:
         raise ValueError(f"grads must be a 2-D [N, P] matrix of gradients, got {tuple(g.shape)}")

@@ -178,8 +178,8 @@ def _layout(ref: Reference, m: nn.Module, i: int, a: torch.Size, out: torch.Size
 
 
 def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference,
-                coupling: bool = True, loss_check: bool = False,
-                ) -> tuple[dict[int, Tensor], dict[str, str], str | None]:
+                coupling: bool = True, loss_check: bool = False, sink: Any = None,
+                ) -> tuple[dict[int, Tensor | None], dict[str, str], str | None]:
     """One forward and one backward of the chunk -> (``{parameter id: Tensor[n, numel]}`` for
     the parameters of accepted modules, ``{module name: why rejected}``, why the samples of the
     batch interact (:func:`batch_coupling`, with ``coupling`` when ``ref`` holds the values of
@@ -187,7 +187,16 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     discard them)). With ``loss_check``, whether the loss couples the samples is checked at the
     model's outputs (:func:`~gradkit.grads.coupling.check_coupled_outputs`, raising
     :class:`~gradkit.grads.coupling.CoupledLossError`): backward passes through the loss only,
-    the model's single backward then starting from the outputs' per-sample gradient."""
+    the model's single backward then starting from the outputs' per-sample gradient.
+
+    ``sink`` (:class:`~gradkit.grads.gramsink.GramSink`) receives each hooked layer's input and
+    output gradient (``sink.layer(module, a, δ)``, samples on dim 0) and every per-sample
+    gradient a rule or replay stores (``sink.store(module, {name: Tensor[n, ...]})``) instead of
+    the pass keeping them: those parameters then map to None (the pass never holds ``[n, P]``);
+    a parameter taken outside any rule (an additive free parameter, :mod:`~gradkit.grads.
+    freeparams`) still maps to its ``[n, numel]`` gradient. A replay's ``store`` then has
+    ``store.linear(names, wants, x, δ)``, which takes an affine map's factors instead of its
+    per-sample gradients (True) or declines (False)."""
     n = num_samples(inputs)
     grads: dict[int, Tensor] = {}
     edges = []  # where each layer output enters the graph: storage-free handles for the backward
@@ -196,6 +205,9 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     swapped: list[tuple[nn.Module, nn.Module, str, Tensor]] = []
 
     def store(module, per_sample):
+        if sink is not None:
+            sink.store(module, per_sample)
+            return
         for name, g in per_sample.items():
             key, g = id(module.get_parameter(name)), g.reshape(n, -1)
             grads[key] = grads[key] + g if key in grads else g  # shared layers add up
@@ -226,7 +238,12 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
             else:
                 s = _sample_dim(seen[i][0], a.shape, n, ref.k)
             if s is not None:
-                got = replay(module, args, kwargs, s, lambda g: store(module, g))
+                def keep(g):
+                    store(module, g)
+
+                if sink is not None:  # a replay's affine maps may hand their factors instead
+                    keep.linear = lambda *f: sink.linear(module, *f)
+                got = replay(module, args, kwargs, s, keep)
                 if not isinstance(got, str):
                     replayed[module] = got[1]
                     return got[0]
@@ -256,7 +273,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
             return None
         if not output.requires_grad:
             return None
-        if fuses(module, args[0]):
+        if sink is None and fuses(module, args[0]):
             # The edge is the conv's input: reaching it runs FusedConv's backward.
             edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
             return FusedConv.apply(args[0], module, [output.detach()],
@@ -264,7 +281,10 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
         saved, rule = [args[0].detach().movedim(s, 0)], rule_for(module)[0]
 
         def on_grad(d):  # ∂L/∂output (of the value before any later in-place change)
-            store(module, rule(module, saved[0], d.movedim(s, 0)))
+            if sink is None:
+                store(module, rule(module, saved[0], d.movedim(s, 0)))
+            else:
+                sink.layer(module, saved[0], d.movedim(s, 0))
             saved.clear()  # free the input now, as autograd frees its saved tensors
 
         # The hook refers to neither the output nor the graph: no reference cycle keeps
@@ -350,7 +370,8 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     if capture is not None:
         rejected.update(capture.rejected)
     bad = {m for m, name in plan.owners.items() if name in rejected}
-    keep = {pid: grads[pid] if pid in grads else plan.params[pid].new_zeros(n, plan.params[
-            pid].numel()) for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])
+    keep = {pid: grads[pid] if pid in grads else None if sink is not None else plan.params[
+            pid].new_zeros(n, plan.params[pid].numel())
+            for pid in plan.covered if not any(m in bad for m in plan.owners_of[pid])
             and not (pid in plan.free and plan.free[pid][2] in rejected)}
     return keep, rejected, None

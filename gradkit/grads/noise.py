@@ -1,7 +1,9 @@
 """The gradient noise scale and the simple critical batch size.
 
 For per-sample gradients ``G[N, P]`` of a data set ``D`` (rows ``G_i``, from
-:func:`gradkit.grads.per_sample_grads`):
+:func:`gradkit.grads.per_sample_grads`), or their Gram matrix ``K = G Gᵀ``
+(:class:`~gradkit.grads.gram_matrix.Gram`, from :func:`gradkit.grads.gradient_gram`, accepted
+wherever ``G`` is: every quantity below is a function of ``K``):
 
 - ``g_D = (1/N) Σ_i G_i``                              the full-data gradient
 - ``grad_sq = ||g_D||²``
@@ -34,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradkit.grads.gram_matrix import Gram
+
 __all__ = [
     "NoiseScale",
     "StreamingNoiseScale",
@@ -50,7 +54,12 @@ __all__ = [
 ]
 
 
-def _check_G(G: Tensor) -> Tensor:
+def _check_G(G: Tensor | Gram) -> Tensor:
+    """``G`` as float64 rows; a :class:`~gradkit.grads.gram_matrix.Gram` as its
+    :meth:`~gradkit.grads.gram_matrix.Gram.rows` (the same inner products, so every statistic
+    here is the same; only :func:`mean_gradient`'s coordinates are then those of its basis)."""
+    if isinstance(G, Gram):
+        G = G.rows()
     if not isinstance(G, Tensor) or G.dim() != 2:
         raise ValueError(f"G must be a Tensor[N, P] of per-sample gradients, got "
                          f"{type(G).__name__} {tuple(getattr(G, 'shape', ()))}")

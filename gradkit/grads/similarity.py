@@ -2,7 +2,9 @@
 
 Every function takes gradients as rows of a matrix ``G`` of shape ``[N, D]``: exact per-sample or
 per-batch gradients (``D = P`` parameters) or random sketches of them (``D = k``, which keep
-cosines approximately, Johnson-Lindenstrauss). Two levels of analysis use the same code:
+cosines approximately, Johnson-Lindenstrauss), or their Gram matrix
+(:class:`~gradkit.grads.gram_matrix.Gram`: every statistic here is one of inner products).
+Two levels of analysis use the same code:
 
 - ``sample``: one row per sample (per-sample gradients of a data set or an analysis batch);
 - ``batch``:  one row per mini-batch (the per-batch gradients of one epoch).
@@ -28,12 +30,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from gradkit.grads.gram_matrix import as_rows
+
 LEVELS = ("sample", "batch")
 
 
 # -- directions and the matrix ---------------------------------------------------------------
 def _as_rows(grads, name: str = "grads") -> torch.Tensor:
-    g = torch.as_tensor(grads)
+    g = as_rows(grads)
     if g.ndim != 2:
         raise ValueError(f"{name} must be a 2-D [N, D] matrix of gradients, got shape "
                          f"{tuple(g.shape)}")

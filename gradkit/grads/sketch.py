@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["sketch"]
+__all__ = ["kron_factors", "kron_split", "param_seed", "sketch"]
 
 # Rows of a sketch matrix generated from one seed: any chunking of N or P gives the same sketch.
 _SKETCH_BLOCK = 8192
@@ -43,3 +43,29 @@ def sketch(G: Tensor, k: int | None, seed: int = 0) -> Tensor:
     return out
 
 
+def param_seed(seed: int, index: int) -> int:
+    """The seed of parameter tensor ``index`` (``named_parameters()`` order of the trainable ones)
+    in a per-parameter sketch of seed ``seed``: each tensor gets its own independent projection."""
+    return int(seed) * 1_000_003 + 7919 * (int(index) + 1)
+
+
+def kron_split(k: int) -> tuple[int, int]:
+    """``(k_out, k_in)`` with ``k_out · k_in = k`` and ``k_in`` the largest divisor ``≤ √k``."""
+    k = int(k)
+    k_in = max(i for i in range(1, math.isqrt(k) + 1) if k % i == 0)
+    return k // k_in, k_in
+
+
+def kron_factors(seed: int, d_out: int, d_in: int, k: int, dtype=torch.float32,
+                 device=None) -> tuple[Tensor, Tensor]:
+    """``(R_out [k_out, d_out], R_in [k_in, d_in])``, i.i.d. ``N(0, 1/k_out)`` and
+    ``N(0, 1/k_in)`` (:func:`kron_split`), generated from ``seed``: ``R = R_out ⊗ R_in`` projects a
+    ``d_out x d_in`` gradient ``g`` to ``R_out g R_inᵀ`` (``k`` numbers) with ``E[RᵀR] = I``, so
+    inner products are kept in expectation (LoGra, Choe et al. 2024)."""
+    if int(k) < 1:
+        raise ValueError(f"sketch dimension k must be a positive integer, got {k!r}")
+    k_out, k_in = kron_split(k)
+    gen = torch.Generator().manual_seed(int(seed))
+    r_out = torch.randn(k_out, d_out, generator=gen) / math.sqrt(k_out)
+    r_in = torch.randn(k_in, d_in, generator=gen) / math.sqrt(k_in)
+    return r_out.to(dtype=dtype, device=device), r_in.to(dtype=dtype, device=device)

@@ -2,16 +2,41 @@
 
 On unit directions ``u_i = g_i / ||g_i||`` the squared Euclidean distance is ``2 - 2 cos_ij``,
 so a t-SNE of the directions sees exactly the cosine geometry of :mod:`gradkit.grads.similarity`.
+It runs on those distances (``metric="precomputed"``, :func:`direction_distances`), which the
+Gram matrix gives as well as the rows: ``K_ii + K_jj - 2 K_ij`` of the normalised ``K``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from gradkit.grads.similarity import unit_directions
+from gradkit.grads.similarity import cosine_matrix
 
-__all__ = ["align_embedding", "default_perplexity", "embedding_silhouette", "knn_overlap",
-           "tsne_directions"]
+__all__ = ["align_embedding", "default_perplexity", "direction_distances",
+           "embedding_silhouette", "knn_overlap", "pca_start", "tsne_directions"]
+
+
+def direction_distances(grads) -> np.ndarray:
+    """``||u_i - u_j||² = 2 - 2 cos_ij`` -> float64 ``[N, N]`` (zero diagonal), from gradient
+    rows ``[N, D]`` or a :class:`~gradkit.grads.gram_matrix.Gram`: what t-SNE sees."""
+    d = (2.0 - 2.0 * cosine_matrix(grads)).clamp_min_(0.0)
+    d.fill_diagonal_(0.0)
+    return d.numpy()
+
+
+def pca_start(distances: np.ndarray) -> np.ndarray:
+    """scikit-learn's PCA initialisation from the squared distances alone: the first two
+    principal-component scores of the points (classical MDS: the top eigenpairs of the double-
+    centred ``-D/2``), scaled so that the first has std 1e-4 as scikit-learn scales its own."""
+    d = torch.as_tensor(distances, dtype=torch.float64)
+    n = d.shape[0]
+    h = torch.eye(n, dtype=d.dtype) - 1.0 / n
+    vals, vecs = torch.linalg.eigh(-0.5 * h @ d @ h)
+    top = vecs[:, -2:].flip(1) * vals[-2:].flip(0).clamp_min(0).sqrt()
+    big = top.abs().argmax(0)  # each column's largest entry positive (as svd_flip): one sign
+    top = top * torch.sign(top[big, torch.arange(2)]).where(top[big, torch.arange(2)] != 0, 1.0)
+    return (top / max(float(top[:, 0].std()), 1e-30) * 1e-4).numpy().astype(np.float32)
 
 
 def default_perplexity(n: int) -> float:
@@ -24,8 +49,11 @@ def tsne_directions(grads, init: np.ndarray | None = None, perplexity: float | N
                     early_exaggeration: float | None = None) -> np.ndarray:
     """2-D t-SNE (scikit-learn) of the unit directions ``u_i``; returns ``[N, 2]``.
 
-    On unit vectors the Euclidean distance is ``||u_i - u_j||^2 = 2 - 2 cos_ij``, so t-SNE sees
-    exactly the cosine geometry. ``init`` (say, the previous epoch's embedding) keeps pictures
+    ``grads``: rows ``[N, D]`` or a :class:`~gradkit.grads.gram_matrix.Gram`. On unit vectors
+    the squared Euclidean distance is ``||u_i - u_j||^2 = 2 - 2 cos_ij``, so t-SNE sees exactly
+    the cosine geometry; it runs on these distances (:func:`direction_distances`, as
+    scikit-learn's Euclidean t-SNE squares its distances), from :func:`pca_start` (its PCA
+    init) without ``init``. ``init`` (say, the previous epoch's embedding) keeps pictures
     stable across epochs: it is centred and scaled to std 1e-4 like scikit-learn's own PCA
     init, and the result is rotated / reflected onto it (:func:`align_embedding`).
     A warm start also switches early exaggeration off (default 1 instead of scikit-learn's 12):
@@ -34,11 +62,11 @@ def tsne_directions(grads, init: np.ndarray | None = None, perplexity: float | N
     """
     from sklearn.manifold import TSNE
 
-    u = unit_directions(grads).numpy().astype(np.float32)
-    n = u.shape[0]
+    dist = direction_distances(grads)
+    n = dist.shape[0]
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 gradients, got {n}")
-    start: str | np.ndarray = "pca"
+    start = pca_start(dist)
     if init is not None:
         init = np.asarray(init, dtype=np.float64)
         if init.shape != (n, 2):
@@ -49,8 +77,8 @@ def tsne_directions(grads, init: np.ndarray | None = None, perplexity: float | N
         early_exaggeration = 12.0 if init is None else 1.0
     tsne = TSNE(n_components=2, perplexity=perplexity or default_perplexity(n), init=start,
                 early_exaggeration=early_exaggeration, random_state=seed, max_iter=max_iter,
-                method="exact" if n <= 500 else "barnes_hut")
-    emb = tsne.fit_transform(u).astype(np.float64)
+                method="exact" if n <= 500 else "barnes_hut", metric="precomputed")
+    emb = tsne.fit_transform(dist.astype(np.float32)).astype(np.float64)
     return emb if init is None else align_embedding(emb, init)
 
 

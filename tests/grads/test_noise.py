@@ -210,10 +210,12 @@ def test_checkpoint_noise_scales_walks_the_checkpoints():
 
 def test_gns_variants_follow_their_definitions():
     from gradkit.analysis.noise import gns_variants
+    from gradkit.grads import Gram
 
     _, _, _, G = linear_regression(n=40)
     mask = torch.tensor([True, True, False, False])
-    v = gns_variants(G, 8, {"first two": mask}, p_total=10)
+    v = gns_variants(Gram.of_rows(G), 8, {"first two": Gram.of_rows(G[:, mask])}, p=4,
+                     p_total=10)
     exact = noise_scale(G, 8, n_boot=0)
     assert v["exact"] == pytest.approx(exact.gns)
     assert v["B = N, with replacement"] == pytest.approx(exact.trace_sigma / 40 / exact.grad_sq)

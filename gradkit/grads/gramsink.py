@@ -1,0 +1,273 @@
+"""What the ``"layers"`` pass hands each layer's input and output gradient to for Gram matrices,
+norms and sketches: :class:`GramSink` reduces every layer to its ``[N, N]`` / ``[N]`` / ``[N, k]``
+contribution as the backward reaches it, so ``[N, P]`` never exists.
+
+Per layer (the cost model, within a memory budget of ``budget`` bytes):
+
+- ``Linear`` and 1-D / 2-D convolutions: the ghost form (:mod:`gradkit.grads.rules.linear`,
+  :mod:`gradkit.grads.rules.conv`) or that layer's materialised per-sample gradient ("mixed
+  ghost", Bu et al. 2022), whichever :func:`~gradkit.grads.rules.linear.ghost_cheaper` says costs
+  fewer flops; materialising needs ``N x P_layer`` numbers, and is done in blocks of samples
+  when that exceeds the budget (a Gram block ``(I, J)`` from the two blocks' rows).
+- every other rule (normalisation layers: ``N x C``) and every replay (GroupNorm, LSTM,
+  attention): the engine's materialised rule, reduced as soon as it is stored.
+- a module called more than once per forward, or a parameter shared between modules: its
+  per-sample gradients are summed over the calls first (the Gram of a sum is not the sum of
+  Grams), and reduced when the backward has ended (:meth:`GramSink.finish`).
+
+A replay that stores one parameter in parts (cross-attention's packed projections) cannot be
+reduced part by part: its module is reported in :attr:`GramSink.bad` and its parameters go to
+the exact fallback. With ``probe`` (a sample) and ``want`` (its gradient by plain autograd, per
+parameter id) the sink compares that sample's gradient row, one parameter at a time as it
+arrives, for the engine's consistency check (:attr:`GramSink.errors`; nothing of it is kept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from gradkit.grads.layerpass import LayerPlan
+from gradkit.grads.layers import rule_for
+from gradkit.grads.reference import Reference
+from gradkit.grads.rules.conv import conv_sizes, unfold_factors
+from gradkit.grads.rules.linear import (
+    factors,
+    ghost_cheaper,
+    ghost_gram,
+    ghost_norms,
+    kron_project,
+    matrix_view,
+)
+from gradkit.grads.sketch import kron_factors, param_seed, sketch
+
+__all__ = ["MODES", "GramSink", "budget_bytes", "gram64", "reduce_rows"]
+
+MODES = ("gram", "norms", "sketch")
+# Columns converted to float64 at a time by gram64 (its only temporary).
+_F64_BYTES = 16 * 2**20
+
+
+def gram64(flat: Tensor, other: Tensor | None = None, diag: bool = False) -> Tensor:
+    """``flat otherᵀ`` (``other`` default ``flat``; ``diag``: only ``||flat_i||²``) accumulated in
+    float64, converting ``_F64_BYTES`` of columns at a time: the products of float32 numbers are
+    exact in float64, so the statistics (differences of large sums: ``tr Σ``, ``||g_D||²``)
+    keep the digits of the materialised path."""
+    other = flat if other is None else other
+    n, m, p = flat.shape[0], other.shape[0], flat.shape[1]
+    step = max(1, _F64_BYTES // (8 * max(n, m)))
+    out = flat.new_zeros((n,) if diag else (n, m), dtype=torch.float64)
+    for s in range(0, p, step):
+        a = flat[:, s : s + step].double()
+        if diag:
+            out += a.square().sum(1)
+        else:
+            out += a @ (a if other is flat else other[:, s : s + step].double()).T
+    return out
+
+def reduce_rows(g: Tensor, mode: str, k: int | None = None, seed: int = 0) -> Tensor:
+    """One parameter's materialised per-sample gradients ``[n, *shape]`` -> its contribution:
+    ``g gᵀ`` (``"gram"``), ``||g_i||²`` (``"norms"``) or its sketch (``"sketch"``: Kronecker
+    ``R_out g_i R_inᵀ`` for a matrix-shaped parameter, a dense :func:`sketch` for a vector)."""
+    if mode in ("gram", "norms"):
+        return gram64(g.reshape(g.shape[0], -1), diag=mode == "norms")
+    if g.dim() >= 3:
+        mat = matrix_view(g)
+        r_out, r_in = kron_factors(seed, mat.shape[1], mat.shape[2], k, g.dtype, g.device)
+        return (r_out @ mat @ r_in.T).flatten(1)
+    return sketch(g.reshape(g.shape[0], -1), k, seed)
+
+
+class GramSink:
+    """Receives one ``"layers"`` pass (``layers_pass(..., sink=...)``) and keeps, per parameter
+    id, its contribution (:attr:`out`; ``mode`` one of :data:`MODES`) and, with ``probe`` and
+    ``want``, ``(||row - want||, ||want||)`` of the probe sample's gradient (:attr:`errors`)."""
+
+    def __init__(self, plan: LayerPlan, ref: Reference, n: int, mode: str, budget: int,
+                 index: dict[int, int], k: int | None = None, seed: int = 0,
+                 probe: int | None = None, want: dict[int, Tensor] | None = None):
+        self.plan, self.n, self.mode, self.budget, self.k = plan, n, mode, int(budget), k
+        self.seeds = {pid: param_seed(seed, i) for pid, i in index.items()}
+        self.single = {m for m in plan.owners if len(ref.calls.get(m, ())) == 1 and all(
+            len(plan.owners_of[id(h._parameters[nm])]) == 1 for h, nm in plan.slots[m])}
+        self.probe = probe if want is not None else None
+        self.want = want
+        self.out: dict[int, Tensor] = {}
+        self.errors: dict[int, tuple[float, float]] = {}
+        self.bad: dict[str, str] = {}
+        self.held: dict[int, Tensor] = {}  # summed over calls, reduced by finish()
+        self.parts: set[int] = set()  # parameters added up from disjoint blocks (linear())
+        self.pieces: dict[int, Tensor] = {}  # the probe's gradient of those, assembled
+
+    # -- what the pass calls -----------------------------------------------------------------
+    def store(self, module: nn.Module, per_sample: dict[str, Tensor]) -> None:
+        """Per-sample gradients ``{name: [n, *shape]}`` a rule or replay computed for ``module``."""
+        for name, g in per_sample.items():
+            pid = id(module.get_parameter(name))
+            g = g.reshape(self.n, *module.get_parameter(name).shape)
+            if module not in self.single:
+                self.held[pid] = self.held[pid] + g if pid in self.held else g
+            elif pid in self.out or pid in self.parts:
+                self.bad.setdefault(self.plan.owners[module], (
+                    f"its rule stores {name!r} in parts, which a Gram matrix cannot add up"))
+            else:
+                self._reduced(pid, g)
+
+    def layer(self, module: nn.Module, a: Tensor, d: Tensor) -> None:
+        """A hooked layer's input ``a`` and output gradient ``d`` (samples on dim 0)."""
+        rule = rule_for(module)[0]
+        if module not in self.single:
+            self.store(module, rule(module, a, d))
+            return
+        w = getattr(module, "weight", None)
+        wants_w = isinstance(w, Tensor) and w.requires_grad
+        if wants_w and isinstance(module, nn.Linear):
+            A, B = factors(a, d)
+            groups = [(A, B)]
+            t, d_in, d_out, g = A.shape[1], A.shape[2], B.shape[2], 1
+        elif wants_w and isinstance(module, nn.modules.conv._ConvNd):
+            t, d_in, d_out, g = conv_sizes(module, d)
+            groups = None
+        else:
+            self.store(module, rule(module, a, d))
+            return
+        self.store(module, rule_for_bias(module, a, d))
+        pid = id(w)
+        p_bytes = w.numel() * a.element_size()
+        fits = self.n * p_bytes <= self.budget
+        unfold_bytes = self.n * t * d_in * g * a.element_size()
+        ghost = self.mode != "sketch" and ghost_cheaper(self.n, t, d_in, d_out, self.mode, fits)
+        if ghost and groups is None:
+            ghost = unfold_bytes <= self.budget and w.dim() <= 4
+            groups = unfold_factors(module, a, d) if ghost else None
+        if self.mode == "sketch" and isinstance(module, nn.Linear):
+            self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
+            r_out, r_in = kron_factors(self.seeds[pid], d_out, d_in, self.k, a.dtype, a.device)
+            self.out[pid] = kron_project(A, B, r_out, r_in)
+        elif ghost:
+            self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
+            form = ghost_gram if self.mode == "gram" else ghost_norms
+            self.out[pid] = sum(form(A_c, B_c, self.budget) for A_c, B_c in groups)
+        else:
+            rows = lambda sl: _weight(module, rule, a[sl], d[sl])  # noqa: E731
+            self._probe(pid, rows)
+            self.out[pid] = self._materialised(rows, p_bytes, self.seeds[pid])
+
+    def linear(self, module: nn.Module, names: dict, wants: Callable[[str], bool], x: Tensor,
+               d: Tensor) -> bool:
+        """A replay's affine map ``x Wᵀ + b`` inside ``module`` (attention's projections), as
+        factors instead of ``[n, out, in]``: ``names`` maps ``"weight"``/``"bias"`` to the
+        parameter's name and its rows ``(start, total)`` in a packed parameter (None: all of
+        it). Disjoint row blocks of one parameter add up (their cross terms are zero). False
+        (declined: the replay materialises) for a module called more than once."""
+        if module not in self.single:
+            return False
+        A, B = factors(x, d)
+        n, t, d_in, d_out = A.shape[0], A.shape[1], A.shape[2], B.shape[2]
+        for kind, (name, place) in names.items():
+            if not wants(name):
+                continue
+            p = module.get_parameter(name)
+            pid, rows = id(p), slice(0, d_out) if place is None else slice(place[0],
+                                                                          place[0] + d_out)
+            if kind == "bias":
+                g = B.new_zeros(n, p.shape[0])
+                g[:, rows] = B.sum(1)
+                self._part(pid, p, rows, reduce_rows(g, self.mode, self.k, self.seeds[pid]),
+                           g[self.probe, rows] if self.probe is not None else None)
+                continue
+            if self.mode == "sketch":
+                r_out, r_in = kron_factors(self.seeds[pid], p.shape[0], d_in, self.k, A.dtype)
+                value = kron_project(A, B, r_out[:, rows], r_in)
+            else:
+                fits = n * d_in * d_out * A.element_size() <= self.budget
+                if ghost_cheaper(n, t, d_in, d_out, self.mode, fits):
+                    value = (ghost_gram if self.mode == "gram" else ghost_norms)(A, B,
+                                                                                 self.budget)
+                else:
+                    value = self._materialised(lambda sl: torch.bmm(B[sl].transpose(1, 2),
+                                                                    A[sl]),
+                                               d_in * d_out * A.element_size(), 0)
+            piece = None if self.probe is None else B[self.probe].T @ A[self.probe]
+            self._part(pid, p, rows, value, piece)
+        return True
+
+    def finish(self) -> None:
+        """Reduce what was summed over calls (after the backward: every call has added to it),
+        and compare the probe's gradients assembled from parts."""
+        for pid, g in self.held.items():
+            self._reduced(pid, g)
+        self.held.clear()
+        for pid, row in self.pieces.items():
+            self._compare(pid, row)
+        self.pieces.clear()
+
+    def _part(self, pid: int, p: Tensor, rows: slice, value: Tensor, piece) -> None:
+        """Add a disjoint row block's contribution (and the probe's rows) to parameter ``pid``."""
+        self.out[pid] = self.out[pid] + value if pid in self.out else value
+        self.parts.add(pid)
+        if piece is not None:
+            whole = self.pieces.setdefault(pid, p.new_zeros(p.shape).detach())
+            whole[rows] += piece.reshape(whole[rows].shape).to(whole.dtype)
+
+    # -- reductions ----------------------------------------------------------------------------
+    def _reduced(self, pid: int, g: Tensor) -> None:
+        self.out[pid] = reduce_rows(g, self.mode, self.k, self.seeds.get(pid, 0))
+        if self.probe is not None:
+            self._compare(pid, g[self.probe])
+
+    def _probe(self, pid: int, rows: Callable[[slice], Tensor]) -> None:
+        if self.probe is not None:
+            self._compare(pid, rows(slice(self.probe, self.probe + 1)))
+
+    def _compare(self, pid: int, row: Tensor) -> None:
+        want = self.want.pop(pid).to(row.dtype)  # freed as the backward goes
+        self.errors[pid] = (float((row.reshape(-1) - want).norm()), float(want.norm()))
+
+    def _materialised(self, rows: Callable[[slice], Tensor], p_bytes: int, seed: int) -> Tensor:
+        """One parameter's contribution from its ``[n, P_layer]`` rows, materialised in blocks
+        of samples within the budget (``rows(slice)`` recomputes a block; a Gram block
+        ``(I, J)`` needs both)."""
+        n = self.n
+        size = max(1, min(n, self.budget // max(1, p_bytes)))
+        if size >= n:
+            return reduce_rows(rows(slice(0, n)), self.mode, self.k, seed)
+        blocks = [slice(i, min(n, i + size)) for i in range(0, n, size)]
+        if self.mode != "gram":
+            return torch.cat([reduce_rows(rows(b), self.mode, self.k, seed) for b in blocks])
+        K = torch.empty(n, n, dtype=torch.float64)
+        for bi, I in enumerate(blocks):
+            gi = rows(I).reshape(I.stop - I.start, -1)
+            K[I, I] = gram64(gi)
+            for J in blocks[bi + 1:]:
+                K[I, J] = gram64(gi, rows(J).reshape(J.stop - J.start, -1))
+                K[J, I] = K[I, J].T
+        return K
+
+
+def rule_for_bias(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
+    """The per-sample gradients of ``module``'s parameters other than its weight (a Linear's or
+    a conv's bias: the output gradient summed over the positions)."""
+    b = getattr(module, "bias", None)
+    if not (isinstance(b, Tensor) and b.requires_grad):
+        return {}
+    if isinstance(module, nn.Linear):
+        return {"bias": d.reshape(d.shape[0], -1, d.shape[-1]).sum(1)}
+    return {"bias": d.reshape(d.shape[0], d.shape[1], -1).sum(2)}
+
+
+def _weight(module: nn.Module, rule, a: Tensor, d: Tensor) -> Tensor:
+    """A block of samples' materialised weight gradients, by the engine's own rule."""
+    return rule(module, a, d)["weight"]
+
+
+def budget_bytes(budget: int | float | None) -> int:
+    """The memory budget in bytes (default 256 MiB), checked."""
+    if budget is None:
+        return 256 * 2**20
+    if not (isinstance(budget, int | float) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of bytes, got {budget!r}")
+    return int(budget)
