@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradkit.core.io import atomic_write
+from gradkit.core.io import atomic_write_bytes
 from gradkit.track import Tracker, load_run  # gradkit
 
 
@@ -76,7 +76,7 @@ def main(out: str | Path = "runs/my_experiment", epochs: int = 3, batch_size: in
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch, "step": step}, buf)
-        atomic_write(ckpt, lambda f: f.write(buf.getvalue()))
+        atomic_write_bytes(ckpt, buf.getvalue())
     tracker.close()  # gradkit
     return out
 

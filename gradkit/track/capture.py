@@ -14,11 +14,13 @@ dim 0 holds the ``N`` samples (a layer called twice, a flattened ``[N·T, C]`` i
 backward in the step is excluded from then on, with a warning). On the first step
 (:meth:`Capture.begin` with ``check=True``) also: the per-sample gradients, summed over the
 samples, must equal the gradient autograd put in ``.grad`` (times ``N`` for a mean loss); this
-catches a loss whose reduction is not the declared one, gradients accumulated over several
-backward passes, a parameter also used outside its layer (a tied weight). With a probe (the
-gradient of one sample's loss alone by plain autograd, :meth:`Capture.begin`'s ``want``), the
-sample's row must equal it: this catches samples that interact (a loss coupling the samples,
-batch statistics).
+catches gradients accumulated over several backward passes, a parameter also used outside its
+layer (a tied weight), a hook that changes gradients. Both sides come from the same ``δ``, so
+this cannot see how the loss combines the samples: with a probe (the gradient of one sample's
+loss alone by plain autograd, :meth:`Capture.begin`'s ``want``) the sample's row must equal
+it, which catches a loss reduced otherwise than declared (a factor ``N``) and samples that
+interact (a loss coupling the samples, batch statistics). Without the loss function the
+tracker cannot make that check, and says so in ``meta.json`` (``checks``).
 """
 
 from __future__ import annotations
@@ -215,11 +217,9 @@ class Capture:
         if not bad:
             return
         causes = (
-            "the loss is not reduced as declared (reduction='mean' for a mean over the batch, "
-            "'sum' for a sum: a mismatch is a factor N); gradients accumulated over several "
-            "backward passes (call optimizer.zero_grad() inside tracker.step, before "
-            "backward); the parameter is also used outside its layer's call (a tied weight); "
-            "a hook that changes gradients")
+            "gradients accumulated over several backward passes (call optimizer.zero_grad() "
+            "inside tracker.step, before backward); the parameter is also used outside its "
+            "layer's call (a tied weight); a hook that changes gradients")
         if len(bad) == len(self.covered()):
             raise TrackerCheckError(
                 "Tracker: first-step check failed: the per-sample gradients summed over the "
@@ -238,8 +238,10 @@ class Capture:
         if bad:
             raise TrackerCheckError(
                 "Tracker: first-step check failed: sample 0's gradient in the batch differs from "
-                f"the gradient of its loss taken alone for {', '.join(bad)}. The samples of the "
-                "batch interact (a loss that couples them, batch statistics such as BatchNorm in "
+                f"the gradient of its loss taken alone for {', '.join(bad)}. The loss is not "
+                "reduced as declared (Tracker(reduction='mean') for a mean over the batch, "
+                "'sum' for a sum: a factor N), or the samples of the batch interact "
+                "(a loss that couples them, batch statistics such as BatchNorm in "
                 "training mode, dropout drawn differently), so the rows are not per-sample "
                 "gradients. Per-sample statistics need per-sample losses; pass loss_fn=None to "
                 "skip this check.")

@@ -159,6 +159,7 @@ class Tracker:
         want = None
         if check and self.loss_fn is not None and s.inputs is not None and labels is not None:
             want = self._probe(s.inputs, labels)
+        s.probed = want is not None
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
         self.capture.begin(n, s.mode, self.reduction == "mean", check, want)
 
@@ -175,13 +176,19 @@ class Tracker:
         with torch.no_grad():
             for k, b in self.model.named_buffers():
                 b.copy_(buffers[k])
-        return {pid: (g if g is not None else torch.zeros_like(p)).detach()
+        return {pid: (g if g is not None else torch.zeros_like(p)).detach().reshape(-1)
                 for (pid, p), g in zip(covered.items(), grads, strict=True)}
 
     def _finish(self, s: _Step) -> None:
         outs = self.capture.end(stacklevel=4)
-        if self.capture.disabled and any(k not in self.folder.meta["model"]["disabled_modules"]
-                                         for k in self.capture.disabled):
+        if not self._checked:
+            self.folder.meta["sessions"][-1]["checks"] = {
+                "per_sample_sum_vs_grad": True,
+                "sample_alone_vs_batch": s.probed or "not run: give Tracker(loss_fn=...) and "
+                "step(inputs=...) to check the loss's reduction and that samples do not interact"}
+            self._write_meta()
+        elif any(k not in self.folder.meta["model"]["disabled_modules"]
+                 for k in self.capture.disabled):
             self._write_meta()
         self._checked = True
         n = self.capture.n
@@ -262,7 +269,7 @@ class _Step:
 
     def __init__(self, tracker: Tracker, labels, epoch, inputs):
         self.tracker, self.labels, self.epoch, self.inputs = tracker, labels, epoch, inputs
-        self.loss, self.captured, self.mode = None, None, "norms"
+        self.loss, self.captured, self.mode, self.probed = None, None, "norms", False
 
     def __enter__(self) -> _Step:
         self.tracker._begin(self)

@@ -1,0 +1,285 @@
+"""The tracker's numbers equal a per-sample loop on the same batches of a real training loop,
+and its checks catch what would make them wrong."""
+
+import importlib.util
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradkit.grads.noise import StreamingNoiseScale, noise_scale
+from gradkit.track import Tracker, TrackerCheckError, load_run
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "track_your_training.py"
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("track_your_training", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _loop_grads(model, x, y, params=None, loss=F.cross_entropy):
+    """``G[N, P]``: each sample's gradient of its own loss, one backward per sample."""
+    params = list(model.parameters()) if params is None else params
+    rows = []
+    for i in range(len(y)):
+        g = torch.autograd.grad(loss(model(x[i:i + 1]), y[i:i + 1]), params)
+        rows.append(torch.cat([t.reshape(-1) for t in g]))
+    return torch.stack(rows).double()
+
+
+def _close(got, want, rtol=1e-5):
+    got, want = torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(want,
+                                                                           dtype=torch.float64)
+    same = (got == want) | (got.isnan() & want.isnan())  # equal infinities (no signal yet)
+    got, want = got[~same], want[~same]
+    if not want.numel():
+        return
+    scale = float(want.abs().max())
+    assert float((got - want).abs().max()) <= rtol * scale, (got, want)
+
+
+def test_recorded_statistics_equal_a_per_sample_loop(tmp_path):
+    """The example's model and data, trained by AdamW: at every step the recorded norms,
+    grad_sq, trace_sigma, b_simple, their EMA, grad_norm and update size, and the Gram matrix
+    at logged steps, equal those of the per-sample loop on the same batch (1e-5 relative)."""
+    ex = _example()
+    torch.manual_seed(0)
+    model = ex.make_model().double()
+    x_all, y_all = ex.make_clips(128, seed=1)
+    x_all = x_all.double()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    tracker = Tracker(model, tmp_path / "run", gram_every=2, flush_every=3)
+    want, grams, ema = [], {}, StreamingNoiseScale(ema=0.9)
+    for step, i in enumerate(range(0, 128, 32)):
+        x, y = x_all[i:i + 32], y_all[i:i + 32]
+        G = _loop_grads(model, x, y)
+        ns = noise_scale(G, batch_size=len(y), n_boot=0)
+        norms = G.norm(dim=1)
+        before = [p.detach().clone() for p in model.parameters()]
+        ema.update(float(G.square().sum(1).mean()), ns.grad_sq, 1, len(y))
+        with tracker.step(labels=y, epoch=0):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+        optimizer.step()
+        moved = sum(float((p.detach() - b).square().sum())
+                    for p, b in zip(model.parameters(), before, strict=True)) ** 0.5
+        want.append((ns, norms, ema.b_simple, moved, float(loss.detach())))
+        if step % 2 == 0:
+            grams[step] = (G @ G.T, y.clone())
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    assert list(run.scalars["step"]) == [0, 1, 2, 3]
+    for (_, row), (ns, norms, b_ema, moved, loss) in zip(run.scalars.iterrows(), want,
+                                                          strict=True):
+        q = torch.quantile(norms, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+        _close([row.norm_min, row.norm_q10, row.norm_q50, row.norm_q90, row.norm_max],
+               [norms.min(), *q, norms.max()])
+        _close(row.grad_sq, ns.grad_sq)
+        _close(row.grad_norm, math.sqrt(ns.grad_sq))
+        _close(row.trace_sigma, ns.trace_sigma)
+        _close(row.b_simple, ns.b_simple)
+        _close(row.b_simple_ema, b_ema)
+        _close(row.update_size, moved)
+        assert row.loss == pytest.approx(loss, rel=1e-12)
+        assert row.covered == 1.0
+    assert sorted(run.grams) == [0, 2]
+    for step, (K, y) in grams.items():
+        _close(run.grams[step], K)
+        assert torch.equal(run.labels[step], y)
+    assert run.meta["model"]["missing_parameters"] == []
+    assert set(run.meta["model"]["tracked_modules"].values()) == {"Conv2d", "Linear"}
+
+
+def test_b_simple_ema_equals_the_streaming_estimator_of_the_loop(tmp_path):
+    """A strong signal (B_simple < N): the EMA is finite and that of the loop's numbers,
+    carried across a restart of the tracker (replayed from the record)."""
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    ema = StreamingNoiseScale(ema=0.9)
+    tracker = Tracker(model, tmp_path / "run", gram_every=0)
+    for step in range(6):
+        if step == 3:  # a new session on the same folder continues the EMA
+            tracker.close()
+            tracker = Tracker(model, tmp_path / "run", gram_every=0)
+        x = torch.randn(16, 6, dtype=torch.float64) + 2.0
+        y = torch.zeros(16, dtype=torch.long)
+        G = _loop_grads(model, x, y)
+        ema.update(float(G.square().sum(1).mean()), noise_scale(G, 16, n_boot=0).grad_sq, 1, 16)
+        optimizer.zero_grad()
+        _train_one(tracker, model, x, y, F.cross_entropy)
+        optimizer.step()
+    tracker.close()
+    got = load_run(tmp_path / "run").scalars
+    assert list(got["session"]) == [0, 0, 0, 1, 1, 1] and list(got["step"]) == list(range(6))
+    assert math.isfinite(ema.b_simple)
+    _close(got["b_simple_ema"].iloc[-1], ema.b_simple)
+
+
+class _WithNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.norm, self.fc2 = nn.Linear(5, 8), nn.LayerNorm(8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.norm(self.fc1(x))))
+
+
+def test_an_untracked_module_is_named_and_its_parameters_reported_missing(tmp_path):
+    torch.manual_seed(0)
+    model = _WithNorm().double()
+    with pytest.warns(RuntimeWarning, match="'norm'.*norm.weight") as said:
+        tracker = Tracker(model, tmp_path / "run", gram_every=1)
+    assert said[0].filename == __file__  # at the user's line
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
+    covered = [model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias]
+    G = _loop_grads(model, x, y, covered)
+    with tracker.step(labels=y):
+        F.cross_entropy(model(x), y).backward()
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    _close(run.grams[0], G @ G.T)  # the covered parameters' Gram, exactly
+    row = run.scalars.iloc[0]
+    _close(row.grad_sq, noise_scale(G, 6, n_boot=0).grad_sq)
+    assert row.covered == pytest.approx(sum(p.numel() for p in covered) /
+                                        sum(p.numel() for p in model.parameters()))
+    assert run.meta["model"]["missing_parameters"] == ["norm.weight", "norm.bias"]
+
+
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.mid, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(self.mid(torch.tanh(self.fc(torch.tanh(self.fc(x))))))
+
+
+def test_a_module_called_twice_is_excluded_with_a_warning(tmp_path):
+    torch.manual_seed(0)
+    model = _Twice().double()
+    tracker = Tracker(model, tmp_path / "run", gram_every=1)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    with pytest.warns(RuntimeWarning, match="'fc': called more than once") as said:
+        with tracker.step(labels=y):
+            F.cross_entropy(model(x), y).backward()
+    assert said[0].filename == __file__
+    rest = [model.mid.weight, model.mid.bias, model.out.weight, model.out.bias]
+    G = _loop_grads(model, x, y, rest)
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    _close(run.grams[0], G @ G.T)  # fc's contribution is missing, the rest exact
+    assert run.meta["model"]["disabled_modules"]["fc"].startswith("called more than once")
+    assert run.meta["model"]["missing_parameters"] == ["fc.weight", "fc.bias"]
+
+
+def _train_one(tracker, model, x, y, loss_fn, inputs=None):
+    with tracker.step(labels=y, inputs=inputs):
+        loss = loss_fn(model(x), y)
+        loss.backward()
+
+
+def _summed(out, y):
+    return F.cross_entropy(out, y, reduction="sum")
+
+
+def test_a_loss_reduced_otherwise_than_declared_is_refused_with_loss_fn(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    tracker = Tracker(model, tmp_path / "run", loss_fn=_summed)  # declared: mean
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with pytest.raises(TrackerCheckError, match="not reduced as declared"):
+        _train_one(tracker, model, x, y, _summed, inputs=x)
+    model.zero_grad()
+    summed = Tracker(model, tmp_path / "sum", reduction="sum")
+    _train_one(summed, model, x, y, _summed)
+    summed.close()
+    G = _loop_grads(model, x, y)
+    _close(load_run(tmp_path / "sum").scalars.iloc[0].trace_sigma,
+           noise_scale(G, 8, n_boot=0).trace_sigma, rtol=1e-4)
+
+
+def test_a_gradient_accumulated_over_two_backwards_is_refused(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    tracker = Tracker(model, tmp_path / "run")
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    F.cross_entropy(model(x), y).backward()  # an earlier backward, not zeroed
+    with pytest.raises(TrackerCheckError, match="accumulated"):
+        _train_one(tracker, model, x, y, F.cross_entropy)
+
+
+class _Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.b(h + F.linear(h, self.a.weight))  # a's weight also used outside its call
+
+
+def test_a_weight_used_outside_its_layer_is_excluded(tmp_path):
+    model = _Tied()
+    tracker = Tracker(model, tmp_path / "run")
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    with pytest.warns(RuntimeWarning, match="'a': the sum of its per-sample gradients"):
+        _train_one(tracker, model, x, y, F.cross_entropy)
+    assert "a" in tracker.capture.disabled and "b" not in tracker.capture.disabled
+
+
+def _coupled(out, y):
+    """Cross-entropy plus a penalty on the batch's mean output: the samples interact."""
+    return F.cross_entropy(out, y) + out.mean(0).square().sum()
+
+
+def test_a_loss_coupling_the_samples_is_caught_with_loss_fn(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    plain = Tracker(model, tmp_path / "plain", loss_fn=F.cross_entropy)
+    _train_one(plain, model, x, y, F.cross_entropy, inputs=x)  # passes
+    plain.close()
+    model.zero_grad()
+    coupled = Tracker(model, tmp_path / "coupled", loss_fn=_coupled)
+    with pytest.raises(TrackerCheckError, match="interact"):
+        _train_one(coupled, model, x, y, _coupled, inputs=x)
+
+
+def test_bad_arguments_and_folders_are_named(tmp_path):
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="reduction"):
+        Tracker(model, tmp_path / "a", reduction="none")
+    with pytest.raises(ValueError, match="gram_every"):
+        Tracker(model, tmp_path / "a", gram_every=-1)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "clip.wav").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        Tracker(model, tmp_path / "data")
+    Tracker(model, tmp_path / "b").close()
+    with pytest.raises(FileExistsError, match="resume=True"):
+        Tracker(model, tmp_path / "b", resume=False)
+    with pytest.raises(ValueError, match="meta.json"):
+        Tracker(nn.Linear(3, 4), tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        load_run(tmp_path / "data")
+    (tmp_path / "b" / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="meta.json"):
+        load_run(tmp_path / "b")
+
+
+def test_no_hooks_stay_outside_a_step(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    tracker = Tracker(model, tmp_path / "run")
+    x, y = torch.randn(4, 3), torch.randint(0, 2, (4,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _train_one(tracker, model, x, y, F.cross_entropy)
+    assert all(not m._forward_hooks for m in model.modules())
+    assert torch.Tensor.backward.__qualname__ == "Tensor.backward"
