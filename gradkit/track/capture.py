@@ -9,7 +9,8 @@ parameters belong to tracked layers only. Every other trainable parameter is *no
 its contribution to the norms and the Gram matrix is missing, and the tracker says so (a
 warning naming the modules, ``meta.json``, the ``covered`` column).
 
-Checks, every step and free: each tracked layer is called exactly once, with one tensor whose
+Checks, every step and free: each tracked layer is called exactly once with gradients enabled
+(calls under ``torch.no_grad()`` are ignored), with one tensor whose
 dim 0 holds the ``N`` samples (a layer called twice, a flattened ``[N·T, C]`` input or a second
 backward in the step is excluded from then on, with a warning). On the first step
 (:meth:`Capture.begin` with ``check=True``) also: the per-sample gradients, summed over the
@@ -127,6 +128,8 @@ class Capture:
                         for m in self.modules]
 
     def _forward_hook(self, module, args, kwargs, output):
+        if not torch.is_grad_enabled():  # an evaluation inside the step: no part of the backward
+            return None
         self.calls[module] += 1
         if self.calls[module] > 1:
             self.problems.setdefault(module, "called more than once in a step (a reused layer, or "

@@ -63,13 +63,14 @@ class Tracker:
     recorded step, or from ``start_step``, whose later rows of earlier sessions are then
     superseded: pass the step of the checkpoint the training resumes from); ``flush_every``:
     rows kept in memory before they are written (a kill loses at most these); ``budget``: bytes
-    one layer may materialise (:mod:`gradkit.grads.gramsink`).
+    one layer may materialise (:mod:`gradkit.grads.gramsink`); ``update_size``: record
+    ``||θ_{t+1} - θ_t||`` (keeps a copy of the trainable parameters between steps; False: NaN).
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
-                 budget: int | None = None):
+                 budget: int | None = None, update_size: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -80,7 +81,7 @@ class Tracker:
         if start_step is not None and (not isinstance(start_step, int) or start_step < 0):
             raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
         self.model, self.gram_every, self.reduction = model, gram_every, reduction
-        self.loss_fn, self.flush_every = loss_fn, flush_every
+        self.loss_fn, self.flush_every, self.update_size = loss_fn, flush_every, update_size
         self.capture = Capture(model, budget)
         if not self.capture.modules:
             raise ValueError(f"{type(model).__name__} has no layer the tracker takes (Linear, "
@@ -125,6 +126,7 @@ class Tracker:
         if start:
             meta["tracker"] = {"gram_every": self.gram_every, "reduction": self.reduction,
                                "flush_every": self.flush_every,
+                               "update_size": self.update_size,
                                "loss_fn": getattr(self.loss_fn, "__name__", None)
                                if self.loss_fn is not None else None, **params}
             meta.setdefault("sessions", []).append({
@@ -226,7 +228,7 @@ class Tracker:
                    covered=sum(p.numel() for p in covered.values()) / max(total, 1),
                    gram=int(s.mode == "gram" and bool(outs)))
         self._pending = row
-        self._theta = [p.detach().clone() for _, p in named]
+        self._theta = [p.detach().clone() for _, p in named] if self.update_size else None
         self.step_index += 1
 
     def _settle(self) -> None:
@@ -234,7 +236,7 @@ class Tracker:
         rows written when ``flush_every`` are waiting."""
         if self._pending is not None:
             now = [p.detach() for _, p in trainable_named_parameters(self.model)]
-            if len(now) == len(self._theta):
+            if self._theta is not None and len(now) == len(self._theta):
                 self._pending["update_size"] = float(sum(
                     (a.double() - b.double()).square().sum() for a, b in zip(
                         now, self._theta, strict=True))) ** 0.5
