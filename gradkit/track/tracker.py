@@ -92,6 +92,7 @@ class Tracker:
         self.noise = StreamingNoiseScale(ema=ema)
         self._replay_ema(self.folder.scalars())
         self.session = len(self.folder.meta.get("sessions", []))
+        self.interacting: list[str] = []  # modules through which the samples interact
         self._write_meta(start=True, budget=budget, ema=ema)
         if self.capture.untracked:
             warnings.warn(
@@ -121,6 +122,7 @@ class Tracker:
             "tracked_modules": {n: type(m).__name__ for m, n in self.capture.modules.items()},
             "untracked_modules": dict(self.capture.untracked),
             "disabled_modules": dict(self.capture.disabled),
+            "interacting_modules": list(self.interacting),
             "missing_parameters": self.capture.missing()})
         meta.update(format=FORMAT, model=model)
         if start:
@@ -144,14 +146,21 @@ class Tracker:
                 self.noise.update(tr + gsq, gsq, 1, int(n))
 
     # -- one step ------------------------------------------------------------------------------
-    def step(self, labels=None, epoch: int | None = None, inputs=None) -> _Step:
+    def step(self, labels=None, epoch: int | None = None, inputs=None,
+             grad_scale: float = 1.0) -> _Step:
         """The context of one training step: enter it before the forward, leave it after
         ``loss.backward()`` (before ``optimizer.step()``). ``labels`` (dim 0: the samples) are
         stored with the Gram matrices and give ``N``; ``inputs`` only serve the first step's
-        coupling check (with ``loss_fn``)."""
+        coupling check (with ``loss_fn``); ``grad_scale``: the factor the loss was multiplied by
+        before ``backward`` (``scaler.get_scale()`` of a ``torch.amp.GradScaler``), divided out
+        of every recorded number. A step whose gradients are not finite (an overflow the
+        scaler skips) is recorded with NaN statistics."""
         if self._closed:
             raise RuntimeError("this Tracker is closed; create a new one to continue the run")
-        return _Step(self, labels, epoch, inputs)
+        if not (isinstance(grad_scale, int | float) and math.isfinite(grad_scale)
+                and grad_scale > 0):
+            raise ValueError(f"grad_scale must be a positive finite number, got {grad_scale!r}")
+        return _Step(self, labels, epoch, inputs, grad_scale)
 
     def _begin(self, s: _Step) -> None:
         self._settle()
@@ -163,7 +172,22 @@ class Tracker:
             want = self._probe(s.inputs, labels)
         s.probed = want is not None
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
-        self.capture.begin(n, s.mode, self.reduction == "mean", check, want)
+        self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale)
+        self._warn_interacting()
+
+    def _warn_interacting(self) -> None:
+        """Batch statistics (BatchNorm in training mode) make the samples interact: the rows
+        are then each sample's share of the batch gradient, not the gradient of its loss alone."""
+        bn = [name for name, m in self.model.named_modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        if bn and not self.interacting:
+            self.interacting = bn
+            warnings.warn(
+                f"Tracker: {bn} normalise with batch statistics (training mode), so the samples "
+                "of a batch interact: each per-sample row is that sample's share of the batch "
+                "gradient, not the gradient of its loss alone (the per-sample statistics are "
+                "defined for samples that do not interact)", RuntimeWarning, stacklevel=4)
+            self._write_meta()
 
     def _probe(self, inputs, labels) -> dict[int, Tensor]:
         """Sample 0's gradient of its loss alone (plain autograd), per covered parameter; the
@@ -183,7 +207,7 @@ class Tracker:
 
     def _finish(self, s: _Step) -> None:
         outs = self.capture.end(stacklevel=4)
-        if not self._checked:
+        if not self._checked and self.capture.checked:
             self.folder.meta["sessions"][-1]["checks"] = {
                 "per_sample_sum_vs_grad": True,
                 "sample_alone_vs_batch": s.probed or "not run: give Tracker(loss_fn=...) and "
@@ -192,10 +216,10 @@ class Tracker:
         elif any(k not in self.folder.meta["model"]["disabled_modules"]
                  for k in self.capture.disabled):
             self._write_meta()
-        self._checked = True
+        self._checked = self._checked or self.capture.checked
         n = self.capture.n
         named = trainable_named_parameters(self.model)
-        factor = 1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)
+        factor = (1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)) / s.grad_scale
         gsq_all, gsq = 0.0, 0.0
         covered = self.capture.covered()
         for _, p in named:
@@ -205,10 +229,11 @@ class Tracker:
                 gsq += v if id(p) in covered else 0.0
         row = dict.fromkeys(("norm_min", "norm_q10", "norm_q50", "norm_q90", "norm_max",
                              "trace_sigma", "b_simple"), math.nan)
-        if outs and n:
-            parts = list(outs.values())
-            K = sum(parts) if s.mode == "gram" else None
-            sq = (K.diagonal() if K is not None else sum(parts)).clamp_min(0).cpu()
+        parts = list(outs.values())
+        K = sum(parts) if parts and n and s.mode == "gram" else None
+        sq = (K.diagonal() if K is not None else sum(parts)).cpu() if parts and n else None
+        if sq is not None and math.isfinite(gsq) and bool(torch.isfinite(sq).all()):
+            sq = sq.clamp_min(0)
             norms = sq.sqrt()
             qs = torch.quantile(norms, torch.tensor(_QUANTILES, dtype=torch.float64)).tolist()
             tr = trace_sigma_of_norms(sq, gsq)
@@ -220,13 +245,14 @@ class Tracker:
             if K is not None:
                 self.folder.write_gram(self.step_index, self.session, s.epoch, K,
                                        _labels(s.labels), self.capture.names_of(covered))
-        loss = s.loss if s.loss is not None else s.captured
+        loss = s.loss if s.loss is not None else (
+            None if s.captured is None else s.captured / s.grad_scale)
         total = sum(p.numel() for _, p in named)
         row.update(step=self.step_index, epoch=s.epoch, session=self.session, n=n,
                    loss=math.nan if loss is None else float(loss), grad_norm=gsq_all ** 0.5,
                    grad_sq=gsq, b_simple_ema=self.noise.b_simple, update_size=math.nan,
                    covered=sum(p.numel() for p in covered.values()) / max(total, 1),
-                   gram=int(s.mode == "gram" and bool(outs)))
+                   gram=int(K is not None and math.isfinite(row["trace_sigma"])))
         self._pending = row
         self._theta = [p.detach().clone() for _, p in named] if self.update_size else None
         self.step_index += 1
@@ -269,8 +295,9 @@ class _Step:
     """One step's context (:meth:`Tracker.step`); ``loss`` may be set inside it, otherwise the
     value ``backward()`` was called on is recorded."""
 
-    def __init__(self, tracker: Tracker, labels, epoch, inputs):
+    def __init__(self, tracker: Tracker, labels, epoch, inputs, grad_scale: float):
         self.tracker, self.labels, self.epoch, self.inputs = tracker, labels, epoch, inputs
+        self.grad_scale = float(grad_scale)
         self.loss, self.captured, self.mode, self.probed = None, None, "norms", False
 
     def __enter__(self) -> _Step:

@@ -296,3 +296,40 @@ def test_no_hooks_stay_outside_a_step(tmp_path):
                 model(x)
     assert all(not m._forward_hooks for m in model.modules())
     assert torch.Tensor.backward.__qualname__ == "Tensor.backward"
+
+
+def test_a_grad_scaler_scale_is_divided_out_and_an_overflow_recorded_as_nan(tmp_path):
+    """The loss multiplied by 1024 before backward (as a GradScaler does) records the same
+    numbers as the plain step; a step with an infinite gradient gives NaN, and no error."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    rows = []
+    for name, scale in (("plain", 1.0), ("scaled", 1024.0)):
+        tracker = Tracker(model, tmp_path / name, gram_every=1)
+        model.zero_grad()
+        with tracker.step(labels=y, grad_scale=scale):
+            (F.cross_entropy(model(x), y) * scale).backward()
+        model.zero_grad()
+        with tracker.step(labels=y, grad_scale=scale):  # an overflow
+            (F.cross_entropy(model(x), y) * float("inf")).backward()
+        tracker.close()
+        rows.append(load_run(tmp_path / name))
+    plain, scaled = rows
+    for col in ("loss", "grad_norm", "norm_q50", "trace_sigma", "b_simple"):
+        _close(scaled.scalars[col].iloc[0], plain.scalars[col].iloc[0], rtol=1e-12)
+    _close(scaled.grams[0], plain.grams[0], rtol=1e-12)
+    assert scaled.scalars[["norm_q50", "trace_sigma", "b_simple"]].iloc[1].isna().all()
+    assert sorted(scaled.grams) == [0] and scaled.scalars["gram"].tolist() == [1, 0]
+
+
+def test_batch_statistics_are_named_as_interacting(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3))
+    with pytest.warns(RuntimeWarning, match="BatchNorm1d"):
+        tracker = Tracker(model, tmp_path / "run")
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with pytest.warns(RuntimeWarning, match=r"\['1'\] normalise with batch statistics") as said:
+        _train_one(tracker, model, x, y, F.cross_entropy)
+    assert [w.filename for w in said] == [__file__]  # and no other warning (the sum check)
+    tracker.close()
+    assert load_run(tmp_path / "run").meta["model"]["interacting_modules"] == ["1"]
