@@ -224,7 +224,7 @@ class Capture:
                     else torch.zeros(p.numel(), dtype=torch.float64, device=p.device))
             pairs[pid] = (self.sums.get(pid, torch.zeros_like(want)), want)
         # a gradient that is zero in exact arithmetic (a bias before a normalisation) is
-        # rounding noise on both sides: measured against the whole gradient's size
+        # rounding noise on both sides: compared with the whole gradient's size
         floor = 1e-2 * sum(float(w.norm()) ** 2 for _, w in pairs.values()) ** 0.5
         bad = {}
         for pid, (got, want) in pairs.items():

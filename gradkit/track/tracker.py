@@ -17,7 +17,7 @@ of a step is ``mean_i l_i`` with ``reduction="mean"``, ``Σ_i l_i`` with ``"sum"
   each averaged by an EMA of decay ``ema`` and divided at the end
   (:class:`~gradkit.grads.noise.StreamingNoiseScale`);
 - ``update_size``: ``||θ_{t+1} - θ_t||``, the optimizer's step after this row's backward,
-  measured when the next step starts (or at :meth:`Tracker.close`);
+  taken when the next step starts (or at :meth:`Tracker.close`);
 - ``covered``: the fraction of the trainable parameters (by count) the per-sample columns
   cover; ``gram``: 1 when the step's Gram matrix was written.
 
@@ -64,13 +64,16 @@ class Tracker:
     superseded: pass the step of the checkpoint the training resumes from); ``flush_every``:
     rows kept in memory before they are written (a kill loses at most these); ``budget``: bytes
     one layer may materialise (:mod:`gradkit.grads.gramsink`); ``update_size``: record
-    ``||θ_{t+1} - θ_t||`` (keeps a copy of the trainable parameters between steps; False: NaN).
+    ``||θ_{t+1} - θ_t||`` (keeps a copy of the trainable parameters between steps; False: NaN);
+    ``tensorboard``: also write every column as a scalar and the per-sample norms as a
+    histogram to ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``).
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
-                 budget: int | None = None, update_size: bool = True):
+                 budget: int | None = None, update_size: bool = True,
+                 tensorboard: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -86,6 +89,7 @@ class Tracker:
         if not self.capture.modules:
             raise ValueError(f"{type(model).__name__} has no layer the tracker takes (Linear, "
                              f"Conv1d, Conv2d): {self.capture.untracked}")
+        writer = _summary_writer() if tensorboard else None
         self.folder = RunFolder(out, resume)
         last = self.folder.last_step()
         self.step_index = (0 if last is None else last + 1) if start_step is None else start_step
@@ -104,6 +108,7 @@ class Tracker:
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
         self._checked, self._closed = False, False
+        self._tb = None if writer is None else writer(log_dir=str(self.folder.path / "tensorboard"))
 
     # -- the meta data and the EMA across sessions -------------------------------------------
     def _write_meta(self, start: bool = False, **params) -> None:
@@ -242,6 +247,8 @@ class Tracker:
                        b_simple=b_simple(tr, gsq))
             if n >= 2:
                 self.noise.update(float(sq.mean()), gsq, 1, n)
+            if self._tb is not None:
+                self._tb.add_histogram("gradkit/per_sample_norm", norms, self.step_index)
             if K is not None:
                 self.folder.write_gram(self.step_index, self.session, s.epoch, K,
                                        _labels(s.labels), self.capture.names_of(covered))
@@ -267,6 +274,11 @@ class Tracker:
                     (a.double() - b.double()).square().sum() for a, b in zip(
                         now, self._theta, strict=True))) ** 0.5
             self._rows.append(self._pending)
+            if self._tb is not None:
+                for col, v in self._pending.items():
+                    if col not in ("step", "session", "gram") and isinstance(v, int | float) \
+                            and math.isfinite(v):
+                        self._tb.add_scalar(f"gradkit/{col}", v, self._pending["step"])
             self._pending, self._theta = None, None
         if len(self._rows) >= self.flush_every:
             self.flush()
@@ -282,6 +294,8 @@ class Tracker:
             return
         self._settle()
         self.flush()
+        if self._tb is not None:
+            self._tb.close()
         self._closed = True
 
     def __enter__(self) -> Tracker:
@@ -321,6 +335,17 @@ class _Step:
             self.tracker.capture.handles = []
             return
         self.tracker._finish(self)
+
+
+def _summary_writer():
+    """``torch.utils.tensorboard.SummaryWriter``, or an error that says what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ImportError("Tracker(tensorboard=True) needs the tensorboard package "
+                          "(pip install tensorboard), which torch.utils.tensorboard "
+                          f"uses: {err}") from err
+    return SummaryWriter
 
 
 def _labels(labels) -> Tensor | None:

@@ -333,3 +333,57 @@ def test_batch_statistics_are_named_as_interacting(tmp_path):
     assert [w.filename for w in said] == [__file__]  # and no other warning (the sum check)
     tracker.close()
     assert load_run(tmp_path / "run").meta["model"]["interacting_modules"] == ["1"]
+
+
+class _FakeWriter:
+    """Stands in for torch.utils.tensorboard.SummaryWriter: records what it is given."""
+
+    made: list = []
+
+    def __init__(self, log_dir):
+        self.log_dir, self.scalars, self.hists, self.closed = log_dir, [], [], False
+        _FakeWriter.made.append(self)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def add_histogram(self, tag, values, step):
+        self.hists.append((tag, values.clone(), step))
+
+    def close(self):
+        self.closed = True
+
+
+def test_tensorboard_gets_every_finite_column_and_the_norm_histograms(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        SimpleNamespace(SummaryWriter=_FakeWriter))
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    tracker = Tracker(model, tmp_path / "run", tensorboard=True)
+    for _ in range(2):
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        model.zero_grad()
+        _train_one(tracker, model, x, y, F.cross_entropy)
+    tracker.close()
+    w = _FakeWriter.made[-1]
+    assert w.closed and w.log_dir == str(tmp_path / "run" / "tensorboard")
+    run = load_run(tmp_path / "run")
+    got = {(tag, step): v for tag, v, step in w.scalars}
+    for step, row in run.scalars.iterrows():
+        for col in ("loss", "grad_norm", "b_simple", "update_size"):
+            assert got[(f"gradkit/{col}", step)] == pytest.approx(row[col], rel=1e-12)
+    assert [(tag, step) for tag, _, step in w.hists] == [("gradkit/per_sample_norm", 0),
+                                                         ("gradkit/per_sample_norm", 1)]
+    assert float(w.hists[1][1].quantile(0.5)) == pytest.approx(run.scalars["norm_q50"][1],
+                                                               rel=1e-9)
+
+
+def test_tensorboard_missing_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        Tracker(nn.Linear(3, 2), tmp_path / "run", tensorboard=True)
+    assert not (tmp_path / "run").exists()
