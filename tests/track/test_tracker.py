@@ -387,3 +387,30 @@ def test_tensorboard_missing_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="pip install tensorboard"):
         Tracker(nn.Linear(3, 2), tmp_path / "run", tensorboard=True)
     assert not (tmp_path / "run").exists()
+
+
+class _Seq(nn.Module):
+    """Conv1d (strided, grouped) then a Linear applied at every position of [N, T, C]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 3, stride=2, padding=1, groups=2)
+        self.per_t = nn.Linear(6, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.per_t(torch.tanh(self.conv(x)).transpose(1, 2)))  # [N, T, 5]
+        return self.head(h.mean(1))
+
+
+def test_conv1d_and_a_linear_over_positions_equal_the_loop(tmp_path):
+    torch.manual_seed(0)
+    model = _Seq().double()
+    x, y = torch.randn(7, 4, 11, dtype=torch.float64), torch.randint(0, 3, (7,))
+    G = _loop_grads(model, x, y)
+    tracker = Tracker(model, tmp_path / "run", gram_every=1, loss_fn=F.cross_entropy)
+    _train_one(tracker, model, x, y, F.cross_entropy, inputs=x)
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    _close(run.grams[0], G @ G.T)
+    assert run.meta["sessions"][0]["checks"]["sample_alone_vs_batch"] is True
