@@ -193,9 +193,7 @@ class Capture:
             sink.finish()
         self.disable({m: why for m, why in self.problems.items() if m in self.modules},
                      stacklevel + 1)
-        finite = all(p.grad is None or bool(torch.isfinite(p.grad).all())
-                     for p in self.covered().values())
-        if self.check and self.modules and finite:  # an overflowed step: checked at the next
+        if self.check and self.modules and self._finite():  # an overflow: checked at the next
             self.checked = True
             self._check_sums(stacklevel + 1)
             if self.want is not None and sink is not None:
@@ -210,6 +208,10 @@ class Capture:
                                        dtype=torch.float64, device=p.device)
         self.sink = None
         return out
+
+    def _finite(self) -> bool:
+        grads = [p.grad for p in self.covered().values() if p.grad is not None]
+        return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
     def row_factor(self) -> float:
         """What turns the output gradient of the step's loss into that of ``l_i``: ``N`` for a

@@ -225,13 +225,13 @@ class Tracker:
         n = self.capture.n
         named = trainable_named_parameters(self.model)
         factor = (1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)) / s.grad_scale
-        gsq_all, gsq = 0.0, 0.0
         covered = self.capture.covered()
-        for _, p in named:
-            if p.grad is not None:
-                v = float(p.grad.detach().double().square().sum()) * factor ** 2
-                gsq_all += v
-                gsq += v if id(p) in covered else 0.0
+        with torch.no_grad():  # one transfer to the host, not one per parameter
+            sq = [(p.grad.double().square().sum(), id(p) in covered) for _, p in named
+                  if p.grad is not None]
+            both = torch.stack([torch.stack([v, v * c]) for v, c in sq]).sum(0).tolist() \
+                if sq else [0.0, 0.0]
+        gsq_all, gsq = both[0] * factor ** 2, both[1] * factor ** 2
         row = dict.fromkeys(("norm_min", "norm_q10", "norm_q50", "norm_q90", "norm_max",
                              "trace_sigma", "b_simple"), math.nan)
         parts = list(outs.values())
