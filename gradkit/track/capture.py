@@ -116,10 +116,13 @@ class Capture:
 
     # -- one step --------------------------------------------------------------------------------
     def begin(self, n: int | None, mode: str, scale_by_n: bool, check: bool,
-              want: dict[int, Tensor] | None = None, grad_scale: float = 1.0) -> None:
+              want: dict[int, Tensor] | None = None, grad_scale: float = 1.0,
+              sketch: tuple[int, int] | None = None) -> None:
         """Hook the tracked layers for one forward + backward (``mode``: "norms" or "gram";
         ``n``: the number of samples, None: dim 0 of the first tracked call; ``grad_scale``:
-        the factor the backward's loss was multiplied by, a ``GradScaler``'s scale)."""
+        the factor the backward's loss was multiplied by, a ``GradScaler``'s scale; ``sketch``:
+        ``(k, seed)``, also :func:`~gradkit.grads.gradient_sketch`'s ``[N, k]`` sketch, from
+        the same ``(a, δ)``, in :attr:`sketch`)."""
         self.n, self.mode, self.scale_by_n, self.check, self.want = n, mode, scale_by_n, check, want
         self.grad_scale = float(grad_scale)
         self.checked = False
@@ -127,6 +130,8 @@ class Capture:
         self.problems: dict[nn.Module, str] = {}
         self.sums: dict[int, Tensor] = {}
         self.sink: GramSink | None = None
+        self.sketch_spec, self.sketcher = sketch, None
+        self.sketch: Tensor | None = None
         self.handles = [m.register_forward_hook(self._forward_hook, with_kwargs=True)
                         for m in self.modules]
 
@@ -165,7 +170,13 @@ class Capture:
             ref = SimpleNamespace(calls={m: [None] * c for m, c in self.calls.items()})
             self.sink = GramSink(self.plan, ref, self.n, self.mode, self.budget, self.index,
                                  probe=0 if self.want is not None else None, want=self.want)
+            if self.sketch_spec is not None:
+                k, seed = self.sketch_spec
+                self.sketcher = GramSink(self.plan, ref, self.n, "sketch", self.budget,
+                                         self.index, k, seed)
         self.sink.layer(module, a, d)
+        if self.sketcher is not None:
+            self.sketcher.layer(module, a, d)
         if self.check:
             self._sum(module, a, d)
 
@@ -206,7 +217,11 @@ class Capture:
             else:
                 out[pid] = torch.zeros((n,) if self.mode == "norms" else (n, n),
                                        dtype=torch.float64, device=p.device)
-        self.sink = None
+        if self.sketcher is not None:
+            self.sketcher.finish()
+            got = [self.sketcher.out[pid] for pid in self.covered() if pid in self.sketcher.out]
+            self.sketch = sum(got) if got else None
+        self.sink, self.sketcher = None, None
         return out
 
     def _finite(self) -> bool:

@@ -5,7 +5,8 @@ Layout::
 
     meta.json                        model summary, the tracker's parameters, versions, sessions
     scalars/part-SSS-TTTTTTTT.csv    rows of session SSS from step TTTTTTTT on (one per flush)
-    grams/step-TTTTTTTT.pt           {"K": [N, N] float64, "labels", "step", "epoch", "params"}
+    grams/step-TTTTTTTT.pt           {"K": [N, N] float64, "labels", "step", "epoch", "params",
+                                      "session", "sketch": [N, k] or None}
 
 Every file is complete or absent (a kill leaves at most a temporary file, removed at the next
 start). A session that restarts at a step already recorded (``Tracker(..., start_step=k)``, the
@@ -83,12 +84,13 @@ class RunFolder:
         atomic_write_text(self.path / "scalars" / _part_name(session, rows[0]["step"]), text)
 
     def write_gram(self, step: int, session: int, epoch, K: Tensor, labels: Tensor | None,
-                   params: list[str]) -> None:
+                   params: list[str], sketch: Tensor | None = None) -> None:
         payload = {"K": K.detach().to("cpu", torch.float64), "step": int(step),
                    "session": int(session),
                    "epoch": None if epoch is None else int(epoch),
                    "labels": None if labels is None else labels.detach().cpu(),
-                   "params": list(params)}
+                   "params": list(params),
+                   "sketch": None if sketch is None else sketch.detach().to("cpu")}
         buf = io.BytesIO()
         torch.save(payload, buf)
         atomic_write(self.path / "grams" / f"step-{step:08d}.pt",
@@ -141,7 +143,8 @@ def _read_scalars(path: Path, meta: dict) -> pd.DataFrame:
 @dataclass
 class Run:
     """A tracked run read back: ``scalars`` (one row per step), ``grams`` (``{step: [N, N]}``),
-    ``labels`` (``{step: labels or None}``), ``meta`` (``meta.json``)."""
+    ``labels`` (``{step: labels or None}``), ``sketches`` (``{step: [N, k]}``, with
+    ``sketch_k``), ``meta`` (``meta.json``)."""
 
     path: Path
     meta: dict
@@ -149,6 +152,7 @@ class Run:
     grams: dict[int, Tensor] = field(default_factory=dict)
     labels: dict[int, Tensor | None] = field(default_factory=dict)
     epochs: dict[int, int | None] = field(default_factory=dict)
+    sketches: dict[int, Tensor] = field(default_factory=dict)
 
 
 def load_run(path: str | Path) -> Run:
@@ -173,4 +177,6 @@ def load_run(path: str | Path) -> Run:
             continue
         run.grams[step], run.labels[step], run.epochs[step] = K, data.get("labels"), data.get(
             "epoch")
+        if isinstance(data.get("sketch"), Tensor):
+            run.sketches[step] = data["sketch"]
     return run

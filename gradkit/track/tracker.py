@@ -66,14 +66,16 @@ class Tracker:
     one layer may materialise (:mod:`gradkit.grads.gramsink`); ``update_size``: record
     ``||θ_{t+1} - θ_t||`` (keeps a copy of the trainable parameters between steps; False: NaN);
     ``tensorboard``: also write every column as a scalar and the per-sample norms as a
-    histogram to ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``).
+    histogram to ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``);
+    ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
+    :func:`~gradkit.grads.gradient_sketch` (seeded by ``sketch_seed``; ``Run.sketches``).
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
                  budget: int | None = None, update_size: bool = True,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, sketch_k: int | None = None, sketch_seed: int = 0):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -81,10 +83,14 @@ class Tracker:
         for name, v, low in (("gram_every", gram_every, 0), ("flush_every", flush_every, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        if sketch_k is not None and (isinstance(sketch_k, bool) or not isinstance(sketch_k, int)
+                                     or sketch_k < 1):
+            raise ValueError(f"sketch_k must be a positive integer or None, got {sketch_k!r}")
         if start_step is not None and (not isinstance(start_step, int) or start_step < 0):
             raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
         self.model, self.gram_every, self.reduction = model, gram_every, reduction
         self.loss_fn, self.flush_every, self.update_size = loss_fn, flush_every, update_size
+        self.sketch = None if sketch_k is None else (sketch_k, int(sketch_seed))
         self.capture = Capture(model, budget)
         if not self.capture.modules:
             raise ValueError(f"{type(model).__name__} has no layer the tracker takes (Linear, "
@@ -134,6 +140,7 @@ class Tracker:
             meta["tracker"] = {"gram_every": self.gram_every, "reduction": self.reduction,
                                "flush_every": self.flush_every,
                                "update_size": self.update_size,
+                               "sketch": None if self.sketch is None else list(self.sketch),
                                "loss_fn": getattr(self.loss_fn, "__name__", None)
                                if self.loss_fn is not None else None, **params}
             meta.setdefault("sessions", []).append({
@@ -177,7 +184,8 @@ class Tracker:
             want = self._probe(s.inputs, labels)
         s.probed = want is not None
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
-        self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale)
+        self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale,
+                           self.sketch if s.mode == "gram" else None)
         self._warn_interacting()
 
     def _warn_interacting(self) -> None:
@@ -251,7 +259,8 @@ class Tracker:
                 self._tb.add_histogram("gradkit/per_sample_norm", norms, self.step_index)
             if K is not None:
                 self.folder.write_gram(self.step_index, self.session, s.epoch, K,
-                                       _labels(s.labels), self.capture.names_of(covered))
+                                       _labels(s.labels), self.capture.names_of(covered),
+                                       self.capture.sketch)
         loss = s.loss if s.loss is not None else (
             None if s.captured is None else s.captured / s.grad_scale)
         total = sum(p.numel() for _, p in named)

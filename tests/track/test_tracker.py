@@ -414,3 +414,24 @@ def test_conv1d_and_a_linear_over_positions_equal_the_loop(tmp_path):
     run = load_run(tmp_path / "run")
     _close(run.grams[0], G @ G.T)
     assert run.meta["sessions"][0]["checks"]["sample_alone_vs_batch"] is True
+
+
+def test_the_sketch_at_logged_steps_is_gradient_sketchs(tmp_path):
+    """With sketch_k, each Gram step also holds gradkit.grads.gradient_sketch's sketch of the
+    same batch (same seed), from the step's own backward."""
+    from gradkit.grads import gradient_sketch
+
+    ex = _example()
+    torch.manual_seed(0)
+    model = ex.make_model().double()
+    x, y = ex.make_clips(8, seed=2)
+    x = x.double()
+    want = gradient_sketch(model, F.cross_entropy, x, y, k=32, seed=5)
+    tracker = Tracker(model, tmp_path / "run", gram_every=2, sketch_k=32, sketch_seed=5)
+    _train_one(tracker, model, x, y, F.cross_entropy)
+    model.zero_grad()
+    _train_one(tracker, model, x, y, F.cross_entropy)  # step 1: no Gram, no sketch
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    assert sorted(run.sketches) == [0]
+    _close(run.sketches[0], want)
