@@ -435,3 +435,30 @@ def test_the_sketch_at_logged_steps_is_gradient_sketchs(tmp_path):
     run = load_run(tmp_path / "run")
     assert sorted(run.sketches) == [0]
     _close(run.sketches[0], want)
+
+
+class _Shared(nn.Module):
+    """One weight in two Linear layers; the first layer's weight frozen in a second model."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.h = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.h(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_weight_shared_by_two_layers_or_frozen_is_exact(tmp_path, frozen):
+    torch.manual_seed(0)
+    model = _Shared().double()
+    model.a.weight.requires_grad_(not frozen)
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    G = _loop_grads(model, x, y, [p for p in model.parameters() if p.requires_grad])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracker = Tracker(model, tmp_path / "run", gram_every=1, loss_fn=F.cross_entropy)
+        _train_one(tracker, model, x, y, F.cross_entropy, inputs=x)
+    tracker.close()
+    _close(load_run(tmp_path / "run").grams[0], G @ G.T)
