@@ -13,7 +13,7 @@ LAYERS = {
     "data": 1,
     "models": 2, "losses": 2,
     "grads": 3,
-    "training": 4,
+    "training": 4, "track": 4,
     "analysis": 5, "lectures": 5, "distributed": 5,
     "viz": 6,
     "report": 7,

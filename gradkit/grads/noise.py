@@ -50,6 +50,7 @@ __all__ = [
     "mean_gradient",
     "noise_scale",
     "trace_sigma",
+    "trace_sigma_of_norms",
     "two_batch_estimates",
 ]
 
@@ -96,6 +97,16 @@ def trace_sigma(G: Tensor) -> float:
     """``tr Σ = (1/N) Σ_i ||G_i - g_D||²``: total variance of the per-sample gradients."""
     G = _check_G(G)
     return float((G - G.mean(0)).square().sum(1).mean())
+
+
+def trace_sigma_of_norms(sq_norms: Tensor, gsq: float) -> float:
+    """:func:`trace_sigma` from the squared per-sample norms ``||G_i||²`` and ``gsq = ||g_D||²``:
+    ``(1/N) Σ_i ||G_i||² - ||g_D||²`` (the same ``tr Σ``, expanded), for when the rows are not
+    kept (:class:`gradkit.track.Tracker`)."""
+    sq = torch.as_tensor(sq_norms).detach().to(torch.float64)
+    if sq.dim() != 1 or sq.shape[0] < 1 or not torch.isfinite(sq).all():
+        raise ValueError(f"sq_norms must be a finite Tensor[N], got shape {tuple(sq.shape)}")
+    return float(sq.mean()) - float(gsq)
 
 
 def batch_noise(trace: float, n: int, batch_size: int) -> float:
