@@ -95,7 +95,7 @@ test-full: lint report
 	$(PYTEST_TIERS) tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gradkit tests benchmarks notebooks/*.py
+	$(VENV)/bin/ruff check gradkit tests benchmarks examples notebooks/*.py
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not browser" tests
