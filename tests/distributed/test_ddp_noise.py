@@ -107,6 +107,10 @@ def _worker(rank: int, world: int, out: str) -> dict:
     return result
 
 
+# The module fixture spawns the DDP run once per worker that gets a test of this module: one worker.
+pytestmark = pytest.mark.xdist_group("ddp_noise")
+
+
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ddp_train")
