@@ -23,7 +23,8 @@
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
 MATERIAL = "plastic"
 FREQ_HZ = 3000
-EPOCHS = 40  # the cap: a run stops earlier when the plateau test says so
+EPOCHS = 40  # the ensemble's cap: a run stops earlier when the plateau test says so
+STUDY_EPOCHS = 60  # the single pair of figures: the study's 60 epochs, stages 1 / 31 / 60
 SEEDS = [42, 0, 1, 2, 3]  # the first one also draws the single-run figures (fold 0)
 FOLDS = 3
 
@@ -36,25 +37,28 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+import gradkit.analysis.checks
 import gradkit.analysis.ghm
+import gradkit.analysis.learnability
 import gradkit.analysis.verdicts
 import gradkit.viz.ghm
 from gradkit import analysis, viz
 from gradkit.core.device import pick_device
 from gradkit.core.paths import figures_dir
 from gradkit.data.folds import fold_splits, load_features
+from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, build_model, get_run
 from gradkit.training.ensemble import Member, get_ensemble
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
 from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
 
-torch.manual_seed(0)
 NOTEBOOK_START = time.perf_counter()
-print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
-print(f"figures go to {figures_dir()}")
 
 # %%
+torch.manual_seed(0)
+print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
+print(f"figures go to {figures_dir()}")
 pd.set_option("display.precision", 4)
 TAIL = 10  # epochs in the tail means; also the plateau test's window
 MIN_EPOCHS = 20  # the plateau test is asked from this epoch on
@@ -84,6 +88,17 @@ design = pd.Series({
     "epoch cap / plateau window / first stop": f"{EPOCHS} / {TAIL} / {MIN_EPOCHS}",
 })
 display(design.to_frame("value"))
+
+# %% [markdown]
+# ## Is this condition learnable at all?
+#
+# Before any comparison: a cross-validated logistic regression on the same log-mel features (each clip flattened), with the first seed's folds, tested against chance by `gradkit.stats.above_chance` (`gradkit.analysis.learnability`). The runs' share at chance joins it once they are trained; where neither beats chance, no objective comparison is made.
+
+# %%
+baseline = analysis.learnability.baseline_accuracy(fold_sets[SEEDS[0]].splits, n_classes)
+display(pd.Series(baseline.fold_accuracies, name="baseline validation accuracy")
+        .rename_axis(f"fold (seed {SEEDS[0]})").to_frame())
+display(Markdown(f"- Baseline, every clip validated once: {baseline.chance.sentence()}."))
 
 # %%
 start = time.perf_counter()
@@ -115,6 +130,13 @@ lines = [f"- {LABELS[o]}: {int((g.stopped_by == 'plateau').sum())} of {len(g)} r
          f"chance (1/{n_classes})." for o, g in summary.groupby("objective")]
 display(Markdown("\n".join(lines)))
 
+# %%
+gate = analysis.learnability.learnability_gate(baseline, summary.chance)
+display(Markdown(f"**Learnability: {gate.sentence()}.**"
+                 + ("" if gate.comparable else f" **{analysis.learnability.NOT_COMPARABLE}**: "
+                    "the objectives are not compared below.")))
+show_headlines(learnability=gate.headline())
+
 # %% [markdown]
 # ## GHM against raw, pair by pair
 
@@ -124,34 +146,40 @@ primary = [("final_val_acc", True, 100, "pp", "validation accuracy at the last e
            ("tail_val_acc", True, 100, "pp", f"mean validation accuracy, last {TAIL} epochs"),
            ("final_val_ghm_loss", False, 1, "", "GHM validation loss at the last epoch")]
 results = {m: analysis.verdicts.compare_objectives(summary, m, "ghm", "raw", hib, LABELS, unit)
-           for m, hib, _, unit, _ in primary}
-display(pd.DataFrame([{"metric": what, **results[m].as_row(scale)}
-                      for m, _, scale, _, what in primary]).set_index("metric").round(4))
-display(Markdown("\n".join(
-    f"- {what}: {analysis.verdicts.verdict_sentence(results[m], scale=scale, digits=1 if scale > 1 else 3)}."
-    for m, _, scale, _, what in primary)))
+           for m, hib, _, unit, _ in primary} if gate.comparable else {}
+if gate.comparable:
+    display(pd.DataFrame([{"metric": what, **results[m].as_row(scale)}
+                          for m, _, scale, _, what in primary]).set_index("metric").round(4))
+    display(Markdown("\n".join(
+        f"- {what}: {analysis.verdicts.verdict_sentence(results[m], scale=scale, digits=1 if scale > 1 else 3)}."
+        for m, _, scale, _, what in primary)))
+else:
+    print(analysis.learnability.NOT_COMPARABLE)
 
 # %%
 panels = []
-for m, _, scale, unit, what in primary[:2]:
+for m, _, scale, unit, what in primary[:2] if gate.comparable else []:
     a, b, units = analysis.verdicts.paired_values(summary, m, "ghm", "raw")
     panels.append({"diffs": (a - b) * scale, "groups": [f"seed {s}" for s, _ in units],
                    "result": results[m], "scale": scale,
                    "ylabel": f"GHM \u2212 raw: {what}" + (f" [{unit}]" if unit else "")})
-fig = plt.figure(figsize=(11, 4.2))
-plot_paired_differences(fig, panels, title=f"{MATERIAL} / {FREQ_HZ} Hz: GHM \u2212 raw per "
-                        f"(seed, fold), {len(members)} pairs")
-publish(fig, "ghm_paired_differences.png")
+if panels:
+    fig = plt.figure(figsize=(11, 4.2))
+    plot_paired_differences(fig, panels, title=f"{MATERIAL} / {FREQ_HZ} Hz: GHM \u2212 raw per "
+                            f"(seed, fold), {len(members)} pairs")
+    publish(fig, "ghm_paired_differences.png")
+else:
+    print(f"no paired-differences figure: {analysis.learnability.NOT_COMPARABLE}")
 
 # %% [markdown]
 # ## One pair up close: seed and fold of the single-run figures
 #
-# The figures below show one pair, the first seed's fold 0, trained by `gradkit.training.get_run` (stored checkpoints, GHM diagnostics every epoch) to the cap. With three folds its split is the one `load_split` gives for that seed (checked below) and its runs are the ensemble's members of that unit: the same computation, whose floating-point rounding (batched convolutions sum in another order) training amplifies over the epochs (the gap is printed below).
+# The figures below show one pair, the first seed's fold 0, trained by `gradkit.training.get_run` (stored checkpoints, GHM diagnostics every epoch) for `STUDY_EPOCHS` epochs, whatever the ensemble's cap: the study's GHM report names its figures after epochs 1, 31 and 60 of a 60-epoch run, and its early / middle / late epochs are `1`, `STUDY_EPOCHS // 2 + 1` and `STUDY_EPOCHS`. With three folds its split is the one `load_split` gives for that seed (checked below) and its runs are the ensemble's members of that unit: the same computation, whose floating-point rounding (batched convolutions sum in another order) training amplifies over the epochs (the gap is printed below).
 
 # %%
 FIG_SEED = SEEDS[0]
 is_fold0 = fold_sets[FIG_SEED].fold0_is_load_split  # True when the folds cut thirds per class
-configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=EPOCHS,
+configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=STUDY_EPOCHS,
                              seed=FIG_SEED, split_seed=FIG_SEED, data_root=DATA_ROOT)
            for name in LABELS}
 start = time.perf_counter()
@@ -161,7 +189,7 @@ metrics = {name: run.metrics for name, run in runs.items()}
 histories = {name: run.ghm_history for name, run in runs.items()}
 split, ghm_run_id = runs["ghm"].split, runs["ghm"].run_id
 print(f"single runs ready in {train_seconds:.1f} s: " + ", ".join(map(repr, runs.values())))
-STAGE_EPOCHS = tuple(analysis.ghm.stage_epochs(metrics["ghm"]["epoch"]).values())
+STAGE_EPOCHS = analysis.checks.study_stage_epochs(STUDY_EPOCHS)
 print(f"early / middle / late epochs: {STAGE_EPOCHS}")
 UNIT = (f"seed {FIG_SEED}, fold 0: one of {len(members)} pairs" if is_fold0
         else f"seed {FIG_SEED}, load_split's split (outside the {FOLDS}-fold study)")
@@ -182,15 +210,14 @@ else:
 
 # %%
 # Same split and same initial weights: checked, not assumed.
-same_data = runs["raw"].data_hash == runs["ghm"].data_hash
-init = {name: build_model(cfg, split).state_dict() for name, cfg in configs.items()}
-same_init = all(torch.equal(init["raw"][k], init["ghm"][k]) for k in init["raw"])
-assert same_data and same_init, "the two runs must start from the same data and weights"
+same_start = analysis.checks.check_same_start(
+    {name: run.data_hash for name, run in runs.items()},
+    {name: build_model(cfg, split).state_dict() for name, cfg in configs.items()})
 params = pd.DataFrame(
     {name: {**{k: (str(v) if isinstance(v, tuple) else v) for k, v in cfg.to_dict().items()},
             "run id": runs[name].run_id} for name, cfg in configs.items()})
 params.loc["train / validation clips"] = f"{len(split.y_train)} / {len(split.y_val)}"
-params.loc["same split, same initial weights"] = same_data and same_init
+params.loc["same split, same initial weights"] = same_start
 display(params)
 
 # %% [markdown]
@@ -271,8 +298,7 @@ publish(fig, "ghm_weights_comparison.png")
 
 # %%
 by_epoch = {name: analysis.ghm.history_by_epoch(h) for name, h in histories.items()}
-missing = [(name, e) for name in runs for e in STAGE_EPOCHS if e not in by_epoch[name]]
-assert not missing, f"(run, epoch) without GHM diagnostics: {missing}"
+analysis.checks.check_epochs_logged(by_epoch, STAGE_EPOCHS)
 hard_easy = pd.DataFrame(
     {(name, e): analysis.ghm.hard_easy_weights(by_epoch[name][e], HARD_G) for name in runs for e in STAGE_EPOCHS}
 ).T
@@ -358,14 +384,21 @@ display(Markdown(
 # Every verdict is `gradkit.stats.compare_paired` over the (seed, fold) pairs: GHM − raw with its 95 % interval, the p-value of the paired t-test, and the smallest difference this design detects with 80 % power. Accuracy differences are in percentage points (pp).
 
 # %%
-acc, loss = results["final_val_acc"], results["final_val_raw_loss"]
 n_improving = int(len(improving))
 best_mean = summary.groupby("objective").best_val_acc.mean()
-lines = [
-    f"- **Validation accuracy at the last epoch**: {analysis.verdicts.verdict_sentence(acc, scale=100)}.",
-    f"- **Raw validation loss at the last epoch**: {analysis.verdicts.verdict_sentence(loss, digits=3)}.",
-    f"- GHM's own objective on the validation clips: "
-    f"{analysis.verdicts.verdict_sentence(results['final_val_ghm_loss'], digits=3)}.",
+lines = [f"- **Learnability**: {gate.sentence()}."]
+if gate.comparable:
+    acc, loss = results["final_val_acc"], results["final_val_raw_loss"]
+    lines += [
+        f"- **Validation accuracy at the last epoch**: {analysis.verdicts.verdict_sentence(acc, scale=100)}.",
+        f"- **Raw validation loss at the last epoch**: {analysis.verdicts.verdict_sentence(loss, digits=3)}.",
+        f"- GHM's own objective on the validation clips: "
+        f"{analysis.verdicts.verdict_sentence(results['final_val_ghm_loss'], digits=3)}."]
+else:
+    lines.append(f"- **{analysis.learnability.NOT_COMPARABLE}**: the objectives are not compared.")
+
+# %%
+lines += [
     f"- Training: {n_improving} of {len(summary)} runs were still improving on validation when "
     f"they stopped (cap {EPOCHS} epochs), {len(at_chance)} ended at chance; a verdict about runs "
     "that were still improving is a verdict at this training budget, not at convergence.",
@@ -381,20 +414,21 @@ display(Markdown("\n".join(lines)))
 expected = [f"training_comparison_{ghm_run_id}.png", "loss_comparison_detailed.png",
             "accuracy_trend.png", "gradient_density_evolution.png", "ghm_weights_comparison.png",
             *(f"epoch{e}_batch0_{ghm_run_id}.png" for e in STAGE_EPOCHS),
-            *(f"ghm_stats_epoch_{e}.png" for e in STAGE_EPOCHS), "ghm_paired_differences.png"]
+            *(f"ghm_stats_epoch_{e}.png" for e in STAGE_EPOCHS),
+            *(["ghm_paired_differences.png"] if gate.comparable else [])]
 published = figures_written()
-not_written = [n for n in expected if n not in published]
-assert not not_written, f"figures not written: {not_written}"
+analysis.checks.check_figures_written(expected, published)
 print(f"{len(published)} figures written to {figures_dir()}: {', '.join(published)}")
 print(f"notebook body ran in {time.perf_counter() - NOTEBOOK_START:.1f} s")
 
 # %%
-from gradkit.report.headlines import show_headlines
-
-show_headlines(**{
+comparison = {
     "GHM − raw, val accuracy (last epoch)": analysis.verdicts.headline_verdict(acc, scale=100),
     "GHM − raw, raw val loss (last epoch)": analysis.verdicts.headline_verdict(loss, digits=3),
-    "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {acc.n} pairs, cap {EPOCHS} epochs",
+} if gate.comparable else {"GHM − raw": analysis.learnability.NOT_COMPARABLE}
+show_headlines(**{
+    "learnability": gate.headline(), **comparison,
+    "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {len(members)} pairs, cap {EPOCHS} epochs",
     "runs still improving when stopped": f"{n_improving} of {len(summary)}",
     "runs at chance": f"{len(at_chance)} of {len(summary)}",
 })
