@@ -22,16 +22,19 @@ print ``NOT_COMPARABLE`` instead of a verdict).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from gradkit.data.features import AudioSplit
+from gradkit.data.folds import fold_splits, load_features
 from gradkit.stats import ChanceResult, above_chance
 
 __all__ = ["NOT_COMPARABLE", "Baseline", "LearnabilityGate", "baseline_accuracy",
-           "flat_features", "learnability_gate", "runs_at_chance"]
+           "chance_verdict", "condition_baseline", "flat_features", "learnability_gate",
+           "runs_at_chance"]
 
 #: What a notebook prints in place of an objective comparison on a condition nothing learned.
 NOT_COMPARABLE = "not comparable: no run learned"
@@ -87,9 +90,30 @@ def baseline_accuracy(splits: Sequence[AudioSplit], n_classes: int, alpha: float
     return Baseline(correct, n, tuple(per_fold), above_chance(correct, n, 1 / n_classes, alpha))
 
 
+def condition_baseline(material: str, freq_hz: int, root: str | Path | None = None,
+                       folds: int = 3, seed: int = 42, alpha: float = 0.05) -> Baseline:
+    """:func:`baseline_accuracy` of one condition's recordings over ``seed``'s ``folds``
+    stratified folds (:func:`gradkit.data.folds.fold_splits`, as notebook 01's)."""
+    data = load_features(material, freq_hz, root=root)
+    return baseline_accuracy(fold_splits(data, folds, seed).splits, len(data.classes), alpha)
+
+
+def chance_verdict(val_acc: float, n_val: int, n_classes: int, alpha: float = 0.05) -> str:
+    """``"above chance"`` / ``"at chance"``: a run's validation accuracy ``val_acc`` over
+    ``n_val`` clips, by the exact test against ``1 / n_classes``; ValueError when ``val_acc *
+    n_val`` is not a whole number of clips."""
+    correct = round(float(val_acc) * n_val)
+    if abs(correct - float(val_acc) * n_val) > 1e-6 * max(n_val, 1):
+        raise ValueError(f"val_acc = {val_acc!r} over n_val = {n_val} clips is not a whole "
+                         "number of correct clips")
+    return above_chance(correct, n_val, 1 / n_classes, alpha).verdict
+
+
 def runs_at_chance(verdicts: Sequence[str], alpha: float = 0.05) -> ChanceResult:
     """The runs' own witness: of ``verdicts`` (``"above chance"`` / ``"at chance"``, one per run),
-    is the number above chance more than ``alpha`` of them, the rate luck alone gives?"""
+    is the number above chance more than ``alpha`` of them, the rate luck alone gives? The
+    level is ``p <= alpha`` (not ``<``) so that one run above chance, whose own test held at
+    ``alpha``, counts as a run that learned (``P(Bin(1, alpha) >= 1) = alpha``)."""
     verdicts = list(verdicts)
     if not verdicts:
         raise ValueError("runs_at_chance needs at least one run's verdict")
@@ -97,7 +121,9 @@ def runs_at_chance(verdicts: Sequence[str], alpha: float = 0.05) -> ChanceResult
     if unknown:
         raise ValueError(f"verdicts must be 'above chance' or 'at chance', got {unknown}")
     above = sum(v == "above chance" for v in verdicts)
-    return above_chance(above, len(verdicts), alpha, alpha)
+    result = above_chance(above, len(verdicts), alpha, alpha)
+    learned = above > 0 and result.p_value <= alpha * (1 + 1e-9)  # P(Bin(1, a) >= 1) rounds
+    return replace(result, verdict="above chance" if learned else "at chance")
 
 
 @dataclass(frozen=True)

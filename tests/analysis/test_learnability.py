@@ -8,6 +8,8 @@ import torch
 from gradkit.analysis.learnability import (
     NOT_COMPARABLE,
     baseline_accuracy,
+    chance_verdict,
+    condition_baseline,
     flat_features,
     learnability_gate,
     runs_at_chance,
@@ -105,3 +107,24 @@ def test_a_folder_of_pure_noise_recordings_is_not_learnable(tmp_path):
     gate = learnability_gate(base, ["at chance"] * 6)
     assert base.chance.verdict == "at chance", base.chance.sentence()
     assert not gate.comparable and gate.headline().startswith("not learnable")
+
+
+def test_one_run_above_chance_counts_as_learned_and_none_does_not():
+    assert runs_at_chance(["above chance"]).verdict == "above chance"
+    assert runs_at_chance(["at chance"]).verdict == "at chance"
+    # 2 of 20: P(Bin(20, 0.05) >= 2) = 0.26, luck
+    assert runs_at_chance(["above chance"] * 2 + ["at chance"] * 18).verdict == "at chance"
+
+
+def test_chance_verdict_reads_a_runs_last_accuracy():
+    assert chance_verdict(10 / 18, 18, 6) == "above chance"
+    assert chance_verdict(3 / 18, 18, 6) == "at chance"
+    with pytest.raises(ValueError, match="whole number"):
+        chance_verdict(0.5, 7, 6)
+
+
+def test_condition_baseline_on_a_noise_folder_equals_the_gate_on_its_folds(tmp_path):
+    root = noise_recordings(tmp_path / "noise")
+    data = load_features("m", 700, root=root)
+    direct = baseline_accuracy(fold_splits(data, 3, 5).splits, 3)
+    assert condition_baseline("m", 700, root, folds=3, seed=5) == direct
