@@ -33,8 +33,8 @@ from gradkit.data.folds import fold_splits, load_features
 from gradkit.stats import ChanceResult, above_chance
 
 __all__ = ["NOT_COMPARABLE", "Baseline", "LearnabilityGate", "baseline_accuracy",
-           "chance_verdict", "condition_baseline", "flat_features", "learnability_gate",
-           "runs_at_chance"]
+           "chance_verdict", "condition_baseline", "flat_features", "gate_markdown",
+           "learnability_gate", "run_verdicts", "runs_at_chance"]
 
 #: What a notebook prints in place of an objective comparison on a condition nothing learned.
 NOT_COMPARABLE = "not comparable: no run learned"
@@ -182,3 +182,23 @@ def learnability_gate(baseline: Baseline, run_verdicts: Sequence[str] | None = N
     """The gate from a :class:`Baseline` and, once trained, each run's chance verdict."""
     runs = None if run_verdicts is None else runs_at_chance(run_verdicts, alpha)
     return LearnabilityGate(baseline, runs)
+
+
+def run_verdicts(runs) -> list[str]:
+    """:func:`chance_verdict` of each trained run at its last epoch (``run.metrics`` with a
+    ``val_acc`` column, ``run.split`` with ``y_val`` and ``classes``, as a
+    :class:`gradkit.training.Run`)."""
+    return [chance_verdict(run.metrics["val_acc"].iloc[-1], len(run.split.y_val),
+                           len(run.split.classes)) for run in runs]
+
+
+def gate_markdown(gate: LearnabilityGate, untrained: str = "") -> str:
+    """The gate's sentence in bold; where no run learned, ``untrained`` (e.g. "the statistics
+    below describe an untrained model") follows it, and where nothing learned,
+    :data:`NOT_COMPARABLE`."""
+    text = f"**Learnability: {gate.sentence()}.**"
+    if untrained and not gate.runs_learned:
+        text += f" **No run here beat chance: {untrained}.**"
+    if not gate.comparable:
+        text += f" **{NOT_COMPARABLE}.**"
+    return text

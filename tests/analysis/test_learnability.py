@@ -11,7 +11,9 @@ from gradkit.analysis.learnability import (
     chance_verdict,
     condition_baseline,
     flat_features,
+    gate_markdown,
     learnability_gate,
+    run_verdicts,
     runs_at_chance,
 )
 from gradkit.data.folds import ConditionFeatures, fold_splits, load_features
@@ -128,3 +130,21 @@ def test_condition_baseline_on_a_noise_folder_equals_the_gate_on_its_folds(tmp_p
     data = load_features("m", 700, root=root)
     direct = baseline_accuracy(fold_splits(data, 3, 5).splits, 3)
     assert condition_baseline("m", 700, root, folds=3, seed=5) == direct
+
+
+class _Run:
+    def __init__(self, accs, n_val, classes):
+        import pandas as pd
+        self.metrics = pd.DataFrame({"val_acc": accs})
+        self.split = type("S", (), {"y_val": [0] * n_val, "classes": list(range(classes))})()
+
+
+def test_run_verdicts_and_the_gate_text_say_untrained_where_no_run_learned():
+    runs = [_Run([0.1, 12 / 18], 18, 6), _Run([0.5, 3 / 18], 18, 6)]
+    assert run_verdicts(runs) == ["above chance", "at chance"]
+    base = baseline_accuracy(fold_splits(condition(0.0), 3, 0).splits, CLASSES)
+    learned = learnability_gate(base, run_verdicts(runs[:1]))
+    assert "untrained" not in gate_markdown(learned, "the statistics describe an untrained model")
+    text = gate_markdown(learnability_gate(base, run_verdicts(runs[1:])),
+                         "the statistics describe an untrained model")
+    assert "untrained model" in text and NOT_COMPARABLE in text
