@@ -172,6 +172,31 @@ else:
     print(f"no paired-differences figure: {analysis.learnability.NOT_COMPARABLE}")
 
 # %% [markdown]
+# ## Learning speed: a separate result
+#
+# How fast each objective leaves chance at this learning rate, apart from where it ends (`gradkit.analysis.speed`): the first epoch whose validation accuracy is above chance (exact test) two epochs in a row (censored at the window's end + 1 when it never does), and the area under the validation-accuracy curve over the same first epochs for every run (the mean accuracy over them). Compared pair by pair; this speaks of the speed of learning, not of the trained model.
+
+# %%
+import gradkit.analysis.speed
+
+SPEED_UPTO = int(min(MIN_EPOCHS, summary.end_epoch.min()))
+speed = analysis.speed.speed_summary(all_metrics, n_classes, upto=SPEED_UPTO)
+speed_metrics = [("epochs_to_leave_chance", False, 1, "epochs", "epochs to leave chance"),
+                 ("val_acc_area", True, 100, "pp",
+                  f"mean validation accuracy over epochs 1–{SPEED_UPTO} (area under the curve)")]
+speed_results = {m: analysis.verdicts.compare_objectives(speed, m, "ghm", "raw", hib, LABELS, unit)
+                 for m, hib, _, unit, _ in speed_metrics} if gate.comparable else {}
+display(speed.groupby("objective")[["epochs_to_leave_chance", "left_chance", "val_acc_area"]]
+        .mean().rename(index=LABELS).round(3))
+if gate.comparable:
+    display(Markdown("\n".join(
+        f"- Learning speed, {what}: "
+        f"{analysis.verdicts.verdict_sentence(speed_results[m], scale=scale, digits=1)}."
+        for m, _, scale, _, what in speed_metrics)))
+else:
+    print(analysis.learnability.NOT_COMPARABLE)
+
+# %% [markdown]
 # ## One pair up close: seed and fold of the single-run figures
 #
 # The figures below show one pair, the first seed's fold 0, trained by `gradkit.training.get_run` (stored checkpoints, GHM diagnostics every epoch) for `STUDY_EPOCHS` epochs, whatever the ensemble's cap: the study's GHM report names its figures after epochs 1, 31 and 60 of a 60-epoch run, and its early / middle / late epochs are `1`, `STUDY_EPOCHS // 2 + 1` and `STUDY_EPOCHS`. With three folds its split is the one `load_split` gives for that seed (checked below) and its runs are the ensemble's members of that unit: the same computation, whose floating-point rounding (batched convolutions sum in another order) training amplifies over the epochs (the gap is printed below).
@@ -425,6 +450,8 @@ print(f"notebook body ran in {time.perf_counter() - NOTEBOOK_START:.1f} s")
 comparison = {
     "GHM − raw, val accuracy (last epoch)": analysis.verdicts.headline_verdict(acc, scale=100),
     "GHM − raw, raw val loss (last epoch)": analysis.verdicts.headline_verdict(loss, digits=3),
+    "GHM − raw, learning speed (epochs to leave chance)": analysis.verdicts.headline_verdict(
+        speed_results["epochs_to_leave_chance"]),
 } if gate.comparable else {"GHM − raw": analysis.learnability.NOT_COMPARABLE}
 show_headlines(**{
     "learnability": gate.headline(), **comparison,
