@@ -27,6 +27,8 @@ EPOCHS = 40  # the ensemble's cap: a run stops earlier when the plateau test say
 STUDY_EPOCHS = 60  # the single pair of figures: the study's 60 epochs, stages 1 / 31 / 60
 SEEDS = [42, 0, 1, 2, 3]  # the first one also draws the single-run figures (fold 0)
 FOLDS = 3
+LRS = [1e-3, 3e-3, 1e-2]  # each objective's learning rate is chosen from these per unit (nested)
+SWEEP_EPOCHS = 30  # the cap of the inner-split sweep runs (never above EPOCHS)
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
@@ -48,7 +50,7 @@ from gradkit.core.paths import figures_dir
 from gradkit.data.folds import fold_splits, load_features
 from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, build_model, get_run
-from gradkit.training.ensemble import Member, get_ensemble
+from gradkit.training.ensemble import Member
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
 from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
@@ -71,6 +73,7 @@ LABELS = {"raw": "raw", "ghm": "GHM"}
 # - **Objectives.** raw: `CE(logits, y) + rank_weight * R(s, angle)`, with the smooth pairwise ranking loss `R = mean softplus(-(s_j - s_i - margin))` over pairs with `angle_i < angle_j`; GHM: `GHMC(logits, y) + rank_weight * GHMRanking(s, angle)`, each term re-weighted by `tot / (EMA count of its gradient-norm bin) / (non-empty bins)`, so crowded bins (usually the easy samples) count less.
 # - **Units.** For every seed, a stratified `FOLDS`-fold cross-validation (`gradkit.data.folds`): every clip is validated once per seed. A unit is a (seed, fold); its raw and GHM runs start from the same initial weights and see the same batches in the same order, so they pair up.
 # - **Training.** `gradkit.training.ensemble`: the runs of one objective train together as one vectorised ensemble, each member exactly the run `get_run` would train (tested). A run stops at the first epoch $e \ge$ `MIN_EPOCHS` where neither its validation accuracy nor its raw validation loss over the last `TAIL` epochs is still improving (`gradkit.stats.plateau_test`, OLS slope, $\alpha = 0.05$), else at the cap `EPOCHS`.
+# - **A fair learning rate.** Each objective gets its own learning rate per unit, chosen from `LRS` by a sweep on an inner split of that unit's *training* clips (a third of each class validated, the unit's validation clips in neither part), scored by the mean inner validation accuracy over the last `TAIL` epochs (`gradkit.analysis.sweep`, capped at `SWEEP_EPOCHS`); the comparison's validation clips never inform the choice. The ranking weight stays at `TrainConfig`'s `rank_weight` for both objectives.
 # - **Metrics.** Per run, at its last epoch: validation accuracy and raw validation loss (primary), their means over the last `TAIL` epochs, and the best epoch's accuracy (selected on the same validation clips, so optimistic: shown, never compared). Verdicts: `gradkit.stats.compare_paired` over the (seed, fold) pairs; runs at chance: `gradkit.stats.above_chance`.
 
 # %%
@@ -101,15 +104,26 @@ display(pd.Series(baseline.fold_accuracies, name="baseline validation accuracy")
 display(Markdown(f"- Baseline, every clip validated once: {baseline.chance.sentence()}."))
 
 # %%
+import dataclasses
+
+import gradkit.analysis.sweep
+
 start = time.perf_counter()
-ensembles = {name: get_ensemble(TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
-                                            epochs=EPOCHS, data_root=DATA_ROOT),
-                                members, window=TAIL, min_epochs=MIN_EPOCHS)
-             for name in LABELS}
+base_configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
+                                  epochs=EPOCHS, data_root=DATA_ROOT) for name in LABELS}
+sweeps = {name: analysis.sweep.sweep_learning_rates(
+    dataclasses.replace(cfg, epochs=min(SWEEP_EPOCHS, EPOCHS)), members, LRS, window=TAIL,
+    min_epochs=min(MIN_EPOCHS, SWEEP_EPOCHS, EPOCHS), tail=TAIL) for name, cfg in base_configs.items()}
+chosen = {name: analysis.sweep.choose_learning_rates(t) for name, t in sweeps.items()}
+ensembles = {name: analysis.sweep.train_at_chosen(cfg, members, chosen[name], window=TAIL,
+                                                  min_epochs=MIN_EPOCHS)
+             for name, cfg in base_configs.items()}
 ensemble_seconds = time.perf_counter() - start
+display(pd.DataFrame({LABELS[n]: pd.Series(c).value_counts() for n, c in chosen.items()})
+        .fillna(0).astype(int).rename_axis("chosen learning rate (units)"))
 all_metrics = pd.concat([e.metrics for e in ensembles.values()], ignore_index=True)
 stopped = {(name, *k): v for name, e in ensembles.items() for k, v in e.stopped.items()}
-print(f"{2 * len(members)} runs ready in {ensemble_seconds:.1f} s in this session ("
+print(f"{2 * len(members) * len(LRS)} sweep runs and {2 * len(members)} runs ready in {ensemble_seconds:.1f} s in this session ("
       + ", ".join(f"{n}: trained in {e.seconds:.1f} s" for n, e in ensembles.items()) + ")")
 
 # %% [markdown]
@@ -128,6 +142,12 @@ lines = [f"- {LABELS[o]}: {int((g.stopped_by == 'plateau').sum())} of {len(g)} r
          f"validation when stopped and {int((g.train_trend == 'still improving').sum())} on "
          f"their own training loss; {int(g.index.isin(at_chance.index).sum())} ended at "
          f"chance (1/{n_classes})." for o, g in summary.groupby("objective")]
+share_improving = len(improving) / len(summary)
+lines.append(f"- {len(improving)} of {len(summary)} runs ({share_improving:.0%}) were still "
+             "improving when stopped: " + ("fewer than 10 %, so the verdicts below are at "
+                                           "convergence" if share_improving < 0.10 else
+                                           "10 % or more, so the verdicts below are not at "
+                                           "convergence (raise `EPOCHS`)") + ".")
 display(Markdown("\n".join(lines)))
 
 # %%
@@ -205,7 +225,8 @@ else:
 FIG_SEED = SEEDS[0]
 is_fold0 = fold_sets[FIG_SEED].fold0_is_load_split  # True when the folds cut thirds per class
 configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=STUDY_EPOCHS,
-                             seed=FIG_SEED, split_seed=FIG_SEED, data_root=DATA_ROOT)
+                             seed=FIG_SEED, split_seed=FIG_SEED, data_root=DATA_ROOT,
+                             lr=chosen[name][(FIG_SEED, 0)])  # fold 0's chosen rate
            for name in LABELS}
 start = time.perf_counter()
 runs = {name: get_run(cfg) for name, cfg in configs.items()}
@@ -455,6 +476,9 @@ comparison = {
 } if gate.comparable else {"GHM − raw": analysis.learnability.NOT_COMPARABLE}
 show_headlines(**{
     "learnability": gate.headline(), **comparison,
+    "chosen learning rates (units)": "; ".join(
+        f"{LABELS[n]}: " + ", ".join(f"{lr:g} × {k}" for lr, k in pd.Series(c).value_counts()
+                                     .sort_index().items()) for n, c in chosen.items()),
     "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {len(members)} pairs, cap {EPOCHS} epochs",
     "runs still improving when stopped": f"{n_improving} of {len(summary)}",
     "runs at chance": f"{len(at_chance)} of {len(summary)}",

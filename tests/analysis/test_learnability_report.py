@@ -19,7 +19,7 @@ import pytest
 from tests.analysis.test_learnability import noise_recordings
 
 REPO = Path(__file__).resolve().parents[2]
-SHORT = ["EPOCHS=3", "STUDY_EPOCHS=3", "SEEDS=[42, 0]", "FOLDS=3"]
+SHORT = ["EPOCHS=3", "STUDY_EPOCHS=3", "SEEDS=[42, 0]", "FOLDS=3", "LRS=[3e-3, 1e-2]"]
 VERDICT_WORDS = ("GHM \u2212 raw = ", ": better", ": worse", "no detectable difference")
 
 
