@@ -29,6 +29,8 @@ SEEDS = [42, 0, 1, 2, 3]  # the first one also draws the single-run figures (fol
 FOLDS = 3
 LRS = [1e-3, 3e-3, 1e-2]  # each objective's learning rate is chosen from these per unit (nested)
 SWEEP_EPOCHS = 30  # the cap of the inner-split sweep runs (never above EPOCHS)
+ABLATION_SEEDS = 3  # the ablation trains the first this many seeds' folds
+ABLATION_EPOCHS = 20  # ... for this many epochs (never above EPOCHS): its learning-speed window
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
@@ -50,7 +52,7 @@ from gradkit.core.paths import figures_dir
 from gradkit.data.folds import fold_splits, load_features
 from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, build_model, get_run
-from gradkit.training.ensemble import Member
+from gradkit.training.ensemble import Member, get_ensemble
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
 from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
@@ -215,6 +217,38 @@ if gate.comparable:
         for m, _, scale, _, what in speed_metrics)))
 else:
     print(analysis.learnability.NOT_COMPARABLE)
+
+# %% [markdown]
+# ## The ablation: which GHM term stalls learning?
+#
+# Four objectives from the same initial weights on the same batches per (seed, fold), at one learning rate (`TrainConfig`'s default, where the study saw GHM sit at chance), every run for `ABLATION_EPOCHS` epochs: CE + raw ranking (raw), GHM-C + raw ranking, CE + GHM ranking, GHM-C + GHM ranking (GHM). Each is compared with raw on the epochs it takes to leave chance (`gradkit.analysis.ablation`); the sentence naming the culprit is generated from those paired verdicts.
+
+# %%
+import gradkit.analysis.ablation
+
+ablation_members = [m for m in members if m.seed in SEEDS[:ABLATION_SEEDS]]
+ABLATION_UPTO = min(ABLATION_EPOCHS, EPOCHS)
+ablation = {name: get_ensemble(TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
+                                           epochs=ABLATION_UPTO, data_root=DATA_ROOT),
+                               ablation_members, window=TAIL, min_epochs=ABLATION_UPTO)
+            for name in analysis.ablation.ABLATION}
+ablation_speed = analysis.speed.speed_summary(
+    pd.concat([e.metrics for e in ablation.values()], ignore_index=True), n_classes,
+    upto=ABLATION_UPTO)
+display(ablation_speed.groupby("objective")[["epochs_to_leave_chance", "left_chance",
+                                             "val_acc_area"]].mean()
+        .loc[list(analysis.ablation.ABLATION)].rename(index=analysis.ablation.ABLATION).round(3))
+ablation_results = (analysis.ablation.ablation_comparisons(ablation_speed)
+                    if gate.comparable else {})
+ablation_verdict = (analysis.ablation.stall_sentence(ablation_results) if gate.comparable
+                    else analysis.learnability.NOT_COMPARABLE)
+
+# %%
+if gate.comparable:
+    display(pd.DataFrame([{"objective": analysis.ablation.ABLATION[n], **r.as_row(1)}
+                          for n, r in ablation_results.items()]).set_index("objective").round(3))
+display(Markdown(f"**Ablation** ({len(ablation_members)} (seed, fold) pairs, learning rate "
+                 f"{TrainConfig().lr:g}, {ABLATION_UPTO} epochs): {ablation_verdict}."))
 
 # %% [markdown]
 # ## One pair up close: seed and fold of the single-run figures
@@ -475,7 +509,7 @@ comparison = {
         speed_results["epochs_to_leave_chance"]),
 } if gate.comparable else {"GHM − raw": analysis.learnability.NOT_COMPARABLE}
 show_headlines(**{
-    "learnability": gate.headline(), **comparison,
+    "learnability": gate.headline(), **comparison, "ablation (stall at chance)": ablation_verdict,
     "chosen learning rates (units)": "; ".join(
         f"{LABELS[n]}: " + ", ".join(f"{lr:g} × {k}" for lr, k in pd.Series(c).value_counts()
                                      .sort_index().items()) for n, c in chosen.items()),

@@ -12,7 +12,8 @@ better). :func:`stall_sentence` names the term(s) whose swap alone detectably sl
 - only the GHM ranking swap: "the GHM ranking term causes the stall";
 - both: "each GHM term alone slows learning";
 - neither, while the full GHM objective is slower: "neither term alone; their combination";
-- nothing slower: "no term detectably slows learning at this design".
+- nothing slower: "no term detectably slows learning at this design";
+- fewer than ``MIN_PAIRS`` pairs: "too few pairs for a verdict".
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from gradkit.analysis.verdicts import compare_objectives
+from gradkit.analysis.verdicts import MIN_PAIRS, compare_objectives
 from gradkit.stats import PairedComparison
 
 __all__ = ["ABLATION", "ablation_comparisons", "stall_sentence"]
@@ -44,7 +45,11 @@ def ablation_comparisons(speed: pd.DataFrame, metric: str = "epochs_to_leave_cha
 
 
 def stall_sentence(results: Mapping[str, PairedComparison]) -> str:
-    """Which term causes the stall, from the verdicts of :func:`ablation_comparisons`."""
+    """Which term causes the stall, from the verdicts of :func:`ablation_comparisons`; below
+    ``MIN_PAIRS`` pairs, no verdict."""
+    n = min(r.n for r in results.values())
+    if n < MIN_PAIRS:
+        return f"too few pairs for a verdict (n = {n}; at least {MIN_PAIRS} needed)"
     slower = {name for name, r in results.items() if r.verdict == "worse"}
     if {"ghmc_rank", "ce_ghmrank"} <= slower:
         return "each GHM term alone slows learning: both the GHM-C and the GHM ranking swap do"

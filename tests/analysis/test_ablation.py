@@ -39,3 +39,9 @@ def test_a_missing_objective_is_refused():
     table = speed_table({})
     with pytest.raises(ValueError, match="missing"):
         ablation_comparisons(table[table.objective != "ce_ghmrank"])
+
+
+def test_too_few_pairs_give_no_verdict():
+    table = speed_table({"ghmc_rank": 12, "ghm": 12})
+    results = ablation_comparisons(table[table.seed == 0])  # 2 pairs
+    assert stall_sentence(results).startswith("too few pairs for a verdict (n = 2")
