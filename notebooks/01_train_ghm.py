@@ -17,7 +17,7 @@
 # %% [markdown]
 # # Training with and without the Gradient Harmonizing Mechanism
 #
-# Does a GHM loss help against the easy/hard-sample imbalance? We train the same ResNetAudioRanker on one material and probe frequency (set below) with cross-entropy + ranking ("raw") and with GHM-C + GHM ranking ("GHM"), over several seeds and a stratified cross-validation, and compare the two objectives pair by pair: every verdict below comes from `gradkit.stats`.
+# Does a GHM loss help against the easy/hard-sample imbalance? We train the same ResNetAudioRanker on one material and probe frequency (set below) with cross-entropy + ranking ("raw") and with GHM-C + GHM ranking ("GHM"), over several seeds and a stratified cross-validation, and compare the two objectives pair by pair: every verdict below comes from `gradkit.stats`. First, whether the condition is learnable at all; then each objective at its own learning rate (chosen on inner splits) until its plateau; the learning-speed difference apart; and an ablation of the two GHM terms.
 
 # %% tags=["parameters"]
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
@@ -479,6 +479,14 @@ else:
 
 # %%
 lines += [
+    "- Learning rates, chosen per unit on inner splits: " + "; ".join(
+        f"{LABELS[n]} " + ", ".join(f"{lr:g} in {k} units" for lr, k in
+                                    pd.Series(c).value_counts().sort_index().items())
+        for n, c in chosen.items()) + ".",
+    *(f"- Learning speed (a separate result), {what}: "
+      f"{analysis.verdicts.verdict_sentence(speed_results[m], scale=scale)}."
+      for m, _, scale, _, what in speed_metrics if gate.comparable),
+    f"- Ablation at learning rate {TrainConfig().lr:g}: {ablation_verdict}.",
     f"- Training: {n_improving} of {len(summary)} runs were still improving on validation when "
     f"they stopped (cap {EPOCHS} epochs), {len(at_chance)} ended at chance; a verdict about runs "
     "that were still improving is a verdict at this training budget, not at convergence.",
