@@ -278,10 +278,10 @@ UNIT = (f"seed {FIG_SEED}, fold 0: one of {len(members)} pairs" if is_fold0
 if is_fold0:
     twin = {n: all_metrics[(all_metrics.objective == n) & (all_metrics.seed == FIG_SEED)
                            & (all_metrics.fold == 0)].set_index("epoch") for n in LABELS}
-    gap = {n: (metrics[n].set_index("epoch").loc[twin[n].index, "val_raw_loss"]
-               - twin[n].val_raw_loss).abs() for n in LABELS}
+    single = {n: metrics[n].set_index("epoch") for n in LABELS}  # epochs both have
+    gap = {n: (single[n].val_raw_loss - twin[n].val_raw_loss).dropna().abs() for n in LABELS}
     print(f"seed {FIG_SEED} fold 0 is load_split's split. |raw validation loss, single run - "
-          "ensemble member|, largest in the first 5 epochs / over the member's epochs "
+          "ensemble member|, largest in the first 5 epochs / over the epochs both ran "
           "(rounding, amplified by training): " + ", ".join(
               f"{n} {g.iloc[:5].max():.1e} / {g.max():.1e}" for n, g in gap.items()))
 else:
