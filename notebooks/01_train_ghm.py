@@ -17,15 +17,20 @@
 # %% [markdown]
 # # Training with and without the Gradient Harmonizing Mechanism
 #
-# Does a GHM loss help against the easy/hard-sample imbalance? We train the same ResNetAudioRanker on one material and probe frequency (set below) with cross-entropy + ranking ("raw") and with GHM-C + GHM ranking ("GHM"), over several seeds and a stratified cross-validation, and compare the two objectives pair by pair: every verdict below comes from `gradkit.stats`.
+# Does a GHM loss help against the easy/hard-sample imbalance? We train the same ResNetAudioRanker on one material and probe frequency (set below) with cross-entropy + ranking ("raw") and with GHM-C + GHM ranking ("GHM"), over several seeds and a stratified cross-validation, and compare the two objectives pair by pair: every verdict below comes from `gradkit.stats`. First, whether the condition is learnable at all; then each objective at its own learning rate (chosen on inner splits) until its plateau; the learning-speed difference apart; and an ablation of the two GHM terms.
 
 # %% tags=["parameters"]
 DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = the synthetic set
 MATERIAL = "plastic"
 FREQ_HZ = 3000
-EPOCHS = 40  # the cap: a run stops earlier when the plateau test says so
+EPOCHS = 100  # the ensemble's cap, high enough that the plateau test stops (nearly) every run
+STUDY_EPOCHS = 60  # the single pair of figures: the study's 60 epochs, stages 1 / 31 / 60
 SEEDS = [42, 0, 1, 2, 3]  # the first one also draws the single-run figures (fold 0)
 FOLDS = 3
+LRS = [1e-3, 3e-3, 1e-2]  # each objective's learning rate is chosen from these per unit (nested)
+SWEEP_EPOCHS = 30  # the cap of the inner-split sweep runs (never above EPOCHS)
+ABLATION_SEEDS = 3  # the ablation trains the first this many seeds' folds
+ABLATION_EPOCHS = 20  # ... for this many epochs (never above EPOCHS): its learning-speed window
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
@@ -36,25 +41,28 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+import gradkit.analysis.checks
 import gradkit.analysis.ghm
+import gradkit.analysis.learnability
 import gradkit.analysis.verdicts
 import gradkit.viz.ghm
 from gradkit import analysis, viz
 from gradkit.core.device import pick_device
 from gradkit.core.paths import figures_dir
 from gradkit.data.folds import fold_splits, load_features
+from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, build_model, get_run
 from gradkit.training.ensemble import Member, get_ensemble
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
 from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
 
-torch.manual_seed(0)
 NOTEBOOK_START = time.perf_counter()
-print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
-print(f"figures go to {figures_dir()}")
 
 # %%
+torch.manual_seed(0)
+print(f"gradkit {gradkit.__version__}, torch {torch.__version__}, device {pick_device()}")
+print(f"figures go to {figures_dir()}")
 pd.set_option("display.precision", 4)
 TAIL = 10  # epochs in the tail means; also the plateau test's window
 MIN_EPOCHS = 20  # the plateau test is asked from this epoch on
@@ -67,6 +75,7 @@ LABELS = {"raw": "raw", "ghm": "GHM"}
 # - **Objectives.** raw: `CE(logits, y) + rank_weight * R(s, angle)`, with the smooth pairwise ranking loss `R = mean softplus(-(s_j - s_i - margin))` over pairs with `angle_i < angle_j`; GHM: `GHMC(logits, y) + rank_weight * GHMRanking(s, angle)`, each term re-weighted by `tot / (EMA count of its gradient-norm bin) / (non-empty bins)`, so crowded bins (usually the easy samples) count less.
 # - **Units.** For every seed, a stratified `FOLDS`-fold cross-validation (`gradkit.data.folds`): every clip is validated once per seed. A unit is a (seed, fold); its raw and GHM runs start from the same initial weights and see the same batches in the same order, so they pair up.
 # - **Training.** `gradkit.training.ensemble`: the runs of one objective train together as one vectorised ensemble, each member exactly the run `get_run` would train (tested). A run stops at the first epoch $e \ge$ `MIN_EPOCHS` where neither its validation accuracy nor its raw validation loss over the last `TAIL` epochs is still improving (`gradkit.stats.plateau_test`, OLS slope, $\alpha = 0.05$), else at the cap `EPOCHS`.
+# - **A fair learning rate.** Each objective gets its own learning rate per unit, chosen from `LRS` by a sweep on an inner split of that unit's *training* clips (a third of each class validated, the unit's validation clips in neither part), scored by the mean inner validation accuracy over the last `TAIL` epochs (`gradkit.analysis.sweep`, capped at `SWEEP_EPOCHS`); the comparison's validation clips never inform the choice. The ranking weight stays at `TrainConfig`'s `rank_weight` for both objectives.
 # - **Metrics.** Per run, at its last epoch: validation accuracy and raw validation loss (primary), their means over the last `TAIL` epochs, and the best epoch's accuracy (selected on the same validation clips, so optimistic: shown, never compared). Verdicts: `gradkit.stats.compare_paired` over the (seed, fold) pairs; runs at chance: `gradkit.stats.above_chance`.
 
 # %%
@@ -85,16 +94,38 @@ design = pd.Series({
 })
 display(design.to_frame("value"))
 
+# %% [markdown]
+# ## Is this condition learnable at all?
+#
+# Before any comparison: a cross-validated logistic regression on the same log-mel features (each clip flattened), with the first seed's folds, tested against chance by `gradkit.stats.above_chance` (`gradkit.analysis.learnability`). The runs' share at chance joins it once they are trained; where neither beats chance, no objective comparison is made.
+
 # %%
+baseline = analysis.learnability.baseline_accuracy(fold_sets[SEEDS[0]].splits, n_classes)
+display(pd.Series(baseline.fold_accuracies, name="baseline validation accuracy")
+        .rename_axis(f"fold (seed {SEEDS[0]})").to_frame())
+display(Markdown(f"- Baseline, every clip validated once: {baseline.chance.sentence()}."))
+
+# %%
+import dataclasses
+
+import gradkit.analysis.sweep
+
 start = time.perf_counter()
-ensembles = {name: get_ensemble(TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
-                                            epochs=EPOCHS, data_root=DATA_ROOT),
-                                members, window=TAIL, min_epochs=MIN_EPOCHS)
-             for name in LABELS}
+base_configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
+                                  epochs=EPOCHS, data_root=DATA_ROOT) for name in LABELS}
+sweeps = {name: analysis.sweep.sweep_learning_rates(
+    dataclasses.replace(cfg, epochs=min(SWEEP_EPOCHS, EPOCHS)), members, LRS, window=TAIL,
+    min_epochs=min(MIN_EPOCHS, SWEEP_EPOCHS, EPOCHS), tail=TAIL) for name, cfg in base_configs.items()}
+chosen = {name: analysis.sweep.choose_learning_rates(t) for name, t in sweeps.items()}
+ensembles = {name: analysis.sweep.train_at_chosen(cfg, members, chosen[name], window=TAIL,
+                                                  min_epochs=MIN_EPOCHS)
+             for name, cfg in base_configs.items()}
 ensemble_seconds = time.perf_counter() - start
+display(pd.DataFrame({LABELS[n]: pd.Series(c).value_counts() for n, c in chosen.items()})
+        .fillna(0).astype(int).rename_axis("chosen learning rate (units)"))
 all_metrics = pd.concat([e.metrics for e in ensembles.values()], ignore_index=True)
 stopped = {(name, *k): v for name, e in ensembles.items() for k, v in e.stopped.items()}
-print(f"{2 * len(members)} runs ready in {ensemble_seconds:.1f} s in this session ("
+print(f"{2 * len(members) * len(LRS)} sweep runs and {2 * len(members)} runs ready in {ensemble_seconds:.1f} s in this session ("
       + ", ".join(f"{n}: trained in {e.seconds:.1f} s" for n, e in ensembles.items()) + ")")
 
 # %% [markdown]
@@ -113,7 +144,20 @@ lines = [f"- {LABELS[o]}: {int((g.stopped_by == 'plateau').sum())} of {len(g)} r
          f"validation when stopped and {int((g.train_trend == 'still improving').sum())} on "
          f"their own training loss; {int(g.index.isin(at_chance.index).sum())} ended at "
          f"chance (1/{n_classes})." for o, g in summary.groupby("objective")]
+share_improving = len(improving) / len(summary)
+lines.append(f"- {len(improving)} of {len(summary)} runs ({share_improving:.0%}) were still "
+             "improving when stopped: " + ("fewer than 10 %, so the verdicts below are at "
+                                           "convergence" if share_improving < 0.10 else
+                                           "10 % or more, so the verdicts below are not at "
+                                           "convergence (raise `EPOCHS`)") + ".")
 display(Markdown("\n".join(lines)))
+
+# %%
+gate = analysis.learnability.learnability_gate(baseline, summary.chance)
+display(Markdown(f"**Learnability: {gate.sentence()}.**"
+                 + ("" if gate.comparable else f" **{analysis.learnability.NOT_COMPARABLE}**: "
+                    "the objectives are not compared below.")))
+show_headlines(learnability=gate.headline())
 
 # %% [markdown]
 # ## GHM against raw, pair by pair
@@ -124,35 +168,99 @@ primary = [("final_val_acc", True, 100, "pp", "validation accuracy at the last e
            ("tail_val_acc", True, 100, "pp", f"mean validation accuracy, last {TAIL} epochs"),
            ("final_val_ghm_loss", False, 1, "", "GHM validation loss at the last epoch")]
 results = {m: analysis.verdicts.compare_objectives(summary, m, "ghm", "raw", hib, LABELS, unit)
-           for m, hib, _, unit, _ in primary}
-display(pd.DataFrame([{"metric": what, **results[m].as_row(scale)}
-                      for m, _, scale, _, what in primary]).set_index("metric").round(4))
-display(Markdown("\n".join(
-    f"- {what}: {analysis.verdicts.verdict_sentence(results[m], scale=scale, digits=1 if scale > 1 else 3)}."
-    for m, _, scale, _, what in primary)))
+           for m, hib, _, unit, _ in primary} if gate.comparable else {}
+if gate.comparable:
+    display(pd.DataFrame([{"metric": what, **results[m].as_row(scale)}
+                          for m, _, scale, _, what in primary]).set_index("metric").round(4))
+    display(Markdown("\n".join(
+        f"- {what}: {analysis.verdicts.verdict_sentence(results[m], scale=scale, digits=1 if scale > 1 else 3)}."
+        for m, _, scale, _, what in primary)))
+else:
+    print(analysis.learnability.NOT_COMPARABLE)
 
 # %%
 panels = []
-for m, _, scale, unit, what in primary[:2]:
+for m, _, scale, unit, what in primary[:2] if gate.comparable else []:
     a, b, units = analysis.verdicts.paired_values(summary, m, "ghm", "raw")
     panels.append({"diffs": (a - b) * scale, "groups": [f"seed {s}" for s, _ in units],
                    "result": results[m], "scale": scale,
                    "ylabel": f"GHM \u2212 raw: {what}" + (f" [{unit}]" if unit else "")})
-fig = plt.figure(figsize=(11, 4.2))
-plot_paired_differences(fig, panels, title=f"{MATERIAL} / {FREQ_HZ} Hz: GHM \u2212 raw per "
-                        f"(seed, fold), {len(members)} pairs")
-publish(fig, "ghm_paired_differences.png")
+if panels:
+    fig = plt.figure(figsize=(11, 4.2))
+    plot_paired_differences(fig, panels, title=f"{MATERIAL} / {FREQ_HZ} Hz: GHM \u2212 raw per "
+                            f"(seed, fold), {len(members)} pairs")
+    publish(fig, "ghm_paired_differences.png")
+else:
+    print(f"no paired-differences figure: {analysis.learnability.NOT_COMPARABLE}")
+
+# %% [markdown]
+# ## Learning speed: a separate result
+#
+# How fast each objective leaves chance at this learning rate, apart from where it ends (`gradkit.analysis.speed`): the first epoch whose validation accuracy is above chance (exact test) two epochs in a row (censored at the window's end + 1 when it never does), and the area under the validation-accuracy curve over the same first epochs for every run (the mean accuracy over them). Compared pair by pair; this speaks of the speed of learning, not of the trained model.
+
+# %%
+import gradkit.analysis.speed
+
+SPEED_UPTO = int(min(MIN_EPOCHS, summary.end_epoch.min()))
+speed = analysis.speed.speed_summary(all_metrics, n_classes, upto=SPEED_UPTO)
+speed_metrics = [("epochs_to_leave_chance", False, 1, "epochs", "epochs to leave chance"),
+                 ("val_acc_area", True, 100, "pp",
+                  f"mean validation accuracy over epochs 1–{SPEED_UPTO} (area under the curve)")]
+speed_results = {m: analysis.verdicts.compare_objectives(speed, m, "ghm", "raw", hib, LABELS, unit)
+                 for m, hib, _, unit, _ in speed_metrics} if gate.comparable else {}
+display(speed.groupby("objective")[["epochs_to_leave_chance", "left_chance", "val_acc_area"]]
+        .mean().rename(index=LABELS).round(3))
+if gate.comparable:
+    display(Markdown("\n".join(
+        f"- Learning speed, {what}: "
+        f"{analysis.verdicts.verdict_sentence(speed_results[m], scale=scale, digits=1)}."
+        for m, _, scale, _, what in speed_metrics)))
+else:
+    print(analysis.learnability.NOT_COMPARABLE)
+
+# %% [markdown]
+# ## The ablation: which GHM term stalls learning?
+#
+# Four objectives from the same initial weights on the same batches per (seed, fold), at one learning rate (`TrainConfig`'s default, where the study saw GHM sit at chance), every run for `ABLATION_EPOCHS` epochs: CE + raw ranking (raw), GHM-C + raw ranking, CE + GHM ranking, GHM-C + GHM ranking (GHM). Each is compared with raw on the epochs it takes to leave chance (`gradkit.analysis.ablation`); the sentence naming the culprit is generated from those paired verdicts.
+
+# %%
+import gradkit.analysis.ablation
+
+ablation_members = [m for m in members if m.seed in SEEDS[:ABLATION_SEEDS]]
+ABLATION_UPTO = min(ABLATION_EPOCHS, EPOCHS)
+ablation = {name: get_ensemble(TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
+                                           epochs=ABLATION_UPTO, data_root=DATA_ROOT),
+                               ablation_members, window=TAIL, min_epochs=ABLATION_UPTO)
+            for name in analysis.ablation.ABLATION}
+ablation_speed = analysis.speed.speed_summary(
+    pd.concat([e.metrics for e in ablation.values()], ignore_index=True), n_classes,
+    upto=ABLATION_UPTO)
+display(ablation_speed.groupby("objective")[["epochs_to_leave_chance", "left_chance",
+                                             "val_acc_area"]].mean()
+        .loc[list(analysis.ablation.ABLATION)].rename(index=analysis.ablation.ABLATION).round(3))
+ablation_results = (analysis.ablation.ablation_comparisons(ablation_speed)
+                    if gate.comparable else {})
+ablation_verdict = (analysis.ablation.stall_sentence(ablation_results) if gate.comparable
+                    else analysis.learnability.NOT_COMPARABLE)
+
+# %%
+if gate.comparable:
+    display(pd.DataFrame([{"objective": analysis.ablation.ABLATION[n], **r.as_row(1)}
+                          for n, r in ablation_results.items()]).set_index("objective").round(3))
+display(Markdown(f"**Ablation** ({len(ablation_members)} (seed, fold) pairs, learning rate "
+                 f"{TrainConfig().lr:g}, {ABLATION_UPTO} epochs): {ablation_verdict}."))
 
 # %% [markdown]
 # ## One pair up close: seed and fold of the single-run figures
 #
-# The figures below show one pair, the first seed's fold 0, trained by `gradkit.training.get_run` (stored checkpoints, GHM diagnostics every epoch) to the cap. With three folds its split is the one `load_split` gives for that seed (checked below) and its runs are the ensemble's members of that unit: the same computation, whose floating-point rounding (batched convolutions sum in another order) training amplifies over the epochs (the gap is printed below).
+# The figures below show one pair, the first seed's fold 0, trained by `gradkit.training.get_run` (stored checkpoints, GHM diagnostics every epoch) for `STUDY_EPOCHS` epochs, whatever the ensemble's cap: the study's GHM report names its figures after epochs 1, 31 and 60 of a 60-epoch run, and its early / middle / late epochs are `1`, `STUDY_EPOCHS // 2 + 1` and `STUDY_EPOCHS`. With three folds its split is the one `load_split` gives for that seed (checked below) and its runs are the ensemble's members of that unit: the same computation, whose floating-point rounding (batched convolutions sum in another order) training amplifies over the epochs (the gap is printed below).
 
 # %%
 FIG_SEED = SEEDS[0]
 is_fold0 = fold_sets[FIG_SEED].fold0_is_load_split  # True when the folds cut thirds per class
-configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=EPOCHS,
-                             seed=FIG_SEED, split_seed=FIG_SEED, data_root=DATA_ROOT)
+configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=STUDY_EPOCHS,
+                             seed=FIG_SEED, split_seed=FIG_SEED, data_root=DATA_ROOT,
+                             lr=chosen[name][(FIG_SEED, 0)])  # fold 0's chosen rate
            for name in LABELS}
 start = time.perf_counter()
 runs = {name: get_run(cfg) for name, cfg in configs.items()}
@@ -161,7 +269,7 @@ metrics = {name: run.metrics for name, run in runs.items()}
 histories = {name: run.ghm_history for name, run in runs.items()}
 split, ghm_run_id = runs["ghm"].split, runs["ghm"].run_id
 print(f"single runs ready in {train_seconds:.1f} s: " + ", ".join(map(repr, runs.values())))
-STAGE_EPOCHS = tuple(analysis.ghm.stage_epochs(metrics["ghm"]["epoch"]).values())
+STAGE_EPOCHS = analysis.checks.study_stage_epochs(STUDY_EPOCHS)
 print(f"early / middle / late epochs: {STAGE_EPOCHS}")
 UNIT = (f"seed {FIG_SEED}, fold 0: one of {len(members)} pairs" if is_fold0
         else f"seed {FIG_SEED}, load_split's split (outside the {FOLDS}-fold study)")
@@ -170,10 +278,10 @@ UNIT = (f"seed {FIG_SEED}, fold 0: one of {len(members)} pairs" if is_fold0
 if is_fold0:
     twin = {n: all_metrics[(all_metrics.objective == n) & (all_metrics.seed == FIG_SEED)
                            & (all_metrics.fold == 0)].set_index("epoch") for n in LABELS}
-    gap = {n: (metrics[n].set_index("epoch").loc[twin[n].index, "val_raw_loss"]
-               - twin[n].val_raw_loss).abs() for n in LABELS}
+    single = {n: metrics[n].set_index("epoch") for n in LABELS}  # epochs both have
+    gap = {n: (single[n].val_raw_loss - twin[n].val_raw_loss).dropna().abs() for n in LABELS}
     print(f"seed {FIG_SEED} fold 0 is load_split's split. |raw validation loss, single run - "
-          "ensemble member|, largest in the first 5 epochs / over the member's epochs "
+          "ensemble member|, largest in the first 5 epochs / over the epochs both ran "
           "(rounding, amplified by training): " + ", ".join(
               f"{n} {g.iloc[:5].max():.1e} / {g.max():.1e}" for n, g in gap.items()))
 else:
@@ -182,15 +290,14 @@ else:
 
 # %%
 # Same split and same initial weights: checked, not assumed.
-same_data = runs["raw"].data_hash == runs["ghm"].data_hash
-init = {name: build_model(cfg, split).state_dict() for name, cfg in configs.items()}
-same_init = all(torch.equal(init["raw"][k], init["ghm"][k]) for k in init["raw"])
-assert same_data and same_init, "the two runs must start from the same data and weights"
+same_start = analysis.checks.check_same_start(
+    {name: run.data_hash for name, run in runs.items()},
+    {name: build_model(cfg, split).state_dict() for name, cfg in configs.items()})
 params = pd.DataFrame(
     {name: {**{k: (str(v) if isinstance(v, tuple) else v) for k, v in cfg.to_dict().items()},
             "run id": runs[name].run_id} for name, cfg in configs.items()})
 params.loc["train / validation clips"] = f"{len(split.y_train)} / {len(split.y_val)}"
-params.loc["same split, same initial weights"] = same_data and same_init
+params.loc["same split, same initial weights"] = same_start
 display(params)
 
 # %% [markdown]
@@ -271,8 +378,7 @@ publish(fig, "ghm_weights_comparison.png")
 
 # %%
 by_epoch = {name: analysis.ghm.history_by_epoch(h) for name, h in histories.items()}
-missing = [(name, e) for name in runs for e in STAGE_EPOCHS if e not in by_epoch[name]]
-assert not missing, f"(run, epoch) without GHM diagnostics: {missing}"
+analysis.checks.check_epochs_logged(by_epoch, STAGE_EPOCHS)
 hard_easy = pd.DataFrame(
     {(name, e): analysis.ghm.hard_easy_weights(by_epoch[name][e], HARD_G) for name in runs for e in STAGE_EPOCHS}
 ).T
@@ -358,14 +464,29 @@ display(Markdown(
 # Every verdict is `gradkit.stats.compare_paired` over the (seed, fold) pairs: GHM − raw with its 95 % interval, the p-value of the paired t-test, and the smallest difference this design detects with 80 % power. Accuracy differences are in percentage points (pp).
 
 # %%
-acc, loss = results["final_val_acc"], results["final_val_raw_loss"]
 n_improving = int(len(improving))
 best_mean = summary.groupby("objective").best_val_acc.mean()
-lines = [
-    f"- **Validation accuracy at the last epoch**: {analysis.verdicts.verdict_sentence(acc, scale=100)}.",
-    f"- **Raw validation loss at the last epoch**: {analysis.verdicts.verdict_sentence(loss, digits=3)}.",
-    f"- GHM's own objective on the validation clips: "
-    f"{analysis.verdicts.verdict_sentence(results['final_val_ghm_loss'], digits=3)}.",
+lines = [f"- **Learnability**: {gate.sentence()}."]
+if gate.comparable:
+    acc, loss = results["final_val_acc"], results["final_val_raw_loss"]
+    lines += [
+        f"- **Validation accuracy at the last epoch**: {analysis.verdicts.verdict_sentence(acc, scale=100)}.",
+        f"- **Raw validation loss at the last epoch**: {analysis.verdicts.verdict_sentence(loss, digits=3)}.",
+        f"- GHM's own objective on the validation clips: "
+        f"{analysis.verdicts.verdict_sentence(results['final_val_ghm_loss'], digits=3)}."]
+else:
+    lines.append(f"- **{analysis.learnability.NOT_COMPARABLE}**: the objectives are not compared.")
+
+# %%
+lines += [
+    "- Learning rates, chosen per unit on inner splits: " + "; ".join(
+        f"{LABELS[n]} " + ", ".join(f"{lr:g} in {k} units" for lr, k in
+                                    pd.Series(c).value_counts().sort_index().items())
+        for n, c in chosen.items()) + ".",
+    *(f"- Learning speed (a separate result), {what}: "
+      f"{analysis.verdicts.verdict_sentence(speed_results[m], scale=scale)}."
+      for m, _, scale, _, what in speed_metrics if gate.comparable),
+    f"- Ablation at learning rate {TrainConfig().lr:g}: {ablation_verdict}.",
     f"- Training: {n_improving} of {len(summary)} runs were still improving on validation when "
     f"they stopped (cap {EPOCHS} epochs), {len(at_chance)} ended at chance; a verdict about runs "
     "that were still improving is a verdict at this training budget, not at convergence.",
@@ -381,20 +502,26 @@ display(Markdown("\n".join(lines)))
 expected = [f"training_comparison_{ghm_run_id}.png", "loss_comparison_detailed.png",
             "accuracy_trend.png", "gradient_density_evolution.png", "ghm_weights_comparison.png",
             *(f"epoch{e}_batch0_{ghm_run_id}.png" for e in STAGE_EPOCHS),
-            *(f"ghm_stats_epoch_{e}.png" for e in STAGE_EPOCHS), "ghm_paired_differences.png"]
+            *(f"ghm_stats_epoch_{e}.png" for e in STAGE_EPOCHS),
+            *(["ghm_paired_differences.png"] if gate.comparable else [])]
 published = figures_written()
-not_written = [n for n in expected if n not in published]
-assert not not_written, f"figures not written: {not_written}"
+analysis.checks.check_figures_written(expected, published)
 print(f"{len(published)} figures written to {figures_dir()}: {', '.join(published)}")
 print(f"notebook body ran in {time.perf_counter() - NOTEBOOK_START:.1f} s")
 
 # %%
-from gradkit.report.headlines import show_headlines
-
-show_headlines(**{
+comparison = {
     "GHM − raw, val accuracy (last epoch)": analysis.verdicts.headline_verdict(acc, scale=100),
     "GHM − raw, raw val loss (last epoch)": analysis.verdicts.headline_verdict(loss, digits=3),
-    "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {acc.n} pairs, cap {EPOCHS} epochs",
+    "GHM − raw, learning speed (epochs to leave chance)": analysis.verdicts.headline_verdict(
+        speed_results["epochs_to_leave_chance"]),
+} if gate.comparable else {"GHM − raw": analysis.learnability.NOT_COMPARABLE}
+show_headlines(**{
+    "learnability": gate.headline(), **comparison, "ablation (stall at chance)": ablation_verdict,
+    "chosen learning rates (units)": "; ".join(
+        f"{LABELS[n]}: " + ", ".join(f"{lr:g} × {k}" for lr, k in pd.Series(c).value_counts()
+                                     .sort_index().items()) for n, c in chosen.items()),
+    "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {len(members)} pairs, cap {EPOCHS} epochs",
     "runs still improving when stopped": f"{n_improving} of {len(summary)}",
     "runs at chance": f"{len(at_chance)} of {len(summary)}",
 })

@@ -98,6 +98,20 @@ for name, st in status.items():
     display(Markdown(f"**{name}** ({runs[name].config.folder_name}): {st.sentence}"
                      + (" — **failed run**" if st.failed else "")))
 
+# %% [markdown]
+# ## Is this condition learnable at all?
+#
+# Before reading any statistic: a cross-validated logistic regression on the same log-mel features (each clip flattened, notebook 01's folds), tested against chance by `gradkit.stats.above_chance`, next to each of this notebook's two runs at its last epoch (`gradkit.analysis.learnability`).
+
+# %%
+import gradkit.analysis.learnability
+
+gate = analysis.learnability.learnability_gate(
+    analysis.learnability.condition_baseline(MATERIAL, FREQ_HZ, DATA_ROOT, seed=ghm_run.config.split_seed),
+    analysis.learnability.run_verdicts(runs.values()))
+display(Markdown(analysis.learnability.gate_markdown(gate, "the noise scales below describe an untrained model")))
+show_headlines(learnability=gate.headline())
+
 # %%
 def side_by_side(kinds, run):
     """Epoch | GNS and B_simple with intervals, trained objective and CE only | val acc."""

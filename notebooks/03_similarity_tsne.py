@@ -99,6 +99,20 @@ display(pd.DataFrame({
 }).T.rename(columns={0: run.config.folder_name}))
 
 # %% [markdown]
+# ## Is this condition learnable at all?
+#
+# Before reading any statistic: a cross-validated logistic regression on the same log-mel features (each clip flattened, notebook 01's folds), tested against chance by `gradkit.stats.above_chance`, next to the GHM run whose checkpoints are read at its last epoch (`gradkit.analysis.learnability`).
+
+# %%
+import gradkit.analysis.learnability
+
+gate = analysis.learnability.learnability_gate(
+    analysis.learnability.condition_baseline(MATERIAL, FREQ_HZ, DATA_ROOT, seed=run.config.split_seed),
+    analysis.learnability.run_verdicts([run]))
+display(Markdown(analysis.learnability.gate_markdown(gate, "the similarities, maps and silhouettes below describe an untrained model, whose gradients are dominated by their labels through p − onehot(y)")))
+show_headlines(learnability=gate.headline())
+
+# %% [markdown]
 # ## Gradients, similarities and maps at every checkpoint
 
 # %%

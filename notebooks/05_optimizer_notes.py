@@ -97,6 +97,18 @@ display(why)
 publish(viz.lectures.plot_training_losses(histories, CHANCE, N_CLASSES), "training_losses.png")
 
 # %%
+import gradkit.analysis.learnability
+from gradkit import analysis
+
+gate = analysis.learnability.learnability_gate(
+    analysis.learnability.condition_baseline(MATERIAL, FREQ_HZ, DATA_ROOT),
+    [analysis.learnability.chance_verdict(h.val_acc.iloc[-1], len(split.y_val), N_CLASSES)
+     for h in histories.values()])
+display(Markdown(analysis.learnability.gate_markdown(
+    gate, "the diagnosis below reads networks that learned nothing on these clips")))
+show_headlines(learnability=gate.headline())
+
+# %%
 BIAS_LEVEL, GAP_LEVEL = 0.5 * CHANCE, 0.5
 verdicts = []
 for _family, group in why.groupby("family", sort=False):

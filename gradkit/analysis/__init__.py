@@ -3,6 +3,9 @@
 Composes :mod:`gradkit.training` runs with :mod:`gradkit.grads` quantities; every decision rule a
 notebook states lives here (or in :mod:`gradkit.stats`) with a unit test.
 
+- :mod:`~gradkit.analysis.learnability`  is the condition learnable at all? the gate before any
+  comparison (01, 02, 03, 05): ``learnability_gate(baseline_accuracy(fold_set.splits, 6),
+  summary.chance).comparable``
 - :mod:`~gradkit.analysis.ghm`         GHM statistics per epoch, raw vs GHM tables (notebook 01)
 - :mod:`~gradkit.analysis.noise`       the noise scale at every checkpoint, study variants (02)
 - :mod:`~gradkit.analysis.objective_grads`  per-sample gradients of the trained GHM objective

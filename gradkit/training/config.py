@@ -24,7 +24,9 @@ __all__ = ["DEFAULT_EPOCHS", "MODES", "OBJECTIVES", "TRAIN_VERSION", "TrainConfi
 
 #: Bump when training semantics change, so that runs cached by an older version are not reused.
 TRAIN_VERSION = 1
-OBJECTIVES = ("raw", "ghm")
+#: raw = CE + λ R, ghm = GHM-C + λ GHM-R, and the two halves for notebook 01's ablation:
+#: ghmc_rank = GHM-C + λ R, ce_ghmrank = CE + λ GHM-R (see `training.objective.combine_terms`).
+OBJECTIVES = ("raw", "ghm", "ghmc_rank", "ce_ghmrank")
 MODES = ("full", "prompt")
 DEFAULT_EPOCHS = {"full": 60, "prompt": 30}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

@@ -69,13 +69,14 @@ def objective_terms(state, logits: Tensor, scores: Tensor, y: Tensor, angles: Te
 
 
 def ghm_context(cfg: TrainConfig):
-    """``torch.no_grad()`` for a raw run, whose GHM terms are shadows outside the graph."""
-    return contextlib.nullcontext() if cfg.objective == "ghm" else torch.no_grad()
+    """``torch.no_grad()`` for a raw run, whose GHM terms are shadows outside the graph (every
+    other objective trains through at least one GHM term)."""
+    return contextlib.nullcontext() if cfg.objective != "raw" else torch.no_grad()
 
 
 def ghm_inputs(cfg: TrainConfig, logits: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     """The outputs the GHM terms see: as they are for a GHM run, detached for a raw run."""
-    if cfg.objective == "ghm":
+    if cfg.objective != "raw":
         return logits, scores
     return logits.detach(), scores.detach()
 
@@ -83,11 +84,13 @@ def ghm_inputs(cfg: TrainConfig, logits: Tensor, scores: Tensor) -> tuple[Tensor
 def combine_terms(cfg: TrainConfig, ce: Tensor, rank: Tensor, ghmc: Tensor,
                   ghm_rank: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """``raw = CE + λ R``, ``ghm = GHMC + λ GHMRanking`` (``λ = rank_weight``) and the loss of
-    ``cfg.objective``; the terms detached. Elementwise: a single run's 0-d terms or an
+    ``cfg.objective`` (also the ablation's halves ``ghmc_rank = GHMC + λ R`` and ``ce_ghmrank =
+    CE + λ GHMRanking``); the terms detached. Elementwise: a single run's 0-d terms or an
     ensemble's ``[members]`` (:mod:`gradkit.training.ensemble`) alike."""
     raw = ce + cfg.rank_weight * rank
     ghm = ghmc + cfg.rank_weight * ghm_rank
-    loss = ghm if cfg.objective == "ghm" else raw
+    loss = {"raw": raw, "ghm": ghm, "ghmc_rank": ghmc + cfg.rank_weight * rank,
+            "ce_ghmrank": ce + cfg.rank_weight * ghm_rank}[cfg.objective]
     terms = {"loss": loss, "raw": raw, "ghm": ghm, "ce": ce, "rank": rank}
     return loss, {k: v.detach() for k, v in terms.items()}
 

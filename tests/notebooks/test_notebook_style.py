@@ -13,9 +13,9 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 MAX_CELL_LINES = 25
-# 01 still holds three bare asserts (its own consistency checks); they go when it is next
-# reworked. strict: the exemption fails as soon as it is no longer needed.
-STILL_ASSERTS = {"01_train_ghm"}
+# Notebooks allowed a bare assert (none: 01's checks are gradkit.analysis.checks). strict: an
+# exemption fails as soon as it is no longer needed.
+STILL_ASSERTS: set[str] = set()
 
 
 def _code_cells(name):

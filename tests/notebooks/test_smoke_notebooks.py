@@ -40,3 +40,8 @@ def test_notebook_runs_with_the_smoke_parameters(name):
     results = build_reports([name], smoke=True)
     assert [r.name for r in results] == [name]
     assert results[0].ok, f"{name} failed in cell {results[0].failed_cell}:\n{results[0].error}"
+    if name == "01_train_ghm":  # the default data is learnable: the gate opens, verdicts appear
+        heads = results[0].headlines
+        assert heads["learnability"].startswith("learnable"), heads["learnability"]
+        assert "GHM \u2212 raw, val accuracy (last epoch)" in heads
+        assert "not comparable" not in " ".join(heads.values())

@@ -1,0 +1,65 @@
+"""The learning-rate sweep: inner splits never hold a unit's validation clips; the choice per unit;
+a real (tiny) nested sweep whose outer runs train at the chosen rates."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gradkit.analysis.sweep import (
+    choose_learning_rates,
+    inner_member,
+    sweep_learning_rates,
+    train_at_chosen,
+)
+from gradkit.data.folds import ConditionFeatures, fold_splits
+from gradkit.training import TrainConfig
+from gradkit.training.ensemble import Member
+
+
+def condition(per_class=9, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), per_class)
+    x = rng.standard_normal((y.size, 1, 8, 8)) + 0.8 * y[:, None, None, None]
+    return ConditionFeatures(torch.tensor(x, dtype=torch.float32), torch.tensor(y),
+                             torch.tensor(y * 45.0), [f"c{i:02d}.wav" for i in range(y.size)],
+                             [f"deg{45 * c:03d}" for c in range(classes)])
+
+
+def test_the_inner_split_holds_only_the_units_training_clips():
+    fs = fold_splits(condition(), 3, 42)
+    for fold, split in enumerate(fs.splits):
+        inner = inner_member(Member(42, fold, split)).split
+        inner_paths = set(inner.paths_train) | set(inner.paths_val)
+        assert inner_paths == set(split.paths_train)
+        assert not inner_paths & set(split.paths_val)
+        assert not set(inner.paths_train) & set(inner.paths_val)
+        assert sorted(torch.bincount(inner.y_val).tolist()) == [2, 2, 2]  # a third of 6 each
+
+
+def test_the_choice_is_per_unit_by_score_then_loss_then_the_smaller_rate():
+    table = pd.DataFrame([
+        (1e-3, 0, 0, 0.5, 1.0), (1e-2, 0, 0, 0.7, 1.2),     # higher score wins
+        (1e-3, 0, 1, 0.6, 0.9), (1e-2, 0, 1, 0.6, 0.8),     # tie: lower loss wins
+        (1e-3, 1, 0, 0.4, 1.0), (1e-2, 1, 0, 0.4, 1.0),     # full tie: the smaller rate
+    ], columns=["lr", "seed", "fold", "score", "loss"])
+    assert choose_learning_rates(table) == {(0, 0): 1e-2, (0, 1): 1e-2, (1, 0): 1e-3}
+    with pytest.raises(ValueError, match="lacks the columns"):
+        choose_learning_rates(table.drop(columns="loss"))
+
+
+def test_a_tiny_nested_sweep_trains_each_unit_at_its_chosen_rate(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADKIT_ROOT", str(tmp_path))
+    monkeypatch.setenv("GRADKIT_DEVICE", "cpu")
+    config = TrainConfig(epochs=3, save_every=3, batch_size=4, widths=(4, 8))
+    members = [Member(0, f, s) for f, s in enumerate(fold_splits(condition(), 3, 0).splits)]
+    table = sweep_learning_rates(config, members, [1e-3, 3e-2], min_epochs=3, tail=2)
+    assert len(table) == 6 and set(table.lr) == {1e-3, 3e-2}
+    chosen = choose_learning_rates(table)
+    result = train_at_chosen(config, members, chosen, min_epochs=3)
+    lr_of = result.metrics.groupby(["seed", "fold"]).lr.first().to_dict()
+    assert lr_of == chosen and set(result.stopped) == set(chosen)
+    with pytest.raises(ValueError, match="no chosen learning rate"):
+        train_at_chosen(config, members, {(0, 0): 1e-3}, min_epochs=3)
+    with pytest.raises(ValueError, match="lrs must be"):
+        sweep_learning_rates(config, members, [])
