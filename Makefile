@@ -84,10 +84,10 @@ report: data
 
 # Two tiers. `make test` (CI): ruff, then pytest on both cores: every test not marked slow,
 # among them the five notebooks executed with the smoke parameter set (tests/notebooks/
-# test_smoke_notebooks.py, reports in build/smoke/) and, on the same worker after them (xdist
-# group smoke-reports), the browser tests of those reports. `make test-full`: the notebooks with
-# their own parameters (make report), then every test, slow ones included.
-PYTEST_TIERS = $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+# test_smoke_notebooks.py, reports in build/smoke/, each built once per run whichever test asks
+# first) and the browser tests of those reports. `make test-full`: the notebooks with their own
+# parameters (make report), then every test, slow ones included.
+PYTEST_TIERS = $(PY) -m pytest -q -n 2 --durations=15
 test: lint data
 	$(PYTEST_TIERS) -m "not slow" tests
 
@@ -98,7 +98,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check gradkit tests benchmarks examples notebooks/*.py
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not browser" tests
+	$(PY) -m pytest -q -n 2 -m "not slow and not browser" tests
 
 notebooks: $(STAMP)
 	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 notebooks/*.ipynb

@@ -17,6 +17,9 @@ D. *Training*: :func:`gradkit.distributed.train.train_worker` (what ``torchrun -
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from filelock import FileLock
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gradkit.core.checkpoint import load_checkpoint
@@ -107,18 +111,23 @@ def _worker(rank: int, world: int, out: str) -> dict:
     return result
 
 
-# The module fixture spawns the DDP run once per worker that gets a test of this module: one worker.
-pytestmark = pytest.mark.xdist_group("ddp_noise")
-
-
 @pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("ddp_train")
+def out() -> Path:
+    """One folder per test run, shared by the xdist workers (``GRADKIT_TEST_RUN``)."""
+    folder = Path(tempfile.gettempdir()) / f"gradkit-ddp-noise-{os.environ['GRADKIT_TEST_RUN']}"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
 def ranks(out) -> list[dict]:
-    return spawn(_worker, 2, (str(out),), timeout=180)
+    """The 2-process run, spawned once per test run: the first worker to ask spawns it under a
+    lock and keeps what the ranks returned; a worker asking later reads that."""
+    with FileLock(str(out / "ranks.lock")):
+        kept = out / "ranks.pkl"
+        if not kept.is_file():
+            kept.write_bytes(pickle.dumps(spawn(_worker, 2, (str(out),), timeout=180)))
+        return pickle.loads(kept.read_bytes())
 
 
 def test_ddp_equals_single_process(ranks):

@@ -2,15 +2,16 @@
 
 Each notebook is executed by the report runner (nbclient, a fresh ``gradkit`` kernel, as nbmake
 does) with its overrides from ``notebooks/smoke.toml`` injected into its ``parameters`` cell
-(:mod:`gradkit.report.smoke`), and exported to ``build/smoke/reports/``. The browser tests
-(``tests/report/test_reports_browser.py``, ``tests/viz/test_scrubber_lab.py``) read those
-reports: under pytest-xdist the group ``smoke-reports`` keeps them on one worker, after these.
+(:mod:`gradkit.report.smoke`), and exported to ``build/smoke/reports/``, once per test run
+(the ``smoke_report`` fixture of ``tests/conftest.py``): the browser tests
+(``tests/report/test_reports_browser.py``, ``tests/viz/test_scrubber_lab.py``) read the same
+reports, built by whichever test asks first.
 The notebooks with their own (full) parameters are ``make report`` and ``make test-full``.
 """
 
 import pytest
 
-from gradkit.report import build_reports, notebook_paths
+from gradkit.report import notebook_paths
 from gradkit.report.smoke import smoke_parameters
 
 NAMES = [p.stem for p in notebook_paths()]
@@ -34,14 +35,12 @@ def test_a_typo_in_the_smoke_set_is_refused_naming_it(tmp_path):
         smoke_parameters(copy)
 
 
-@pytest.mark.xdist_group("smoke-reports")
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_with_the_smoke_parameters(name):
-    results = build_reports([name], smoke=True)
-    assert [r.name for r in results] == [name]
-    assert results[0].ok, f"{name} failed in cell {results[0].failed_cell}:\n{results[0].error}"
+def test_notebook_runs_with_the_smoke_parameters(name, smoke_report):
+    result = smoke_report(name)
+    assert result.ok, f"{name} failed in cell {result.failed_cell}:\n{result.error}"
     if name == "01_train_ghm":  # the default data is learnable: the gate opens, verdicts appear
-        heads = results[0].headlines
+        heads = result.headlines
         assert heads["learnability"].startswith("learnable"), heads["learnability"]
         assert "GHM \u2212 raw, val accuracy (last epoch)" in heads
         assert "not comparable" not in " ".join(heads.values())

@@ -8,8 +8,7 @@ their output); the markdown's formulas are MathML that Chromium lays out, with n
 A small fixture notebook checks the formula export on inline and display math next to ``$`` in
 code, outputs and prices. Screenshots land in ``test-artifacts/browser/``. The reports checked
 are the smoke reports in ``build/smoke/reports/`` (:mod:`gradkit.report.smoke`; ``make test``
-builds them before the unit tests); missing ones are built first (set
-``GRADKIT_REBUILD_REPORTS=1`` to rebuild stale ones). Without Debian's chromium the test is
+builds them once per test run, ``tests/conftest.py``). Without Debian's chromium the test is
 skipped.
 """
 
@@ -24,12 +23,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from gradkit.core.paths import OUTPUT_ENV, project_root, reports_dir
-from gradkit.report import build_reports, notebook_paths
+from gradkit.report import notebook_paths
 from gradkit.report.export import find_math, to_html
 from gradkit.report.smoke import SMOKE_OUTPUT
 from gradkit.viz.scrubber import Scrubber
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("smoke-reports")]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = project_root() / "test-artifacts" / "browser"
@@ -46,18 +45,15 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def reports(chromium) -> Path:
-    # the default condition's smoke reports, whatever a test before this module left in the env
+def reports(chromium, smoke_report) -> Path:
+    # the default condition's smoke reports of this test run, whatever a test before this
+    # module left in the env
     os.environ.pop("GRADKIT_CONDITION", None)
+    failed = [name for name in NAMES if not smoke_report(name).ok]
+    assert not failed, f"notebooks failed while building the reports: {failed}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv(OUTPUT_ENV, SMOKE_OUTPUT)
-        out = reports_dir()
-        missing = [n for n in NAMES if not (out / f"{n}.html").exists()]
-        if missing or os.environ.get("GRADKIT_REBUILD_REPORTS") == "1":
-            results = build_reports(smoke=True)
-            failed = [r.name for r in results if not r.ok]
-            assert not failed, f"notebooks failed while building the reports: {failed}"
-    return out
+        return reports_dir()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from gradkit.core.paths import project_root
 from gradkit.report.parameters import inject
 from gradkit.report.smoke import SMOKE_OUTPUT, smoke_parameters
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("smoke-reports")]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = project_root() / "test-artifacts" / "lab"
@@ -230,7 +230,8 @@ def _errors(page) -> list[str]:
 
 
 @pytest.mark.parametrize("name, label", CASES)
-def test_slider_redraws_its_figure_in_place_while_dragged(lab, browser, name, label):
+def test_slider_redraws_its_figure_in_place_while_dragged(lab, browser, name, label, smoke_report):
+    assert smoke_report(name).ok, f"{name} failed with the smoke parameters"  # its runs cached
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     refused: list[str] = []
     page = _local_page(browser, lab["base"], refused)
