@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.grads.layerpass import LayerPlan
-from gradkit.grads.layers import rule_for
 from gradkit.grads.reference import Reference
+from gradkit.grads.rules import rule_for
 from gradkit.grads.rules.conv import conv_sizes, unfold_factors
 from gradkit.grads.rules.linear import (
     factors,

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradkit.grads.rules.registry import register_replay
+
 __all__ = ["mha_replay"]
 
 Store = Callable[[dict[str, Tensor]], None]
@@ -264,3 +266,5 @@ def mha_replay(m: nn.MultiheadAttention, args: tuple, kwargs: dict, sample_dim: 
         edges.append(out)
     return (out if sd == 0 else out.transpose(0, 1), weights), edges
 
+
+register_replay(nn.MultiheadAttention)(mha_replay)
