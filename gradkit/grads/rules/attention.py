@@ -268,3 +268,19 @@ def mha_replay(m: nn.MultiheadAttention, args: tuple, kwargs: dict, sample_dim: 
 
 
 register_replay(nn.MultiheadAttention)(mha_replay)
+
+
+class _SelfAttention(nn.Module):
+    """``mha(x, x, x)``: the test grid's layers take one input."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(_SelfAttention(nn.MultiheadAttention(4, 2, batch_first=True)), (5, 4))]

@@ -274,3 +274,10 @@ def unfold_factors(m: nn.Module, a: Tensor, d: Tensor) -> list[tuple[Tensor, Ten
     cols = cols.view(n, g, -1, t).transpose(2, 3)  # [n, g, T, C_in/g·K]
     outs = d.reshape(n, g, -1, t).transpose(2, 3).to(a.dtype)  # [n, g, T, C_out/g]
     return [(cols[:, c], outs[:, c]) for c in range(g)]
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.Conv1d(2, 4, 3, padding=1), (2, 9)),
+            (nn.Conv2d(4, 4, 3, stride=2, groups=2), (4, 7, 6)),
+            (nn.Conv3d(2, 3, 2), (2, 4, 3, 3))]

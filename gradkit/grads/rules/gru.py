@@ -129,3 +129,8 @@ def gru_replay(m: nn.GRU, args: tuple, kwargs: dict, sample_dim: int,
 
 
 register_replay(nn.GRU)(gru_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.GRU(3, 4, batch_first=True), (5, 3))]

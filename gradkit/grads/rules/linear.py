@@ -114,3 +114,9 @@ def linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     if wants(m.bias):
         out["bias"] = d3.sum(1)
     return out
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (``tests/grads/test_rules.py``):
+    vectors, and a sequence (positions on dim 1)."""
+    return [(nn.Linear(4, 3), (4,)), (nn.Linear(4, 3), (5, 4))]

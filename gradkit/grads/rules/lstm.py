@@ -237,3 +237,9 @@ def _hook(x: Tensor, out: Tensor, h0: Tensor, reverse: bool, names: list[str],
 
 
 register_replay(nn.LSTM)(lstm_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.LSTM(3, 4, batch_first=True), (5, 3)),
+            (nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True), (4, 3))]

@@ -88,3 +88,10 @@ def group_norm_replay(m: nn.GroupNorm, args: tuple, kwargs: dict, sample_dim: in
 
 
 register_replay(nn.GroupNorm)(group_norm_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (``tests/grads/test_rules.py``)
+    (BatchNorm with running statistics: the grid runs in eval mode)."""
+    return [(nn.LayerNorm(6), (3, 6)), (nn.BatchNorm1d(3), (3, 5)), (nn.BatchNorm2d(2), (2, 3, 3)),
+            (nn.BatchNorm3d(2), (2, 2, 2, 2)), (nn.GroupNorm(2, 4), (4, 5))]

@@ -15,3 +15,10 @@ try:  # the project's additive input prompt: x -> x + P, so ∂l_n/∂P = δ[n]
         return {"prompt": d} if wants(m.prompt) else {}
 except ImportError:  # pragma: no cover - models is optional for this module
     pass
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    from gradkit.models import InputPrompt
+
+    return [(InputPrompt((3, 4)), (3, 4))]

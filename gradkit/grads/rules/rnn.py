@@ -177,3 +177,9 @@ def elman_replay(m: nn.RNN, args: tuple, kwargs: dict, sample_dim: int,
 
 
 register_replay(nn.RNN)(elman_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.RNN(3, 4, batch_first=True), (5, 3)),
+            (nn.RNN(3, 4, nonlinearity="relu", batch_first=True), (5, 3))]
