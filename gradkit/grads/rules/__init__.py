@@ -23,7 +23,9 @@ per-sample gradients):
 
 The backward is taken with respect to the layer outputs only, so autograd never forms the summed
 weight gradients it would throw away. A new layer type: one file here that calls
-:func:`register_rule` (or :func:`register_replay`) and is imported below; the shared test grid
+:func:`register_rule` (or :func:`register_replay`; :func:`register_factored` when its weight
+gradient is a product of factors, for the Gram path's ghost and sketch forms), gives
+``examples()`` and is imported below; the shared test grid
 (``tests/grads/test_rules.py``) runs every registered type. Why each rule has the form it has
 (measurements): ``benchmarks/README.md``.
 """
@@ -40,11 +42,14 @@ from gradkit.grads.rules import (  # noqa: E402, F401, I001
     rnn,
 )
 from gradkit.grads.rules.registry import (
+    Factored,
     Replay,
     Rule,
     any_sample_dim,
+    factored_for,
     holds_free_parameters,
     layers_supported,
+    register_factored,
     register_replay,
     register_rule,
     replay_for,
@@ -53,6 +58,6 @@ from gradkit.grads.rules.registry import (
     wants,
 )
 
-__all__ = ["Replay", "Rule", "any_sample_dim", "holds_free_parameters", "layers_supported",
-           "register_replay", "register_rule", "replay_for", "rule_for", "unsupported_reason",
-           "wants"]
+__all__ = ["Factored", "Replay", "Rule", "any_sample_dim", "factored_for", "holds_free_parameters",
+           "layers_supported", "register_factored", "register_replay", "register_rule",
+           "replay_for", "rule_for", "unsupported_reason", "wants"]

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradkit.grads.rules.registry import register_rule, wants
+from gradkit.grads.rules.registry import Factored, register_factored, register_rule, wants
 
-__all__ = ["FusedConv", "conv_path", "conv_rule", "conv_sizes", "conv_weight", "fused_backward",
-           "fuses", "unfold_factors"]
+__all__ = ["FusedConv", "conv_factored", "conv_path", "conv_rule", "conv_sizes", "conv_weight",
+           "fused_backward", "fuses", "unfold_factors"]
 
 
 def conv_weight(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, a: Tensor, d: Tensor) -> Tensor:
@@ -274,6 +274,16 @@ def unfold_factors(m: nn.Module, a: Tensor, d: Tensor) -> list[tuple[Tensor, Ten
     cols = cols.view(n, g, -1, t).transpose(2, 3)  # [n, g, T, C_in/g·K]
     outs = d.reshape(n, g, -1, t).transpose(2, 3).to(a.dtype)  # [n, g, T, C_out/g]
     return [(cols[:, c], outs[:, c]) for c in range(g)]
+
+
+@register_factored(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def conv_factored(m: nn.Module, a: Tensor, d: Tensor) -> Factored:
+    """A grouped Linear layer on unfolded patches (:func:`unfold_factors`, built only when the
+    ghost form is chosen; 3-D convolutions have none)."""
+    t, d_in, d_out, g = conv_sizes(m, d)
+    unfolds = m.weight.dim() <= 4
+    size = a.shape[0] * t * d_in * g * a.element_size() if unfolds else math.inf
+    return Factored(t, d_in, d_out, g, lambda: unfold_factors(m, a, d) if unfolds else None, size)
 
 
 def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:

@@ -26,9 +26,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from gradkit.grads.rules.registry import register_rule, wants
+from gradkit.grads.rules.registry import Factored, register_factored, register_rule, wants
 
-__all__ = ["factors", "linear_rule", "ghost_cheaper", "ghost_gram", "ghost_norms", "kron_project"]
+__all__ = ["factors", "ghost_cheaper", "ghost_gram", "ghost_norms", "kron_project",
+           "linear_factored", "linear_rule"]
 
 
 def factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,6 +115,13 @@ def linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     if wants(m.bias):
         out["bias"] = d3.sum(1)
     return out
+
+
+@register_factored(nn.Linear)
+def linear_factored(m: nn.Linear, a: Tensor, d: Tensor) -> Factored:
+    """``g_i = B_iᵀ A_i`` with ``(A, B)`` = :func:`factors` (held: the Kronecker sketch applies)."""
+    A, B = factors(a, d)
+    return Factored(A.shape[1], A.shape[2], B.shape[2], 1, lambda: [(A, B)], kron=(A, B))
 
 
 def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:

@@ -11,12 +11,13 @@ path (:mod:`gradkit.grads.gramsink`) look them up here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-__all__ = ["Replay", "Rule", "any_sample_dim", "holds_free_parameters", "layers_supported",
-           "register_replay", "register_rule", "replay_for", "rule_for", "unsupported_reason",
-           "wants"]
+__all__ = ["Factored", "Replay", "Rule", "any_sample_dim", "factored_for", "holds_free_parameters",
+           "layers_supported", "register_factored", "register_replay", "register_rule",
+           "replay_for", "rule_for", "unsupported_reason", "wants"]
 
 
 def wants(p: Tensor | None) -> bool:
@@ -161,3 +162,43 @@ def layers_supported(model: nn.Module) -> bool:
     """
     return all(unsupported_reason(m) is None or holds_free_parameters(m)
                for m in model.modules())
+
+
+@dataclass
+class Factored:
+    """A layer whose per-sample weight gradient is ``g_i = Σ_c B_{i,c}ᵀ A_{i,c}`` over ``groups``
+    disjoint blocks (a Linear layer: one; a convolution: its groups, on unfolded patches), as
+    the Gram path sees it (:class:`~gradkit.grads.gramsink.GramSink`): ``t`` positions,
+    ``d_in`` / ``d_out`` per group; ``pairs()`` the factors ``[(A_c, B_c)]`` (None: none),
+    ``pair_bytes`` what building them costs (``inf``: never); ``kron`` the one ``(A, B)`` pair
+    already held when the Kronecker sketch applies (None: materialise for the sketch)."""
+
+    t: int
+    d_in: int
+    d_out: int
+    groups: int
+    pairs: Callable[[], list[tuple[Tensor, Tensor]] | None]
+    pair_bytes: float = 0.0
+    kron: tuple[Tensor, Tensor] | None = None
+
+
+Factor = Callable[[nn.Module, Tensor, Tensor], Factored]
+_FACTORED: dict[type, Factor] = {}
+
+
+def register_factored(*types: type):
+    """Decorator: ``factored(module, a, δ) -> Factored`` for layers of ``types`` whose weight
+    gradient is a product of factors (their Gram, norm and sketch forms without ``g_i``)."""
+
+    def wrap(fn: Factor) -> Factor:
+        for t in types:
+            _FACTORED[t] = fn
+        return fn
+
+    return wrap
+
+
+def factored_for(m: nn.Module) -> Factor | None:
+    """The factored form registered for ``m``'s class (None: the Gram path materialises)."""
+    return next((_FACTORED[t] for t in type(m).__mro__ if t in _FACTORED), None)
+
