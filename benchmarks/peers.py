@@ -50,7 +50,7 @@ def make(method: str, case) -> Callable[[], torch.Tensor | None]:
     if method in ("gradkit-floor", "gradkit-noconv"):
         # Ablations (no agreement check): the same pass with some per-layer rules emptied.
         import gradkit.grads.layerpass as gp
-        import gradkit.grads.layers as gg
+        import gradkit.grads.rules.registry as gg
 
         rules, replays = dict(gg._RULES), dict(gg._REPLAYS)
         emptied = [t for t in rules if method == "gradkit-floor" or issubclass(t, torch.nn.Conv2d)]

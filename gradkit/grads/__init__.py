@@ -2,12 +2,8 @@
 
 - :mod:`~gradkit.grads.engine`      ``per_sample_grads``, four exact methods
 - :mod:`~gradkit.grads.fallbacks`   the exact fallbacks: vmap and the per-sample loop
-- :mod:`~gradkit.grads.layers`      the ``"layers"`` method: one small rule per layer type
-- :mod:`~gradkit.grads.convs`       the convolutions' exact per-sample paths and cost model
-- :mod:`~gradkit.grads.recurrent`   the LSTM's replay rule (backward through time, per sample)
-- :mod:`~gradkit.grads.gru`         the GRU's replay rule
-- :mod:`~gradkit.grads.rnn`         the RNN's (tanh / relu) replay rule, the one-state layer loop
-- :mod:`~gradkit.grads.attention`   ``nn.MultiheadAttention``'s replay rule
+- :mod:`~gradkit.grads.rules`       the ``"layers"`` method's rules, one file per layer type: the
+  materialised rule, Gram / norm / sketch forms and replays (LSTM, GRU, RNN, attention, GroupNorm)
 - :mod:`~gradkit.grads.freeparams`  a container's own parameters, when added to activations
 - :mod:`~gradkit.grads.layerpass`   the ``"layers"`` pass and the checks of its assumptions
 - :mod:`~gradkit.grads.reference`   the pass's reference: one sample alone (shapes, coupling)
@@ -15,12 +11,12 @@
 - :mod:`~gradkit.grads.coupling`    does the loss couple the samples? (``CoupledLossError``)
 - :mod:`~gradkit.grads.warn`        warnings at the user's line
 - :mod:`~gradkit.grads.samples`     samples on dim 0, per-sample losses
+- :mod:`~gradkit.grads.databatches` a data set as an iterable of batches (a ``DataLoader``)
 - :mod:`~gradkit.grads.batches`     ``batch_grads``, ``batch_means``, ``full_grad``
 - :mod:`~gradkit.grads.sketch`      random projections that keep inner products
 - :mod:`~gradkit.grads.gram`        ``gradient_gram``, ``per_sample_norms``, ``gradient_sketch``
 - :mod:`~gradkit.grads.gramsink`    what the pass hands each layer to for them (the cost model)
 - :mod:`~gradkit.grads.gram_matrix` ``Gram``: the statistics' input in place of ``G``
-- :mod:`~gradkit.grads.rules`       the layers' Gram, norm and sketch forms, one file per type
 - :mod:`~gradkit.grads.noise`       the gradient noise scale and ``B_simple``
 - :mod:`~gradkit.grads.similarity`  cosine matrices of gradient directions and their statistics
 - :mod:`~gradkit.grads.tsne`        t-SNE of gradient directions
@@ -40,8 +36,8 @@ from gradkit.grads.engine import (
     per_sample_grads,
 )
 from gradkit.grads.hessian import top_eigenvalues
-from gradkit.grads.layers import layers_supported, register_rule
 from gradkit.grads.noise import NoiseScale, StreamingNoiseScale, noise_scale
+from gradkit.grads.rules import layers_supported, register_rule
 from gradkit.grads.samples import per_sample_losses
 from gradkit.grads.similarity import cosine, similarity_matrix, similarity_stats
 from gradkit.grads.sketch import sketch

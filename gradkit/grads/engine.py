@@ -14,7 +14,7 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
     one ``torch.autograd.grad`` per sample (the reference).
 ``"layers"``
     one forward and one backward for the whole batch, per-layer rules on saved activations and
-    output gradients (:mod:`gradkit.grads.layers`), every assumption of the rules verified on
+    output gradients (:mod:`gradkit.grads.rules`), every assumption of the rules verified on
     every call (:mod:`gradkit.grads.layerpass`); it raises where one fails.
 
 ``method="auto"`` chooses per chunk and per layer:
@@ -22,10 +22,11 @@ Three exact ways to get ``G`` (all agree with a per-sample autograd loop to 1e-5
 - fewer than ``_LOOP_BELOW`` samples in the chunk: the loop;
 - every parameter whose modules have rules and pass the checks: ``"layers"``; within it each
   convolution's weight rule takes the cheapest exact path for its shape
-  (:func:`~gradkit.grads.convs.conv_path`: a grouped ``convolution_backward`` while groups are
+  (:func:`~gradkit.grads.rules.conv.conv_path`: a grouped ``convolution_backward`` while groups are
   small, else im2col + batched matmul, else one summed gradient per sample), and ``LSTM``,
-  ``GRU``, ``RNN`` and ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.recurrent`,
-  :mod:`~gradkit.grads.gru`, :mod:`~gradkit.grads.rnn`, :mod:`~gradkit.grads.attention`); a
+  ``GRU``, ``RNN`` and ``MultiheadAttention`` are replayed (:mod:`~gradkit.grads.rules.lstm`,
+  :mod:`~gradkit.grads.rules.gru`, :mod:`~gradkit.grads.rules.rnn`,
+  :mod:`~gradkit.grads.rules.attention`); a
   container's own parameters added to the activations (a learned positional embedding) are
   taken in the pass too (:mod:`~gradkit.grads.freeparams`), and one used otherwise falls back
   alone;
@@ -68,13 +69,13 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.core.params import num_trainable, trainable_named_parameters
-from gradkit.grads.convs import conv_path
 from gradkit.grads.coupling import CoupledLossError, check_coupled_params, warn_nonfinite
 from gradkit.grads.fallbacks import loop_grads, vmap_grads
 from gradkit.grads.layerpass import LayerPlan, layers_pass
-from gradkit.grads.layers import layers_supported
 from gradkit.grads.learned import Learned, forget, recall
 from gradkit.grads.reference import check_consistency, reference_pass, reference_rejections
+from gradkit.grads.rules import layers_supported
+from gradkit.grads.rules.conv import conv_path
 from gradkit.grads.samples import LossFn, active_dropout, check_inputs, num_samples, take
 from gradkit.grads.sketch import sketch
 from gradkit.grads.warn import warn_user

@@ -47,7 +47,7 @@ class _Use:
 
 def free_parameters(model: nn.Module, holders: list[nn.Module]) -> dict[int, tuple]:
     """``{id(p): (holder, attribute name, qualified name)}`` of the trainable parameters held
-    directly by ``holders`` (modules with children and no rule, :mod:`gradkit.grads.layers`)."""
+    directly by ``holders`` (modules with children and no rule, :mod:`gradkit.grads.rules`)."""
     names = {id(m): prefix for prefix, m in model.named_modules(remove_duplicate=False)}
     out = {}
     for m in holders:

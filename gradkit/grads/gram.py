@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.core.params import trainable_named_parameters
+from gradkit.grads.databatches import Batches, concat, is_batches
 from gradkit.grads.engine import per_sample_grads
 from gradkit.grads.gramsink import GramSink, budget_bytes, reduce_rows
 from gradkit.grads.layerpass import LayerPlan, layers_pass
@@ -172,7 +173,7 @@ def _chunks(n: int, chunk_size: int | None) -> list[slice]:
     return [slice(i, min(n, i + int(chunk_size))) for i in range(0, n, int(chunk_size))]
 
 
-def gradient_gram(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any, *,
+def gradient_gram(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any = None, *,
                   by_layer: bool = False, budget: int | None = None,
                   check: bool = True) -> Tensor | dict[str, Tensor]:
     """The per-sample gradient Gram matrix ``K[i, j] = <g_i, g_j>`` -> ``Tensor[N, N]`` (float64).
@@ -185,50 +186,115 @@ def gradient_gram(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any, 
     its [N, N] block}`` (trainable parameters in ``named_parameters()`` order), which sum to
     ``K``.
 
+    A whole data set: pass an iterable of ``(inputs, targets)`` batches (a ``DataLoader`` with
+    ``shuffle=False``) as ``inputs`` and omit ``targets``. ``K`` is then assembled from blocks
+    ``K[I, J] = <G_I, G_J>`` of batches ``I`` and ``J``, each pair of batches taken exactly by one
+    pass over the two joined: with ``C`` batches, ``C (C - 1) / 2`` passes of two batches (one
+    pass if ``C = 1``) and ``C + 1`` readings of the iterable, which must give the same batches
+    each time (checked); memory is a backward of two batches plus ``K``, never all the inputs.
+
     >>> import torch, torch.nn.functional as F
     >>> model = torch.nn.Linear(3, 2)
     >>> x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
     >>> K = gradient_gram(model, F.cross_entropy, x, y)
     >>> K.shape, bool(torch.allclose(K, K.T))
     (torch.Size([4, 4]), True)
+    >>> loader = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=3)
+    >>> bool(torch.allclose(gradient_gram(model, F.cross_entropy, loader), K))
+    True
     """
-    n = check_inputs(model, inputs, targets)
     said: list[str] = []
-    parts = _per_parameter(model, loss_fn, inputs, targets, n, "gram", budget_bytes(budget),
-                           check, None, 0, said)
+    if is_batches(inputs, targets):
+        parts = _gram_of_batches(model, loss_fn, Batches(inputs, again=True),
+                                 budget_bytes(budget), check, said)
+    else:
+        n = check_inputs(model, inputs, targets)
+        parts = _per_parameter(model, loss_fn, inputs, targets, n, "gram", budget_bytes(budget),
+                               check, None, 0, said)
     _warn(model, said)
     parts = {name: K.double() for name, K in parts.items()}
     return parts if by_layer else sum(parts.values())
 
 
-def per_sample_norms(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any,
+def _gram_of_batches(model, loss_fn, batches: Batches, budget: int, check: bool,
+                     said: list[str]) -> dict[str, Tensor]:
+    """``{parameter name: [N, N]}`` from the pairs of batches (:func:`gradient_gram`)."""
+    for _ in batches:  # the first reading: every batch's size, checked
+        pass
+    sizes, C = batches.sizes, len(batches.sizes)
+    starts = [sum(sizes[:i]) for i in range(C)]
+    out: dict[str, Tensor] = {}
+
+    def put(name, block, i, j, rows, cols):
+        K = out.setdefault(name, block.new_zeros(batches.n, batches.n, dtype=torch.float64))
+        K[starts[i]:starts[i] + sizes[i], starts[j]:starts[j] + sizes[j]] = block[rows, cols]
+
+    for i in range(max(C - 1, 1)):
+        held = None
+        for j, (x, y) in enumerate(batches):
+            if j == i:
+                held = (x, y)
+                if C > 1:
+                    continue
+            elif j < i:
+                continue
+            xs, ys = (x, y) if C == 1 else (concat(held[0], x), concat(held[1], y))
+            n = check_inputs(model, xs, ys)
+            a = slice(0, sizes[i])
+            b = a if C == 1 else slice(sizes[i], n)
+            for name, K in _per_parameter(model, loss_fn, xs, ys, n, "gram", budget, check,
+                                          None, 0, said).items():
+                K = K.double()
+                put(name, K, i, j, a, b)
+                put(name, K, j, i, b, a)
+                if j == i + 1:  # each diagonal block once: batch i's from its first pair
+                    put(name, K, i, i, a, a)
+                if j == C - 1 and i == C - 2:
+                    put(name, K, j, j, b, b)
+    return out
+
+
+def _each_chunk(model, inputs, targets, chunk_size):
+    """``(inputs, targets, n)`` of each chunk: of one batch, or of every batch of an iterable
+    (``targets`` omitted), each batch cut into chunks of at most ``chunk_size`` samples."""
+    pairs = Batches(inputs) if is_batches(inputs, targets) else [(inputs, targets)]
+    for x, y in pairs:
+        n = check_inputs(model, x, y)
+        for sl in _chunks(n, chunk_size):
+            yield take(x, sl), take(y, sl), sl.stop - sl.start
+
+
+def per_sample_norms(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any = None,
                      chunk_size: int | None = None, *, budget: int | None = None,
                      check: bool = True) -> Tensor:
     """``||g_i||``, the norm of each sample's gradient -> ``Tensor[N]`` (float64), without ``G``.
 
     The diagonal of :func:`gradient_gram`, by the cheaper diagonal forms (a Linear layer's
     ``||g_i||² = <A_i A_iᵀ, B_i B_iᵀ>``, ``O(N T²)``); samples are independent here, so
-    ``chunk_size`` (default: the whole batch) bounds the activations held at once.
+    ``chunk_size`` (default: the whole batch) bounds the activations held at once. A whole data
+    set: an iterable of ``(inputs, targets)`` batches (a ``DataLoader``, read once) as
+    ``inputs``, ``targets`` omitted; the norms of all its samples in order.
 
     >>> import torch, torch.nn.functional as F
     >>> model = torch.nn.Linear(3, 2)
     >>> x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
     >>> per_sample_norms(model, F.cross_entropy, x, y).shape
     torch.Size([4])
+    >>> loader = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=3)
+    >>> per_sample_norms(model, F.cross_entropy, loader).shape
+    torch.Size([4])
     """
-    n = check_inputs(model, inputs, targets)
     said: list[str] = []
     got = []
-    for sl in _chunks(n, chunk_size):
-        xs, ys = take(inputs, sl), take(targets, sl)
-        parts = _per_parameter(model, loss_fn, xs, ys, sl.stop - sl.start, "norms",
-                               budget_bytes(budget), check, None, 0, said)
+    for xs, ys, n in _each_chunk(model, inputs, targets, chunk_size):
+        parts = _per_parameter(model, loss_fn, xs, ys, n, "norms", budget_bytes(budget), check,
+                               None, 0, said)
         got.append(sum(v.double() for v in parts.values()))
     _warn(model, said)
     return torch.cat(got).clamp_min(0).sqrt()
 
 
-def gradient_sketch(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any,
+def gradient_sketch(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any = None,
                     k: int = 256, seed: int = 0, *, chunk_size: int | None = None,
                     budget: int | None = None, check: bool = True) -> Tensor:
     """A seeded random projection of every sample's gradient -> ``Tensor[N, k]``, without ``G``.
@@ -239,7 +305,8 @@ def gradient_sketch(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any
     ``g_i``; LoGra, Choe et al. 2024), a vector by :func:`~gradkit.grads.sketch.sketch`; the
     sketch is their sum. Independent zero-mean projections with ``E[RᵀR] = I`` keep inner
     products in expectation: ``E[s_i · s_j] = <g_i, g_j>``, with a spread that shrinks as
-    ``1/√k``. Seeded: the same ``(seed, k)`` gives the same sketch for any ``chunk_size``.
+    ``1/√k``. Seeded: the same ``(seed, k)`` gives the same sketch for any ``chunk_size``, and
+    for an iterable of batches (``targets`` omitted, as :func:`per_sample_norms`).
 
     >>> import torch, torch.nn.functional as F
     >>> model = torch.nn.Linear(3, 2)
@@ -249,13 +316,11 @@ def gradient_sketch(model: nn.Module, loss_fn: LossFn, inputs: Any, targets: Any
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"sketch dimension k must be a positive integer, got {k!r}")
-    n = check_inputs(model, inputs, targets)
     said: list[str] = []
     got = []
-    for sl in _chunks(n, chunk_size):
-        xs, ys = take(inputs, sl), take(targets, sl)
-        parts = _per_parameter(model, loss_fn, xs, ys, sl.stop - sl.start, "sketch",
-                               budget_bytes(budget), check, k, seed, said)
+    for xs, ys, n in _each_chunk(model, inputs, targets, chunk_size):
+        parts = _per_parameter(model, loss_fn, xs, ys, n, "sketch", budget_bytes(budget), check,
+                               k, seed, said)
         got.append(sum(parts.values()))
     _warn(model, said)
     return torch.cat(got)

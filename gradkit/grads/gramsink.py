@@ -4,11 +4,13 @@ contribution as the backward reaches it, so ``[N, P]`` never exists.
 
 Per layer (the cost model, within a memory budget of ``budget`` bytes):
 
-- ``Linear`` and 1-D / 2-D convolutions: the ghost form (:mod:`gradkit.grads.rules.linear`,
-  :mod:`gradkit.grads.rules.conv`) or that layer's materialised per-sample gradient ("mixed
-  ghost", Bu et al. 2022), whichever :func:`~gradkit.grads.rules.linear.ghost_cheaper` says costs
-  fewer flops; materialising needs ``N x P_layer`` numbers, and is done in blocks of samples
-  when that exceeds the budget (a Gram block ``(I, J)`` from the two blocks' rows).
+- a layer whose weight gradient is a product of factors (its file in :mod:`gradkit.grads.rules`
+  registers a :class:`~gradkit.grads.rules.Factored` form: ``Linear``, and convolutions on
+  unfolded patches, 1-D / 2-D only): the ghost form or that layer's materialised per-sample
+  gradient ("mixed ghost", Bu et al. 2022), whichever
+  :func:`~gradkit.grads.rules.linear.ghost_cheaper` says costs fewer flops; materialising
+  needs ``N x P_layer`` numbers, and is done in blocks of samples when that exceeds the
+  budget (a Gram block ``(I, J)`` from the two blocks' rows).
 - every other rule (normalisation layers: ``N x C``) and every replay (GroupNorm, LSTM,
   attention): the engine's materialised rule, reduced as soon as it is stored.
 - a module called more than once per forward, or a parameter shared between modules: its
@@ -31,9 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.grads.layerpass import LayerPlan
-from gradkit.grads.layers import rule_for
 from gradkit.grads.reference import Reference
-from gradkit.grads.rules.conv import conv_sizes, unfold_factors
+from gradkit.grads.rules import factored_for, rule_for
 from gradkit.grads.rules.linear import (
     factors,
     ghost_cheaper,
@@ -123,30 +124,24 @@ class GramSink:
             self.store(module, rule(module, a, d))
             return
         w = getattr(module, "weight", None)
-        wants_w = isinstance(w, Tensor) and w.requires_grad
-        if wants_w and isinstance(module, nn.Linear):
-            A, B = factors(a, d)
-            groups = [(A, B)]
-            t, d_in, d_out, g = A.shape[1], A.shape[2], B.shape[2], 1
-        elif wants_w and isinstance(module, nn.modules.conv._ConvNd):
-            t, d_in, d_out, g = conv_sizes(module, d)
-            groups = None
-        else:
+        factored = factored_for(module)
+        if not (isinstance(w, Tensor) and w.requires_grad) or factored is None:
             self.store(module, rule(module, a, d))
             return
+        f = factored(module, a, d)  # the layer's factored form (its file in rules/)
         self.store(module, rule_for_bias(module, a, d))
         pid = id(w)
         p_bytes = w.numel() * a.element_size()
         fits = self.n * p_bytes <= self.budget
-        unfold_bytes = self.n * t * d_in * g * a.element_size()
-        ghost = self.mode != "sketch" and ghost_cheaper(self.n, t, d_in, d_out, self.mode, fits)
-        if ghost and groups is None:
-            ghost = unfold_bytes <= self.budget and w.dim() <= 4
-            groups = unfold_factors(module, a, d) if ghost else None
-        if self.mode == "sketch" and isinstance(module, nn.Linear):
+        ghost = self.mode != "sketch" and ghost_cheaper(self.n, f.t, f.d_in, f.d_out, self.mode,
+                                                        fits)
+        ghost = ghost and f.pair_bytes <= self.budget
+        groups = f.pairs() if ghost else None
+        if self.mode == "sketch" and f.kron is not None:
             self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
-            r_out, r_in = kron_factors(self.seeds[pid], d_out, d_in, self.k, a.dtype, a.device)
-            self.out[pid] = kron_project(A, B, r_out, r_in)
+            r_out, r_in = kron_factors(self.seeds[pid], f.d_out, f.d_in, self.k, a.dtype,
+                                       a.device)
+            self.out[pid] = kron_project(*f.kron, r_out, r_in)
         elif ghost:
             self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
             form = ghost_gram if self.mode == "gram" else ghost_norms

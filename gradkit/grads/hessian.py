@@ -40,11 +40,14 @@ from gradkit.core.params import (
     trainable_named_parameters,
     trainable_parameters,
 )
+from gradkit.grads.databatches import Batches, is_batches
 from gradkit.grads.lanczos import EigenResult, lanczos, lanczos_steps, tridiagonal
+from gradkit.grads.samples import num_samples, per_sample_losses
 
 LossFn = Callable[[Any, Tensor], Tensor]
-__all__ = ["DensityResult", "EigenResult", "HessianOperator", "TraceResult", "dense_hessian",
-           "double_backward_sdpa", "flat_loss", "hutchinson_trace", "lanczos", "lanczos_steps",
+__all__ = ["DataHessianOperator", "DensityResult", "EigenResult", "HessianOperator",
+           "TraceResult", "dense_hessian", "double_backward_sdpa", "flat_loss", "hutchinson_trace",
+           "lanczos", "lanczos_steps",
            "min_eigenvalue", "rademacher", "spectral_density", "top_eigenvalues", "tridiagonal"]
 
 
@@ -92,8 +95,73 @@ class HessianOperator:
                                              self.params, strict=True)]
 
 
-def _operator(model, loss_fn, inputs, targets, hvp: HessianOperator | None) -> HessianOperator:
-    return hvp if hvp is not None else HessianOperator(model, loss_fn, inputs, targets)
+class DataHessianOperator:
+    """``v ↦ H v`` of the mean loss over a whole data set given as an iterable of ``(inputs,
+    targets)`` batches (a ``DataLoader`` with ``shuffle=False``): ``H = Σ_b (n_b / N) H_b`` for
+    batches of ``n_b`` samples and ``loss_fn`` the mean over its batch, so ``H`` is the Hessian
+    of :class:`HessianOperator` on all the samples in one batch.
+
+    No graph is kept between products: each product reads the batches again and takes, per
+    batch, a forward, a gradient with its graph and one backward through it (memory: one
+    batch's double backward). ``loss_fn`` is checked on the first reading to be the mean of the
+    per-sample losses (a sum would weigh the batches differently); the batches are checked to
+    be the same at every reading.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batches, name: str = "batches"):
+        self.model, self.loss_fn = model, loss_fn
+        self.params = trainable_parameters(model, require=True)
+        self.batches = Batches(batches, name, again=True)
+        total = 0.0
+        for i, (x, y) in enumerate(self.batches):
+            with torch.no_grad():
+                out = model(x)
+                loss = loss_fn(out, y)
+                if loss.dim() != 0:
+                    raise ValueError(f"loss_fn must return a scalar, got shape "
+                                     f"{tuple(loss.shape)}")
+                mean = per_sample_losses(loss_fn, out, y).mean()
+            if not torch.allclose(loss, mean, rtol=1e-4, atol=1e-6 * float(mean.abs()) + 1e-12):
+                raise ValueError(
+                    f"loss_fn must return the mean of the per-sample losses over its batch (for "
+                    f"{name}, the data set's mean loss weighs each batch by its size); on batch "
+                    f"{i} it gave {float(loss):.6g}, their mean is "
+                    f"{float(mean):.6g}")
+            total += float(loss) * num_samples(y, "targets")
+        self.loss = torch.tensor(total / self.batches.n)
+        p = self.params[0]
+        self.n_params = sum(q.numel() for q in self.params)
+        self.dtype, self.device = p.dtype, p.device
+        self.n_hvp = 0
+
+    def __call__(self, v: Tensor) -> Tensor:
+        """``H v`` for a flat vector ``v`` of length P."""
+        if v.shape != (self.n_params,):
+            raise ValueError(f"v must have shape ({self.n_params},), got {tuple(v.shape)}")
+        self.n_hvp += 1
+        v = v.to(self.dtype)
+        out = torch.zeros(self.n_params, dtype=self.dtype, device=self.device)
+        n = self.batches.n
+        for x, y in self.batches:
+            with double_backward_sdpa():
+                loss = self.loss_fn(self.model(x), y)
+                grad = flat_grad(loss, self.params, create_graph=True)
+            hv = torch.autograd.grad(grad, self.params, grad_outputs=v, allow_unused=True,
+                                     materialize_grads=True)
+            out += flatten(hv).detach() * (num_samples(y, "targets") / n)
+        return out
+
+    unflatten = HessianOperator.unflatten
+
+
+def _operator(model, loss_fn, inputs, targets, hvp):
+    """The operator asked for: ``hvp`` as given, else of one batch, else (``targets`` omitted)
+    of an iterable of batches (:class:`DataHessianOperator`)."""
+    if hvp is not None:
+        return hvp
+    if is_batches(inputs, targets):
+        return DataHessianOperator(model, loss_fn, inputs, "inputs")
+    return HessianOperator(model, loss_fn, inputs, targets)
 
 
 def top_eigenvalues(
@@ -110,7 +178,20 @@ def top_eigenvalues(
     """The k algebraically largest eigenvalues of the loss Hessian, descending (Lanczos).
 
     ``tol`` is relative to each eigenvalue (see :func:`lanczos`). Pass ``hvp`` to reuse one
-    :class:`HessianOperator` (then model/loss_fn/inputs/targets may be None).
+    :class:`HessianOperator` (then model/loss_fn/inputs/targets may be None). For the Hessian of
+    the mean loss over a whole data set, pass an iterable of ``(inputs, targets)`` batches (a
+    ``DataLoader`` with ``shuffle=False``) as ``inputs`` and ``targets=None``
+    (:class:`DataHessianOperator`: each product reads every batch). The same holds for
+    :func:`min_eigenvalue`, :func:`hutchinson_trace` and :func:`spectral_density`.
+
+    >>> import torch, torch.nn.functional as F
+    >>> model = torch.nn.Linear(3, 2).double()
+    >>> x, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1, 0])
+    >>> loader = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=4)
+    >>> one = top_eigenvalues(model, F.cross_entropy, x, y).eigenvalues
+    >>> bool(torch.allclose(top_eigenvalues(model, F.cross_entropy, loader, None).eigenvalues,
+    ...                     one))
+    True
     """
     op = _operator(model, loss_fn, inputs, targets, hvp)
     return lanczos(op, op.n_params, k=k, which="largest", tol=tol, max_iter=max_iter,

@@ -1,12 +1,12 @@
 """The ``"layers"`` pass, and the checks that let it run on any model without guessing.
 
-A rule (:mod:`gradkit.grads.layers`) is exact only under assumptions about how its module is
+A rule (:mod:`gradkit.grads.rules`) is exact only under assumptions about how its module is
 used. The pass verifies each of them, for every call of every hooked module, and *rejects* a
 module (its parameters then go to an exact fallback, :mod:`gradkit.grads.engine`) when one fails:
 
 1. **form**: the module's class does not override the ``forward`` of the class its rule was
    registered for, and it is called with exactly one positional tensor and no keyword arguments,
-   returning a tensor (a *replay* rule, :func:`~gradkit.grads.layers.register_replay`, takes
+   returning a tensor (a *replay* rule, :func:`~gradkit.grads.rules.register_replay`, takes
    any call and checks it itself: GroupNorm its one input, an LSTM / GRU / RNN with its
    ``hx``, attention with its masks);
 2. **where the samples are**: the same call on one sample alone
@@ -45,15 +45,6 @@ from torch import Tensor, nn
 
 from gradkit.grads.coupling import check_coupled_outputs
 from gradkit.grads.freeparams import AdditiveCapture, free_parameters
-from gradkit.grads.layers import (
-    FusedConv,
-    any_sample_dim,
-    fuses,
-    holds_free_parameters,
-    replay_for,
-    rule_for,
-    unsupported_reason,
-)
 from gradkit.grads.reference import (
     NEVER_CALLED,
     Reference,
@@ -62,6 +53,14 @@ from gradkit.grads.reference import (
     call_shapes,
     first_tensor,
 )
+from gradkit.grads.rules import (
+    any_sample_dim,
+    holds_free_parameters,
+    replay_for,
+    rule_for,
+    unsupported_reason,
+)
+from gradkit.grads.rules.conv import FusedConv, fuses
 from gradkit.grads.samples import num_samples, per_sample_losses
 
 __all__ = ["LayerPlan", "layers_pass"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from gradkit.grads.layers import any_sample_dim, replay_for
+from gradkit.grads.rules import any_sample_dim, replay_for
 from gradkit.grads.samples import per_sample_losses, take
 
 if TYPE_CHECKING:

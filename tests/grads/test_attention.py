@@ -1,4 +1,4 @@
-"""gradkit.grads.attention.mha_replay against per-sample autograd through the real module."""
+"""gradkit.grads.rules.attention.mha_replay against per-sample autograd through the real module."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 
-from gradkit.grads.attention import mha_replay
+from gradkit.grads.rules.attention import mha_replay
 
 DT = torch.float64
 RTOL = 1e-5

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradkit.grads import convs as C
-from gradkit.grads import layers as L
 from gradkit.grads import per_sample_grads
+from gradkit.grads.rules import conv as C
+from gradkit.grads.rules import registry as L
 
 
 def loop(model, loss_fn, x, y):

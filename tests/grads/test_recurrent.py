@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gradkit.grads.recurrent import lstm_replay
+from gradkit.grads.rules.lstm import lstm_replay
 
 DT = torch.float64
 

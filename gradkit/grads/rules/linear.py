@@ -2,8 +2,8 @@
 
 The per-sample weight gradient of ``y = a Wᵀ + b`` is ``g_i = B_iᵀ A_i`` (``A_i`` the ``T x d_in``
 inputs of sample ``i`` at its ``T`` positions, ``B_i`` the ``T x d_out`` output gradients; ``T = 1``
-for a plain batch of vectors). Its materialised rule is ``_linear_rule`` in
-:mod:`gradkit.grads.layers`; the forms here never build ``g_i``:
+for a plain batch of vectors). Its materialised rule is :func:`linear_rule`; the other forms here
+never build ``g_i``:
 
 All in float64 (the products of float32 numbers are exact there).
 
@@ -24,9 +24,12 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["factors", "ghost_cheaper", "ghost_gram", "ghost_norms", "kron_project"]
+from gradkit.grads.rules.registry import Factored, register_factored, register_rule, wants
+
+__all__ = ["factors", "ghost_cheaper", "ghost_gram", "ghost_norms", "kron_project",
+           "linear_factored", "linear_rule"]
 
 
 def factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,3 +101,30 @@ def matrix_view(g: Tensor) -> Tensor:
     """A materialised per-sample gradient ``[n, d0, ...]`` as ``[n, d0, rest]`` (the matrix the
     Kronecker sketch projects on both sides; a weight's output channels are ``d0``)."""
     return g.reshape(g.shape[0], g.shape[1], math.prod(g.shape[2:]))
+
+
+@register_rule(nn.Linear, any_dim=True)
+def linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
+    """``∂l_n/∂W = Σ_t δ[n, t]ᵀ a[n, t]``, ``∂l_n/∂b = Σ_t δ[n, t]`` (``t``: any extra dims)."""
+    n = a.shape[0]
+    a3, d3 = a.reshape(n, -1, a.shape[-1]), d.reshape(n, -1, d.shape[-1])
+    out = {}
+    if wants(m.weight):
+        out["weight"] = (d3[:, 0, :, None] * a3[:, 0, None, :] if a3.shape[1] == 1
+                         else torch.bmm(d3.transpose(1, 2), a3))
+    if wants(m.bias):
+        out["bias"] = d3.sum(1)
+    return out
+
+
+@register_factored(nn.Linear)
+def linear_factored(m: nn.Linear, a: Tensor, d: Tensor) -> Factored:
+    """``g_i = B_iᵀ A_i`` with ``(A, B)`` = :func:`factors` (held: the Kronecker sketch applies)."""
+    A, B = factors(a, d)
+    return Factored(A.shape[1], A.shape[2], B.shape[2], 1, lambda: [(A, B)], kron=(A, B))
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (``tests/grads/test_rules.py``):
+    vectors, and a sequence (positions on dim 1)."""
+    return [(nn.Linear(4, 3), (4,)), (nn.Linear(4, 3), (5, 4))]

@@ -22,7 +22,7 @@ autograd node (:class:`_GRUScan`) whose hand-written backward through time,
 
 returns ``δgi`` as ``A``'s gradient and leaves ``δgh`` where the hook on ``A`` (run right after)
 takes both and forms the four sums. The layer loop is
-:func:`~gradkit.grads.rnn.single_state_replay`.
+:func:`~gradkit.grads.rules.rnn.single_state_replay`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from gradkit.grads.rnn import Store, previous_states, single_state_replay
+from gradkit.grads.rules.registry import register_replay
+from gradkit.grads.rules.rnn import Store, previous_states, single_state_replay
 
 __all__ = ["gru_replay"]
 
@@ -125,3 +126,11 @@ def gru_replay(m: nn.GRU, args: tuple, kwargs: dict, sample_dim: int,
     if not isinstance(m, nn.GRU):
         return f"{type(m).__name__} is not an nn.GRU"
     return single_state_replay(m, args, kwargs, sample_dim, store, _gru_scan)
+
+
+register_replay(nn.GRU)(gru_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.GRU(3, 4, batch_first=True), (5, 3))]

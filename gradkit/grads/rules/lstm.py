@@ -39,6 +39,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
+from gradkit.grads.rules.registry import register_replay
+
 __all__ = ["lstm_replay", "lstm_unsupported", "per_sample_sums"]
 
 Store = Callable[[dict[str, Tensor]], None]
@@ -232,3 +234,12 @@ def _hook(x: Tensor, out: Tensor, h0: Tensor, reverse: bool, names: list[str],
         store(per_sample_sums(dG, x, h_prev, names, want))
 
     return on_grad
+
+
+register_replay(nn.LSTM)(lstm_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.LSTM(3, 4, batch_first=True), (5, 3)),
+            (nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True), (4, 3))]

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradkit.grads.rules.registry import register_replay
+
 __all__ = ["mha_replay"]
 
 Store = Callable[[dict[str, Tensor]], None]
@@ -264,3 +266,21 @@ def mha_replay(m: nn.MultiheadAttention, args: tuple, kwargs: dict, sample_dim: 
         edges.append(out)
     return (out if sd == 0 else out.transpose(0, 1), weights), edges
 
+
+register_replay(nn.MultiheadAttention)(mha_replay)
+
+
+class _SelfAttention(nn.Module):
+    """``mha(x, x, x)``: the test grid's layers take one input."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(_SelfAttention(nn.MultiheadAttention(4, 2, batch_first=True)), (5, 4))]

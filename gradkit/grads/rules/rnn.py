@@ -1,5 +1,5 @@
 """Per-sample gradients of ``nn.RNN`` (tanh and relu) by replay, and the driver it shares with
-``nn.GRU`` (:mod:`~gradkit.grads.gru`): recurrences with one hidden state.
+``nn.GRU`` (:mod:`~gradkit.grads.rules.gru`): recurrences with one hidden state.
 
 One Elman layer (one direction) computes ``h_t = φ(A[t] + h_{t-1} W_hhᵀ)`` with the input part
 for all steps in one matmul, ``A = X W_ihᵀ + b_ih + b_hh`` (``[T, n, H]``), ``φ`` tanh or relu.
@@ -9,9 +9,9 @@ so with ``δA[t, n] = ∂L/∂(pre-activation at t)[n]`` (``L = Σ_n l_n``)
     ``∂l_n/∂W_ih = Σ_t δA[t, n]ᵀ x[t, n]``,   ``∂l_n/∂W_hh = Σ_t δA[t, n]ᵀ h[t-1, n]``,
     ``∂l_n/∂b_ih = ∂l_n/∂b_hh = Σ_t δA[t, n]``,
 
-the sums of the LSTM's rule (:func:`~gradkit.grads.recurrent.lstm_replay`, whose
+the sums of the LSTM's rule (:func:`~gradkit.grads.rules.lstm.lstm_replay`, whose
 
-:func:`~gradkit.grads.recurrent.per_sample_sums` computes them). The recurrence is one autograd
+:func:`~gradkit.grads.rules.lstm.per_sample_sums` computes them). The recurrence is one autograd
 node (:class:`_ElmanScan`) with a hand-written backward through time,
 ``δpre_t = (∂L/∂h_t + δpre_{t+1} W_hh) ⊙ φ'``; one tensor hook on ``A`` receives all of ``δA``.
 
@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
-from gradkit.grads.recurrent import per_sample_sums
+from gradkit.grads.rules.lstm import per_sample_sums
+from gradkit.grads.rules.registry import register_replay
 
 __all__ = ["Store", "elman_replay", "previous_states", "single_state_replay",
            "single_state_unsupported"]
@@ -173,3 +174,12 @@ def elman_replay(m: nn.RNN, args: tuple, kwargs: dict, sample_dim: int,
     if not isinstance(m, nn.RNN):
         return f"{type(m).__name__} is not an nn.RNN"
     return single_state_replay(m, args, kwargs, sample_dim, store, _elman_scan(m))
+
+
+register_replay(nn.RNN)(elman_replay)
+
+
+def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Layers and per-sample input shapes for the shared test grid (tests/grads/test_rules.py)."""
+    return [(nn.RNN(3, 4, batch_first=True), (5, 3)),
+            (nn.RNN(3, 4, nonlinearity="relu", batch_first=True), (5, 3))]
