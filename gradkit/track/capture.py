@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from gradkit.core.params import trainable_named_parameters
 from gradkit.grads.gramsink import GramSink, budget_bytes
 from gradkit.grads.layerpass import LayerPlan
-from gradkit.grads.layers import replay_for, rule_for
+from gradkit.grads.rules import replay_for, rule_for
 
 __all__ = ["TRACKED", "Capture", "TrackerCheckError"]
 
