@@ -67,7 +67,7 @@ pd.set_option("display.max_colwidth", 60)
 # %% [markdown]
 # ## What is measured
 #
-# For every checkpoint of the GHM run we take the model of that checkpoint and compute **exact per-sample gradients** $g_i$ of the cross-entropy of the class logits (`gradkit.training.sample_loss`) for every clip — training and held out — over all trainable parameters.
+# For every checkpoint of the GHM run we take the model of that checkpoint and compute **exact per-sample gradients** $g_i$ of the cross-entropy of the class logits (`gradkit.training.sample_loss`) for every clip — training and held out — over all trainable parameters. The run's pairwise ranking term is left out: it couples the clips of a batch (a pair needs two clips), so it has no gradient per clip — gradkit refuses such a loss for per-sample quantities (`CoupledLossError`); notebook 02 shows how each clip's frozen share of its pairs enters the trained objective's per-sample gradients.
 #
 # - **Sample level**: directions $u_i = g_i/\|g_i\|$, cosines $\cos_{ij} = u_i\cdot u_j$, rows ordered by class. **Batch level**: the gradients of the mini-batches the run trained on in the epochs since the previous checkpoint (the same shuffles, `gradkit.training.epoch_order`), each the mean of its members' per-sample gradients — exact, because the model has no batch coupling (GroupNorm).
 # - Per checkpoint (`gradkit.grads.similarity`): mean cosine, the share of opposed pairs ($\cos < 0$) and its **class-structure baseline** (the same share when every clip's gradient is replaced by its class's mean gradient), same- and different-class mean cosines, the class silhouette under $1 - \cos$.
