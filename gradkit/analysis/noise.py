@@ -7,7 +7,7 @@ Two per-sample gradients are computed (``kind``):
   sample as defined in :mod:`gradkit.analysis.objective_grads`;
 - ``"ce"``         cross-entropy of the class logits only (:func:`gradkit.training.sample_loss`).
 
-Both are measured through their Gram matrix ``K = G Gᵀ`` (:func:`sample_gram`), never ``[N, P]``.
+Both are computed from their Gram matrix ``K = G Gᵀ`` (:func:`sample_gram`), never ``[N, P]``.
 """
 
 from __future__ import annotations
