@@ -163,10 +163,13 @@ def previous_results(out_dir: Path) -> list[NotebookResult]:
 
 @contextlib.contextmanager
 def index_lock(reports_root: Path) -> Iterator[None]:
-    """Hold the inter-process lock of ``reports_root`` (every condition's index below it)."""
+    """Hold the inter-process lock of ``reports_root`` (every condition's index below it). The
+    lock file lives in ``build/locks/`` beside it: the reports folder holds only reports, and a
+    condition's run leaves the default reports as they were."""
     from gradkit.training.store import folder_lock
 
-    with folder_lock(Path(reports_root)):
+    reports_root = Path(reports_root)
+    with folder_lock(reports_root.parent / "build" / "locks" / reports_root.name):
         yield
 
 
