@@ -87,7 +87,7 @@ report: data
 # test_smoke_notebooks.py, reports in build/smoke/, each built once per run whichever test asks
 # first) and the browser tests of those reports. `make test-full`: the notebooks with their own
 # parameters (make report), then every test, slow ones included.
-PYTEST_TIERS = $(PY) -m pytest -q -n 2 --durations=15
+PYTEST_TIERS = $(PY) -m pytest -q -n 2 --maxschedchunk 2 --durations=15
 test: lint data
 	$(PYTEST_TIERS) -m "not slow" tests
 

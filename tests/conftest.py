@@ -24,6 +24,18 @@ def _no_condition_from_an_earlier_test():
     os.environ.pop("GRADKIT_CONDITION", None)
 
 
+def pytest_collection_modifyitems(items):
+    """The smoke notebooks first, the browser tests last: with ``--maxschedchunk`` small (the
+    Makefile), xdist hands the notebooks to both workers at the start, and the browser tests
+    find their reports built instead of waiting for them."""
+    def rank(item) -> int:
+        if item.nodeid.startswith("tests/notebooks/test_smoke_notebooks.py::test_notebook_runs"):
+            return 0
+        return 2 if item.get_closest_marker("browser") else 1
+
+    items.sort(key=rank)  # stable: the collection order within each rank
+
+
 # One id per test run, shared by the xdist workers (the controller's, which they inherit).
 os.environ.setdefault("GRADKIT_TEST_RUN", os.environ.get("PYTEST_XDIST_TESTRUNUID")
                       or uuid.uuid4().hex)
