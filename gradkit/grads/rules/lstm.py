@@ -114,19 +114,19 @@ class _LSTMScan(torch.autograd.Function):
         return dA, None, dh0, dc0, None
 
 
-def lstm_unsupported(m: nn.Module, args: tuple, kwargs: dict, sample_dim: int) -> str | None:
-    """Why :func:`lstm_replay` cannot replay this call (None: it can)."""
-    if not isinstance(m, nn.LSTM) or m.mode != "LSTM":
-        return f"{type(m).__name__} is not an nn.LSTM"
+def recurrent_call_unsupported(m: nn.Module, args: tuple, kwargs: dict,
+                               sample_dim: int) -> str | None:
+    """What every recurrent replay (LSTM, GRU, RNN) needs of a call, or why this one falls short:
+    one batched 3-D input tensor (no PackedSequence) with the samples where ``batch_first``
+    says, the parameters' dtype and device, no dropout between layers in training mode, grad
+    mode on. The initial state's form is each rule's own check."""
     if set(kwargs) - {"hx"} or len(args) + len(kwargs) > 2 or not args:
-        return f"LSTM called with args {len(args)} and kwargs {sorted(kwargs)}"
+        return f"{type(m).__name__} called with args {len(args)} and kwargs {sorted(kwargs)}"
     x = args[0]
     if isinstance(x, PackedSequence):
         return "PackedSequence input (variable lengths)"
     if not isinstance(x, Tensor) or x.dim() != 3:
         return f"input of {getattr(x, 'dim', lambda: '?')()} dims (unbatched or not a tensor)"
-    if m.proj_size > 0:
-        return f"proj_size = {m.proj_size} (projected LSTM)"
     if m.dropout > 0 and m.training and m.num_layers > 1:
         return f"dropout = {m.dropout} between layers in training mode"
     if sample_dim != (0 if m.batch_first else 1):
@@ -134,15 +134,27 @@ def lstm_unsupported(m: nn.Module, args: tuple, kwargs: dict, sample_dim: int) -
     w = m.weight_ih_l0
     if x.dtype != w.dtype or x.device != w.device or not x.dtype.is_floating_point:
         return f"input {x.dtype} on {x.device}, parameters {w.dtype} on {w.device}"
+    if not torch.is_grad_enabled():
+        return "grad mode is off"
+    return None
+
+
+def lstm_unsupported(m: nn.Module, args: tuple, kwargs: dict, sample_dim: int) -> str | None:
+    """Why :func:`lstm_replay` cannot replay this call (None: it can)."""
+    if not isinstance(m, nn.LSTM) or m.mode != "LSTM":
+        return f"{type(m).__name__} is not an nn.LSTM"
+    if m.proj_size > 0:
+        return f"proj_size = {m.proj_size} (projected LSTM)"
+    why = recurrent_call_unsupported(m, args, kwargs, sample_dim)
+    if why:
+        return why
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
     if hx is not None:
-        n, dirs = x.shape[sample_dim], 2 if m.bidirectional else 1
+        n, dirs = args[0].shape[sample_dim], 2 if m.bidirectional else 1
         shape = (m.num_layers * dirs, n, m.hidden_size)
         if not (isinstance(hx, tuple | list) and len(hx) == 2
                 and all(isinstance(h, Tensor) and h.shape == shape for h in hx)):
             return f"hx is not a pair (h0, c0) of shape {shape}"
-    if not torch.is_grad_enabled():
-        return "grad mode is off"
     return None
 
 

@@ -28,9 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-from torch.nn.utils.rnn import PackedSequence
 
-from gradkit.grads.rules.lstm import per_sample_sums
+from gradkit.grads.rules.lstm import per_sample_sums, recurrent_call_unsupported
 from gradkit.grads.rules.registry import register_replay
 
 __all__ = ["Store", "elman_replay", "previous_states", "single_state_replay",
@@ -111,27 +110,14 @@ def _elman_scan(m: nn.RNN):
 def single_state_unsupported(m: nn.Module, args: tuple, kwargs: dict,
                              sample_dim: int) -> str | None:
     """Why :func:`single_state_replay` cannot replay this call of an ``nn.RNN`` / ``nn.GRU``."""
-    name = type(m).__name__
-    if set(kwargs) - {"hx"} or len(args) + len(kwargs) > 2 or not args:
-        return f"{name} called with args {len(args)} and kwargs {sorted(kwargs)}"
-    x = args[0]
-    if isinstance(x, PackedSequence):
-        return "PackedSequence input (variable lengths)"
-    if not isinstance(x, Tensor) or x.dim() != 3:
-        return f"input of {getattr(x, 'dim', lambda: '?')()} dims (unbatched or not a tensor)"
-    if m.dropout > 0 and m.training and m.num_layers > 1:
-        return f"dropout = {m.dropout} between layers in training mode"
-    if sample_dim != (0 if m.batch_first else 1):
-        return f"samples in dim {sample_dim} but batch_first={m.batch_first}"
-    w = m.weight_ih_l0
-    if x.dtype != w.dtype or x.device != w.device or not x.dtype.is_floating_point:
-        return f"input {x.dtype} on {x.device}, parameters {w.dtype} on {w.device}"
+    why = recurrent_call_unsupported(m, args, kwargs, sample_dim)
+    if why:
+        return why
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
-    shape = (m.num_layers * (2 if m.bidirectional else 1), x.shape[sample_dim], m.hidden_size)
+    shape = (m.num_layers * (2 if m.bidirectional else 1), args[0].shape[sample_dim],
+             m.hidden_size)
     if hx is not None and not (isinstance(hx, Tensor) and hx.shape == shape):
         return f"hx is not a tensor of shape {shape}"
-    if not torch.is_grad_enabled():
-        return "grad mode is off"
     return None
 
 
