@@ -30,7 +30,7 @@ import argparse
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -151,14 +151,18 @@ def build_reports(only: list[str] | None = None, *, condition: Condition | None 
     ``parameters`` are injected into each notebook's ``parameters`` cell. ``smoke`` injects the
     smoke parameter set first and writes into ``build/smoke/`` (:mod:`gradkit.report.smoke`).
     """
-    if smoke:
-        return _smoke(build_reports, only, condition=condition, parameters=parameters)
+    with _smoke_outputs() if smoke else contextlib.nullcontext() as by_notebook:
+        return _build(only, condition, parameters, by_notebook)
+
+
+def _build(only: list[str] | None, condition: Condition | None, parameters: dict | None,
+           by_notebook: dict[str, dict] | None) -> list[NotebookResult]:
     reports_root = output_root() / "reports"
     with StopOnSignal() as stop:
         paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
         paths = select_notebooks(paths, condition)
         with active(notebook_parameters(condition, parameters), condition and condition.name,
-                    by_notebook=_SMOKE_SET.get("set")):
+                    by_notebook=by_notebook):
             out_dir = reports_dir()
             executed_dir = build_dir() / "executed" / (condition.name if condition else "")
             executed_dir.mkdir(parents=True, exist_ok=True)
@@ -197,23 +201,20 @@ def build_reports(only: list[str] | None = None, *, condition: Condition | None 
     return results
 
 
-_SMOKE_SET: dict[str, dict] = {}
-
-
-def _smoke(build, *args, **kwargs) -> list[NotebookResult]:
-    """``build(*args, **kwargs)`` with the smoke parameter set, its outputs in ``build/smoke/``
-    (an output folder already chosen by ``GRADKIT_OUTPUT`` is kept)."""
+@contextlib.contextmanager
+def _smoke_outputs() -> Iterator[dict[str, dict]]:
+    """The smoke parameter set, with the outputs in ``build/smoke/`` meanwhile (an output folder
+    already chosen by ``GRADKIT_OUTPUT`` is kept)."""
     from gradkit.report.smoke import SMOKE_OUTPUT, smoke_parameters
 
     previous = os.environ.get(OUTPUT_ENV)
     os.environ.setdefault(OUTPUT_ENV, SMOKE_OUTPUT)
-    _SMOKE_SET["set"] = smoke_parameters()
-    print(f"[report] smoke parameter set (notebooks/smoke.toml) -> {reports_dir(create=False)}",
-          flush=True)
     try:
-        return build(*args, **kwargs)
+        by_notebook = smoke_parameters()
+        print(f"[report] smoke parameter set (notebooks/smoke.toml) -> "
+              f"{reports_dir(create=False)}", flush=True)
+        yield by_notebook
     finally:
-        _SMOKE_SET.clear()
         if previous is None:
             os.environ.pop(OUTPUT_ENV, None)
 
