@@ -26,8 +26,8 @@ or backward runs (the first step adds one of one sample with ``loss_fn``):
 (4, [0, 2], (6, 6))
 """
 
-from gradkit.track.capture import TRACKED, TrackerCheckError
+from gradkit.track.capture import TrackerCheckError, untracked_reason
 from gradkit.track.record import COLUMNS, Run, load_run
 from gradkit.track.tracker import Tracker
 
-__all__ = ["COLUMNS", "TRACKED", "Run", "Tracker", "TrackerCheckError", "load_run"]
+__all__ = ["COLUMNS", "Run", "Tracker", "TrackerCheckError", "load_run", "untracked_reason"]

@@ -4,10 +4,16 @@ engine's :class:`~gradkit.grads.gramsink.GramSink`, which reduces them by the la
 materialised form (:mod:`gradkit.grads.rules`) to per-sample squared norms ``[N]`` or a Gram
 matrix ``[N, N]``. No extra forward or backward: the hooks only read what the step computes.
 
-Tracked: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` (zero padding given as numbers) whose
-parameters belong to tracked layers only. Every other trainable parameter is *not covered*:
-its contribution to the norms and the Gram matrix is missing, and the tracker says so (a
-warning naming the modules, ``meta.json``, the ``covered`` column).
+Tracked: every layer with an ordinary per-sample rule of the engine
+(:mod:`gradkit.grads.rules`: ``Linear``, ``Conv1d/2d/3d`` with zero padding given as numbers,
+``LayerNorm``, the project's ``InputPrompt``, and any type given one by
+:func:`~gradkit.grads.register_rule`) whose parameters belong to tracked layers only. Not
+tracked (:func:`untracked_reason`): a layer whose rule is a replay of its forward (LSTM, GRU,
+RNN, MultiheadAttention, GroupNorm), a BatchNorm (its rule is for running statistics, eval
+mode), a layer with no rule, a container's own parameters. Those are taken by the tracker's
+exact fallback (:mod:`gradkit.track.fallback`) where the loss and the inputs are given; else
+their contribution is missing, and the tracker says so (a warning naming the modules,
+``meta.json``, the ``covered`` column).
 
 Checks, every step and free: each tracked layer is called exactly once with gradients enabled
 (calls under ``torch.no_grad()`` are ignored), with one tensor whose
@@ -37,15 +43,24 @@ from gradkit.grads.gramsink import GramSink, budget_bytes
 from gradkit.grads.layerpass import LayerPlan
 from gradkit.grads.rules import replay_for, rule_for
 
-__all__ = ["TRACKED", "Capture", "TrackerCheckError"]
-
-TRACKED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+__all__ = ["Capture", "TrackerCheckError", "untracked_reason"]
 # Σ_i g_i against .grad: float32 sums in another order differ by ~1e-6; a wrong reduction by a
 # factor N, a tied weight or a second backward by O(1).
 _SUM_RTOL = 1e-3
 # The probe's row against its loss alone: the engine's consistency tolerance (float32 rounding
 # differs by up to ~1 % between a batch and one sample).
 _PROBE_RTOL = 5e-2
+
+
+def untracked_reason(module: nn.Module) -> str | None:
+    """Why the hooks cannot take ``module``'s per-sample gradients from the user's own backward
+    (None: they can, by its rule from the layer input and the output gradient)."""
+    kind = type(module).__name__
+    if replay_for(module) is not None:
+        return f"{kind}'s per-sample gradients need a replay of its forward"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return f"{kind}'s rule holds for running statistics (eval mode), not batch statistics"
+    return None
 
 
 class TrackerCheckError(RuntimeError):
@@ -68,11 +83,11 @@ class Capture:
             self.untracked[name] = "its own parameters are used in its forward (no layer rule)"
         tracked = {}
         for m, name in plan.owners.items():
-            if isinstance(m, TRACKED) and replay_for(m) is None:
+            why = untracked_reason(m)
+            if why is None:
                 tracked[m] = name
             else:
-                kinds = ", ".join(t.__name__ for t in TRACKED)
-                self.untracked[name] = f"the tracker takes {kinds} layers, not {type(m).__name__}"
+                self.untracked[name] = why
         changed = True
         while changed:  # a parameter shared with an untracked module: its layer is not covered
             changed = False

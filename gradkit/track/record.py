@@ -83,18 +83,28 @@ class RunFolder:
         text = frame.to_csv(index=False, float_format="%.17g")
         atomic_write_text(self.path / "scalars" / _part_name(session, rows[0]["step"]), text)
 
-    def write_gram(self, step: int, session: int, epoch, K: Tensor, labels: Tensor | None,
+    def write_gram(self, step: int, session: int, epoch, K: Tensor, labels,
                    params: list[str], sketch: Tensor | None = None) -> None:
         payload = {"K": K.detach().to("cpu", torch.float64), "step": int(step),
                    "session": int(session),
                    "epoch": None if epoch is None else int(epoch),
-                   "labels": None if labels is None else labels.detach().cpu(),
+                   "labels": _labels(labels),
                    "params": list(params),
                    "sketch": None if sketch is None else sketch.detach().to("cpu")}
         buf = io.BytesIO()
         torch.save(payload, buf)
         atomic_write(self.path / "grams" / f"step-{step:08d}.pt",
                      lambda f: f.write(buf.getvalue()))
+
+
+def _labels(labels) -> Tensor | None:
+    """The step's labels as a CPU tensor, or None where they are no tensor-like."""
+    if labels is None:
+        return None
+    try:
+        return torch.as_tensor(labels).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
 
 def _read_meta(path: Path) -> dict:

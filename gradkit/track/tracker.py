@@ -22,10 +22,11 @@ of a step is ``mean_i l_i`` with ``reduction="mean"``, ``Σ_i l_i`` with ``"sum"
   cover; ``gram``: 1 when the step's Gram matrix was written.
 
 The per-sample columns (norms, ``grad_sq``, ``trace_sigma``, ``b_simple``, Gram) cover the
-parameters of the tracked layers only (:mod:`gradkit.track.capture`): an untracked module's
-parameters are named in a warning and in ``meta.json`` (``missing_parameters``); no exact
-fallback runs inside the loop (it would need the loss and the inputs, and a per-sample
-forward and backward of its own).
+parameters of the tracked layers (:mod:`gradkit.track.capture`), read from the step's own
+backward, and, with ``loss_fn`` and ``step(inputs=x)``, the other parameters by the exact
+fallback (:mod:`gradkit.track.fallback`: one extra forward and backward per step, its cost
+timed on the first step and stated in a warning and ``meta.json``). Without them an untracked
+module's parameters are named in a warning and in ``meta.json`` (``missing_parameters``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from torch import Tensor, nn
 import gradkit
 from gradkit.core.params import trainable_named_parameters
 from gradkit.grads.noise import StreamingNoiseScale, b_simple, trace_sigma_of_norms
-from gradkit.grads.samples import take
 from gradkit.track.capture import Capture
+from gradkit.track.fallback import ExactFallback, sample_alone
 from gradkit.track.record import FORMAT, RunFolder
 
 __all__ = ["Tracker"]
@@ -68,14 +69,17 @@ class Tracker:
     ``tensorboard``: also write every column as a scalar and the per-sample norms as a
     histogram to ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``);
     ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
-    :func:`~gradkit.grads.gradient_sketch` (seeded by ``sketch_seed``; ``Run.sketches``).
+    :func:`~gradkit.grads.gradient_sketch` of the tracked layers (seeded by ``sketch_seed``;
+    ``Run.sketches``); ``fallback``: take the parameters the hooks cannot read by the exact
+    fallback when ``loss_fn`` and ``step(inputs=...)`` are given (False: leave them out).
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
                  budget: int | None = None, update_size: bool = True,
-                 tensorboard: bool = False, sketch_k: int | None = None, sketch_seed: int = 0):
+                 tensorboard: bool = False, sketch_k: int | None = None, sketch_seed: int = 0,
+                 fallback: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -92,9 +96,11 @@ class Tracker:
         self.loss_fn, self.flush_every, self.update_size = loss_fn, flush_every, update_size
         self.sketch = None if sketch_k is None else (sketch_k, int(sketch_seed))
         self.capture = Capture(model, budget)
-        if not self.capture.modules:
-            raise ValueError(f"{type(model).__name__} has no layer the tracker takes (Linear, "
-                             f"Conv1d, Conv2d): {self.capture.untracked}")
+        self.fallback = ExactFallback(model, loss_fn, budget) if fallback and loss_fn else None
+        if not self.capture.modules and self.fallback is None:
+            raise ValueError(f"{type(model).__name__} has no layer the tracker reads from the "
+                             f"backward ({self.capture.untracked}): give Tracker(loss_fn=...) "
+                             "and step(inputs=x) for the exact fallback")
         writer = _summary_writer() if tensorboard else None
         self.folder = RunFolder(out, resume)
         last = self.folder.last_step()
@@ -104,16 +110,27 @@ class Tracker:
         self.session = len(self.folder.meta.get("sessions", []))
         self.interacting: list[str] = []  # modules through which the samples interact
         self._write_meta(start=True, budget=budget, ema=ema)
-        if self.capture.untracked:
+        if self.capture.untracked and self.fallback is not None:
+            warnings.warn(
+                f"Tracker: the hooks cannot read {self.capture.untracked} from the backward; "
+                f"their parameters {self.capture.missing()} are taken by the exact fallback: one "
+                "extra forward and backward of each step's batch through gradkit.grads (its "
+                "cost is timed on the first step and reported then); pass step(inputs=x)",
+                RuntimeWarning, stacklevel=2)
+        elif self.capture.untracked:
             warnings.warn(
                 f"Tracker: no per-sample rule inside the loop for {self.capture.untracked}; the "
                 f"per-sample norms, Gram matrices and noise scale cover only the tracked layers' "
                 f"parameters, not {self.capture.missing()} (listed in meta.json; grad_norm "
-                "covers every parameter)", RuntimeWarning, stacklevel=2)
+                "covers every parameter). Give Tracker(loss_fn=...) and step(inputs=x) for an "
+                "exact fallback (one extra forward and backward per step)",
+                RuntimeWarning, stacklevel=2)
         self._rows: list[dict] = []  # finished rows, not yet written
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
         self._checked, self._closed = False, False
+        self._fell_back: dict[int, Tensor] = {}  # the parameters the last step's fallback took
+        self._said_no_inputs = False
         self._tb = None if writer is None else writer(log_dir=str(self.folder.path / "tensorboard"))
 
     # -- the meta data and the EMA across sessions -------------------------------------------
@@ -134,7 +151,8 @@ class Tracker:
             "untracked_modules": dict(self.capture.untracked),
             "disabled_modules": dict(self.capture.disabled),
             "interacting_modules": list(self.interacting),
-            "missing_parameters": self.capture.missing()})
+            "missing_parameters": [] if self.fallback is not None else self.capture.missing(),
+            "fallback_parameters": self.capture.missing() if self.fallback is not None else []})
         meta.update(format=FORMAT, model=model)
         if start:
             meta["tracker"] = {"gram_every": self.gram_every, "reduction": self.reduction,
@@ -181,12 +199,14 @@ class Tracker:
         check = not self._checked
         want = None
         if check and self.loss_fn is not None and s.inputs is not None and labels is not None:
-            want = self._probe(s.inputs, labels)
+            want = sample_alone(self.model, self.loss_fn, s.inputs, labels,
+                                self.capture.covered())
         s.probed = want is not None
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
         self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale,
                            self.sketch if s.mode == "gram" else None)
         self._warn_interacting()
+        s.started = time.perf_counter()
 
     def _warn_interacting(self) -> None:
         """Batch statistics (BatchNorm in training mode) make the samples interact: the rows
@@ -202,24 +222,9 @@ class Tracker:
                 "defined for samples that do not interact)", RuntimeWarning, stacklevel=4)
             self._write_meta()
 
-    def _probe(self, inputs, labels) -> dict[int, Tensor]:
-        """Sample 0's gradient of its loss alone (plain autograd), per covered parameter; the
-        model's RNG and buffers (BatchNorm's running statistics) are left as they were."""
-        covered = self.capture.covered()
-        buffers = {k: b.detach().clone() for k, b in self.model.named_buffers()}
-        cuda = sorted({p.device.index or 0 for p in covered.values() if p.device.type == "cuda"})
-        with torch.random.fork_rng(devices=cuda):
-            out = self.model(take(inputs, slice(0, 1)))
-            loss = self.loss_fn(out, take(labels, slice(0, 1)))
-            grads = torch.autograd.grad(loss, list(covered.values()), allow_unused=True)
-        with torch.no_grad():
-            for k, b in self.model.named_buffers():
-                b.copy_(buffers[k])
-        return {pid: (g if g is not None else torch.zeros_like(p)).detach().reshape(-1)
-                for (pid, p), g in zip(covered.items(), grads, strict=True)}
-
     def _finish(self, s: _Step) -> None:
         outs = self.capture.end(stacklevel=4)
+        outs.update(self._fall_back(s))
         if not self._checked and self.capture.checked:
             self.folder.meta["sessions"][-1]["checks"] = {
                 "per_sample_sum_vs_grad": True,
@@ -233,7 +238,7 @@ class Tracker:
         n = self.capture.n
         named = trainable_named_parameters(self.model)
         factor = (1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)) / s.grad_scale
-        covered = self.capture.covered()
+        covered = {**self.capture.covered(), **self._fell_back}
         with torch.no_grad():  # one transfer to the host, not one per parameter
             sq = [(p.grad.double().square().sum(), id(p) in covered) for _, p in named
                   if p.grad is not None]
@@ -259,7 +264,9 @@ class Tracker:
                 self._tb.add_histogram("gradkit/per_sample_norm", norms, self.step_index)
             if K is not None:
                 self.folder.write_gram(self.step_index, self.session, s.epoch, K,
-                                       _labels(s.labels), self.capture.names_of(covered),
+                                       s.labels,
+                                       [k for pid, k in self.capture.names.items()
+                                        if pid in covered],
                                        self.capture.sketch)
         loss = s.loss if s.loss is not None else (
             None if s.captured is None else s.captured / s.grad_scale)
@@ -272,6 +279,32 @@ class Tracker:
         self._pending = row
         self._theta = [p.detach().clone() for _, p in named] if self.update_size else None
         self.step_index += 1
+
+    def _fall_back(self, s: _Step) -> dict[str, Tensor]:
+        """The exact fallback's part for the parameters the hooks did not take this step; the
+        first time, its cost against the step's own, in a warning and ``meta.json``."""
+        own = time.perf_counter() - s.started
+        covered = self.capture.covered()
+        missing = {id(p): p for _, p in trainable_named_parameters(self.model)
+                   if id(p) not in covered}
+        self._fell_back = {}
+        if self.fallback is None or not missing:
+            return {}
+        names = self.capture.names_of(missing)
+        if s.labels is None or s.inputs is None:
+            if not self._said_no_inputs:
+                self._said_no_inputs = True
+                warnings.warn(f"Tracker: step(labels=..., inputs=...) not given: the exact "
+                              f"fallback for {names} cannot run, so they are missing from this "
+                              "step's per-sample statistics", RuntimeWarning, stacklevel=4)
+            return {}
+        got = self.fallback(missing, s.inputs, s.labels, s.mode)
+        self._fell_back = missing
+        if len(self.fallback.seconds) == 1:
+            self.folder.meta["fallback"] = self.fallback.first_cost(names, own)
+            self._write_meta()
+            warnings.warn(self.fallback.cost_message(names, own), RuntimeWarning, stacklevel=4)
+        return {"fallback": got}
 
     def _settle(self) -> None:
         """The pending row's update size (the parameters moved since its backward), then the
@@ -322,6 +355,7 @@ class _Step:
         self.tracker, self.labels, self.epoch, self.inputs = tracker, labels, epoch, inputs
         self.grad_scale = float(grad_scale)
         self.loss, self.captured, self.mode, self.probed = None, None, "norms", False
+        self.started = 0.0
 
     def __enter__(self) -> _Step:
         self.tracker._begin(self)
@@ -355,12 +389,3 @@ def _summary_writer():
                           "(pip install tensorboard), which torch.utils.tensorboard "
                           f"uses: {err}") from err
     return SummaryWriter
-
-
-def _labels(labels) -> Tensor | None:
-    if labels is None:
-        return None
-    try:
-        return torch.as_tensor(labels).detach().cpu()
-    except (TypeError, ValueError, RuntimeError):
-        return None

@@ -134,33 +134,103 @@ def test_recorded_statistics_equal_a_per_sample_loop_at_a_larger_batch(tmp_path)
 
 
 class _WithNorm(nn.Module):
+    """A LayerNorm (tracked by its rule) and a learned offset ``pos`` added in ``forward``, a
+    parameter of no layer (the hooks cannot read it)."""
+
     def __init__(self):
         super().__init__()
         self.fc1, self.norm, self.fc2 = nn.Linear(5, 8), nn.LayerNorm(8), nn.Linear(8, 3)
+        self.pos = nn.Parameter(torch.randn(8) * 0.1)
 
     def forward(self, x):
-        return self.fc2(torch.tanh(self.norm(self.fc1(x))))
+        return self.fc2(torch.tanh(self.norm(self.fc1(x) + self.pos)))
 
 
-def test_an_untracked_module_is_named_and_its_parameters_reported_missing(tmp_path):
+def test_an_untracked_parameter_is_named_and_reported_missing_without_loss_fn(tmp_path):
     torch.manual_seed(0)
     model = _WithNorm().double()
-    with pytest.warns(RuntimeWarning, match="'norm'.*norm.weight") as said:
+    with pytest.warns(RuntimeWarning, match="'pos'.*Tracker\\(loss_fn") as said:
         tracker = Tracker(model, tmp_path / "run", gram_every=1)
     assert said[0].filename == __file__  # at the user's line
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
-    covered = [model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias]
+    covered = [p for name, p in model.named_parameters() if name != "pos"]
     G = _loop_grads(model, x, y, covered)
     with tracker.step(labels=y):
         F.cross_entropy(model(x), y).backward()
     tracker.close()
     run = load_run(tmp_path / "run")
-    _close(run.grams[0], G @ G.T)  # the covered parameters' Gram, exactly
+    _close(run.grams[0], G @ G.T)  # the covered parameters' Gram (LayerNorm's too), exactly
     row = run.scalars.iloc[0]
     _close(row.grad_sq, noise_scale(G, 6, n_boot=0).grad_sq)
     assert row.covered == pytest.approx(sum(p.numel() for p in covered) /
                                         sum(p.numel() for p in model.parameters()))
-    assert run.meta["model"]["missing_parameters"] == ["norm.weight", "norm.bias"]
+    assert run.meta["model"]["missing_parameters"] == ["pos"]
+    assert run.meta["model"]["tracked_modules"] == {"fc1": "Linear", "norm": "LayerNorm",
+                                                    "fc2": "Linear"}
+
+
+class _Recurrent(nn.Module):
+    """A GRU (a replay rule: not readable from the backward) between tracked layers, and a
+    learned positional offset: both taken by the exact fallback."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.gru, self.out = nn.Linear(4, 6), nn.GRU(6, 5, batch_first=True), \
+            nn.Linear(5, 3)
+        self.pos = nn.Parameter(torch.randn(7, 6) * 0.1)
+
+    def forward(self, x):
+        h, _ = self.gru(torch.tanh(self.inp(x) + self.pos))
+        return self.out(h.mean(1))
+
+
+def test_the_exact_fallback_covers_every_parameter_and_leaves_training_unchanged(tmp_path):
+    """With loss_fn and inputs, the GRU's and ``pos``'s per-sample gradients come from the
+    fallback: the recorded Gram and norms are the whole model's (the loop's), the first step
+    states the fallback's measured cost, and the training (parameters after AdamW, buffers)
+    is exactly that of the same loop without a tracker."""
+    torch.manual_seed(0)
+    model = _Recurrent().double()
+    twin = _Recurrent().double()
+    twin.load_state_dict(model.state_dict())
+    opt, twin_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, twin))
+    with pytest.warns(RuntimeWarning, match="'gru'.*exact fallback") as said:
+        tracker = Tracker(model, tmp_path / "run", gram_every=2, loss_fn=F.cross_entropy)
+    assert said[0].filename == __file__
+    grams = {}
+    for step in range(3):
+        x = torch.randn(5, 7, 4, dtype=torch.float64)
+        y = torch.randint(0, 3, (5,))
+        G = _loop_grads(model, x, y)
+        if step % 2 == 0:
+            grams[step] = G @ G.T
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            with tracker.step(labels=y, inputs=x):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+        if step == 0:
+            cost = [w for w in got if "cost" in str(w.message)]
+            assert cost and cost[0].filename == __file__, [str(w.message) for w in got]
+        opt.step()
+        twin_opt.zero_grad()
+        F.cross_entropy(twin(x), y).backward()
+        twin_opt.step()
+        norms = G.norm(dim=1)
+        want_norms = (norms.min(), norms.max())
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    for step, K in grams.items():
+        _close(run.grams[step], K)
+    last = run.scalars.iloc[-1]
+    _close([last.norm_min, last.norm_max], want_norms)
+    assert (run.scalars["covered"] == 1.0).all()
+    assert run.meta["model"]["missing_parameters"] == []
+    assert set(run.meta["model"]["fallback_parameters"]) >= {"pos", "gru.weight_ih_l0"}
+    assert run.meta["fallback"]["ratio_to_step"] > 0
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q), name
 
 
 class _Twice(nn.Module):
