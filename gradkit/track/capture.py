@@ -4,16 +4,16 @@ engine's :class:`~gradkit.grads.gramsink.GramSink`, which reduces them by the la
 materialised form (:mod:`gradkit.grads.rules`) to per-sample squared norms ``[N]`` or a Gram
 matrix ``[N, N]``. No extra forward or backward: the hooks only read what the step computes.
 
-Tracked: every layer with an ordinary per-sample rule of the engine
-(:mod:`gradkit.grads.rules`: ``Linear``, ``Conv1d/2d/3d`` with zero padding given as numbers,
-``LayerNorm``, the project's ``InputPrompt``, and any type given one by
-:func:`~gradkit.grads.register_rule`) whose parameters belong to tracked layers only. Not
-tracked (:func:`untracked_reason`): a layer whose rule is a replay of its forward (LSTM, GRU,
-RNN, MultiheadAttention, GroupNorm), a BatchNorm (its rule is for running statistics, eval
-mode), a layer with no rule, a container's own parameters. Those are taken by the tracker's
-exact fallback (:mod:`gradkit.track.fallback`) where the loss and the inputs are given; else
-their contribution is missing, and the tracker says so (a warning naming the modules,
-``meta.json``, the ``covered`` column).
+Tracked: every layer with an ordinary per-sample rule of the engine (:mod:`gradkit.grads.rules`:
+``Linear``, ``Conv1d/2d/3d`` with zero padding given as numbers, ``LayerNorm``, ``BatchNorm``,
+the project's ``InputPrompt``, and any type given one by :func:`~gradkit.grads.register_rule`)
+whose parameters belong to tracked layers only. Not tracked (:func:`untracked_reason`): a layer
+whose rule is a replay of its forward (LSTM, GRU, RNN, MultiheadAttention, GroupNorm), a layer
+with no rule, a container's own parameters: those are taken by the tracker's exact fallback
+(:mod:`gradkit.track.fallback`) where the loss and the inputs are given; else their contribution
+is missing, and the tracker says so (a warning naming the modules, ``meta.json``, the
+``covered`` column). A BatchNorm in training mode is read with the batch's statistics: its rows,
+like every layer's where samples interact, are each sample's share of the batch gradient.
 
 Checks, every step and free: each tracked layer is called exactly once with gradients enabled
 (calls under ``torch.no_grad()`` are ignored), with one tensor whose
@@ -58,8 +58,6 @@ def untracked_reason(module: nn.Module) -> str | None:
     kind = type(module).__name__
     if replay_for(module) is not None:
         return f"{kind}'s per-sample gradients need a replay of its forward"
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return f"{kind}'s rule holds for running statistics (eval mode), not batch statistics"
     return None
 
 

@@ -198,14 +198,15 @@ class Tracker:
         n = None if labels is None else len(labels)
         check = not self._checked
         want = None
-        if check and self.loss_fn is not None and s.inputs is not None and labels is not None:
+        self._warn_interacting()  # the samples interact: no sample alone to compare with
+        if check and self.loss_fn is not None and s.inputs is not None and labels is not None \
+                and not self.interacting:
             want = sample_alone(self.model, self.loss_fn, s.inputs, labels,
                                 self.capture.covered())
         s.probed = want is not None
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
         self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale,
                            self.sketch if s.mode == "gram" else None)
-        self._warn_interacting()
         s.started = time.perf_counter()
 
     def _warn_interacting(self) -> None:
@@ -298,7 +299,15 @@ class Tracker:
                               f"fallback for {names} cannot run, so they are missing from this "
                               "step's per-sample statistics", RuntimeWarning, stacklevel=4)
             return {}
-        got = self.fallback(missing, s.inputs, s.labels, s.mode)
+        try:
+            got = self.fallback(missing, s.inputs, s.labels, s.mode)
+        except (ValueError, RuntimeError) as err:  # the engine refused: training goes on
+            self.fallback = None
+            self._write_meta()
+            warnings.warn(f"Tracker: the exact fallback for {names} stopped ({err}); from this "
+                          "step on they are missing from the per-sample statistics (meta.json)",
+                          RuntimeWarning, stacklevel=4)
+            return {}
         self._fell_back = missing
         if len(self.fallback.seconds) == 1:
             self.folder.meta["fallback"] = self.fallback.first_cost(names, own)

@@ -394,15 +394,20 @@ def test_a_grad_scaler_scale_is_divided_out_and_an_overflow_recorded_as_nan(tmp_
 
 
 def test_batch_statistics_are_named_as_interacting(tmp_path):
+    """A BatchNorm in training mode is read with the batch's statistics: its rows are each
+    sample's share, summing to the batch gradient (the first step's sum check, which would
+    warn otherwise), and every parameter is covered; the interaction is named."""
     model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3))
-    with pytest.warns(RuntimeWarning, match="BatchNorm1d"):
-        tracker = Tracker(model, tmp_path / "run")
+    tracker = Tracker(model, tmp_path / "run", loss_fn=F.cross_entropy)
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
     with pytest.warns(RuntimeWarning, match=r"\['1'\] normalise with batch statistics") as said:
         _train_one(tracker, model, x, y, F.cross_entropy)
     assert [w.filename for w in said] == [__file__]  # and no other warning (the sum check)
     tracker.close()
-    assert load_run(tmp_path / "run").meta["model"]["interacting_modules"] == ["1"]
+    run = load_run(tmp_path / "run")
+    assert run.meta["model"]["interacting_modules"] == ["1"]
+    assert run.meta["model"]["tracked_modules"]["1"] == "BatchNorm1d"
+    assert run.scalars["covered"].tolist() == [1.0]
 
 
 class _FakeWriter:

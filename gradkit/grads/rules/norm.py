@@ -22,8 +22,14 @@ def _normalised(m: nn.Module, a: Tensor) -> Tensor:
     """``x̂``: the layer's input normalised exactly as its forward does, before the affine map."""
     if isinstance(m, nn.LayerNorm):
         return F.layer_norm(a, m.normalized_shape, eps=m.eps)
-    shape = (1, -1) + (1,) * (a.dim() - 2)  # BatchNorm in eval mode: running statistics
-    mean, var = m.running_mean.reshape(shape), m.running_var.reshape(shape)
+    if m.training or m.running_mean is None:
+        # BatchNorm on the batch's statistics (the engine refuses it: the samples interact; the
+        # tracker, reading a training step, gets each sample's share of the batch gradient)
+        dims = (0, *range(2, a.dim()))
+        mean, var = a.mean(dims, keepdim=True), a.var(dims, unbiased=False, keepdim=True)
+    else:  # BatchNorm in eval mode: running statistics
+        shape = (1, -1) + (1,) * (a.dim() - 2)
+        mean, var = m.running_mean.reshape(shape), m.running_var.reshape(shape)
     return (a - mean) * torch.rsqrt(var + m.eps)
 
 
