@@ -43,7 +43,7 @@ from gradkit.grads.gramsink import GramSink, budget_bytes
 from gradkit.grads.layerpass import LayerPlan
 from gradkit.grads.rules import replay_for, rule_for
 
-__all__ = ["Capture", "TrackerCheckError", "untracked_reason"]
+__all__ = ["Capture", "TrackerCheckError", "batch_statistics", "untracked_reason"]
 # Σ_i g_i against .grad: float32 sums in another order differ by ~1e-6; a wrong reduction by a
 # factor N, a tied weight or a second backward by O(1).
 _SUM_RTOL = 1e-3
@@ -59,6 +59,22 @@ def untracked_reason(module: nn.Module) -> str | None:
     if replay_for(module) is not None:
         return f"{kind}'s per-sample gradients need a replay of its forward"
     return None
+
+
+def batch_statistics(model: nn.Module, known: list[str], stacklevel: int) -> list[str]:
+    """The BatchNorms in training mode (batch statistics make the samples interact: the rows are
+    then each sample's share of the batch gradient, not the gradient of its loss alone), with a
+    warning the first time (``known`` empty); ``[]`` when there are none or they are known."""
+    bn = [name for name, m in model.named_modules()
+          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not bn or known:
+        return []
+    warnings.warn(
+        f"Tracker: {bn} normalise with batch statistics (training mode), so the samples of a "
+        "batch interact: each per-sample row is that sample's share of the batch gradient, not "
+        "the gradient of its loss alone (the per-sample statistics are defined for samples that "
+        "do not interact)", RuntimeWarning, stacklevel=stacklevel)
+    return bn
 
 
 class TrackerCheckError(RuntimeError):

@@ -32,7 +32,9 @@ __all__ = ["COLUMNS", "Run", "RunFolder", "load_run"]
 #: The columns of ``Run.scalars`` (module docstring of :mod:`gradkit.track.tracker`).
 COLUMNS = ["step", "epoch", "session", "n", "loss", "grad_norm", "norm_min", "norm_q10",
            "norm_q50", "norm_q90", "norm_max", "grad_sq", "trace_sigma", "b_simple",
-           "b_simple_ema", "update_size", "covered", "gram"]
+           "b_simple_ema", "update_size", "covered", "gram", "hessian_top", "hessian_hvps"]
+# Columns added after FORMAT 1's first runs: read as missing values from older parts.
+_LATER = {"hessian_top": float("nan"), "hessian_hvps": 0}
 META = "meta.json"
 FORMAT = 1
 
@@ -136,6 +138,7 @@ def _read_scalars(path: Path, meta: dict) -> pd.DataFrame:
             frame = pd.read_csv(part)
         except (OSError, ValueError, pd.errors.ParserError) as err:
             raise ValueError(f"{part}: not a readable scalars file ({err})") from err
+        frame = frame.assign(**{c: v for c, v in _LATER.items() if c not in frame.columns})
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{part}: columns {missing} are missing")

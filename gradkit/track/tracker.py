@@ -18,6 +18,8 @@ of a step is ``mean_i l_i`` with ``reduction="mean"``, ``Σ_i l_i`` with ``"sum"
   (:class:`~gradkit.grads.noise.StreamingNoiseScale`);
 - ``update_size``: ``||θ_{t+1} - θ_t||``, the optimizer's step after this row's backward,
   taken when the next step starts (or at :meth:`Tracker.close`);
+- ``hessian_top``, ``hessian_hvps``: with ``hessian_every``, the batch loss Hessian's top
+  eigenvalue and the Hessian-vector products it took (NaN on other steps);
 - ``covered``: the fraction of the trainable parameters (by count) the per-sample columns
   cover; ``gram``: 1 when the step's Gram matrix was written.
 
@@ -43,7 +45,8 @@ from torch import Tensor, nn
 import gradkit
 from gradkit.core.params import trainable_named_parameters
 from gradkit.grads.noise import StreamingNoiseScale, b_simple, trace_sigma_of_norms
-from gradkit.track.capture import Capture
+from gradkit.track.capture import Capture, batch_statistics
+from gradkit.track.curvature import HessianSchedule
 from gradkit.track.fallback import ExactFallback, sample_alone
 from gradkit.track.record import FORMAT, RunFolder
 
@@ -71,7 +74,10 @@ class Tracker:
     ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
     :func:`~gradkit.grads.gradient_sketch` of the tracked layers (seeded by ``sketch_seed``;
     ``Run.sketches``); ``fallback``: take the parameters the hooks cannot read by the exact
-    fallback when ``loss_fn`` and ``step(inputs=...)`` are given (False: leave them out).
+    fallback when ``loss_fn`` and ``step(inputs=...)`` are given (False: leave them out);
+    ``hessian_every``: the loss Hessian's top eigenvalue (``hessian_top``) every that many steps
+    (0: never; needs ``loss_fn`` and ``inputs``), by at most ``hessian_iters`` Hessian-vector
+    products, each about two backward passes (:mod:`gradkit.track.curvature`).
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
@@ -79,7 +85,7 @@ class Tracker:
                  start_step: int | None = None, flush_every: int = 20,
                  budget: int | None = None, update_size: bool = True,
                  tensorboard: bool = False, sketch_k: int | None = None, sketch_seed: int = 0,
-                 fallback: bool = True):
+                 fallback: bool = True, hessian_every: int = 0, hessian_iters: int = 20):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -96,6 +102,7 @@ class Tracker:
         self.loss_fn, self.flush_every, self.update_size = loss_fn, flush_every, update_size
         self.sketch = None if sketch_k is None else (sketch_k, int(sketch_seed))
         self.capture = Capture(model, budget)
+        self.hessian = HessianSchedule(hessian_every, hessian_iters, loss_fn)
         self.fallback = ExactFallback(model, loss_fn, budget) if fallback and loss_fn else None
         if not self.capture.modules and self.fallback is None:
             raise ValueError(f"{type(model).__name__} has no layer the tracker reads from the "
@@ -128,9 +135,8 @@ class Tracker:
         self._rows: list[dict] = []  # finished rows, not yet written
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
-        self._checked, self._closed = False, False
+        self._checked, self._closed, self._said_no_inputs = False, False, False
         self._fell_back: dict[int, Tensor] = {}  # the parameters the last step's fallback took
-        self._said_no_inputs = False
         self._tb = None if writer is None else writer(log_dir=str(self.folder.path / "tensorboard"))
 
     # -- the meta data and the EMA across sessions -------------------------------------------
@@ -210,17 +216,9 @@ class Tracker:
         s.started = time.perf_counter()
 
     def _warn_interacting(self) -> None:
-        """Batch statistics (BatchNorm in training mode) make the samples interact: the rows
-        are then each sample's share of the batch gradient, not the gradient of its loss alone."""
-        bn = [name for name, m in self.model.named_modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-        if bn and not self.interacting:
+        bn = batch_statistics(self.model, self.interacting, stacklevel=5)
+        if bn:
             self.interacting = bn
-            warnings.warn(
-                f"Tracker: {bn} normalise with batch statistics (training mode), so the samples "
-                "of a batch interact: each per-sample row is that sample's share of the batch "
-                "gradient, not the gradient of its loss alone (the per-sample statistics are "
-                "defined for samples that do not interact)", RuntimeWarning, stacklevel=4)
             self._write_meta()
 
     def _finish(self, s: _Step) -> None:
@@ -277,6 +275,8 @@ class Tracker:
                    grad_sq=gsq, b_simple_ema=self.noise.b_simple, update_size=math.nan,
                    covered=sum(p.numel() for p in covered.values()) / max(total, 1),
                    gram=int(K is not None and math.isfinite(row["trace_sigma"])))
+        if self.hessian.due(self.step_index):
+            row.update(self.hessian(self.model, s.inputs, s.labels))
         self._pending = row
         self._theta = [p.detach().clone() for _, p in named] if self.update_size else None
         self.step_index += 1
