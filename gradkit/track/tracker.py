@@ -65,8 +65,12 @@ class Tracker:
     rows kept in memory before they are written (a kill loses at most these); ``budget``: bytes
     one layer may materialise (:mod:`gradkit.grads.gramsink`); ``update_size``: record
     ``||θ_{t+1} - θ_t||`` (keeps a copy of the trainable parameters between steps; False: NaN);
-    ``tensorboard``: also write every column as a scalar and the per-sample norms as a
-    histogram to ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``);
+    ``tensorboard``: also write every finite column as a scalar ``gradkit/<column>`` and the
+    per-sample norms as a histogram ``gradkit/per_sample_norm``, at the row's step: True to
+    ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``; a session hides
+    the earlier sessions' events from its first step on, as ``load_run`` hides their rows), or
+    a ``SummaryWriter`` of the caller's (a Lightning ``TensorBoardLogger.experiment``; not
+    closed by the tracker). TensorBoard keeps scalars in float32;
     ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
     :func:`~gradkit.grads.gradient_sketch` (seeded by ``sketch_seed``; ``Run.sketches``).
     """
@@ -75,7 +79,7 @@ class Tracker:
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
                  budget: int | None = None, update_size: bool = True,
-                 tensorboard: bool = False, sketch_k: int | None = None, sketch_seed: int = 0):
+                 tensorboard=False, sketch_k: int | None = None, sketch_seed: int = 0):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -95,7 +99,11 @@ class Tracker:
         if not self.capture.modules:
             raise ValueError(f"{type(model).__name__} has no layer the tracker takes (Linear, "
                              f"Conv1d, Conv2d): {self.capture.untracked}")
-        writer = _summary_writer() if tensorboard else None
+        writer = _summary_writer() if tensorboard is True else None
+        if not (isinstance(tensorboard, bool) or all(
+                callable(getattr(tensorboard, f, None)) for f in ("add_scalar", "add_histogram"))):
+            raise TypeError(f"tensorboard must be True, False or a SummaryWriter, got "
+                            f"{type(tensorboard).__name__}")
         self.folder = RunFolder(out, resume)
         last = self.folder.last_step()
         self.step_index = (0 if last is None else last + 1) if start_step is None else start_step
@@ -114,7 +122,10 @@ class Tracker:
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
         self._checked, self._closed = False, False
-        self._tb = None if writer is None else writer(log_dir=str(self.folder.path / "tensorboard"))
+        self._tb, self._own_tb = (None if tensorboard is False else tensorboard), False
+        if writer is not None:  # purge: events of earlier sessions from this step on are stale
+            self._tb, self._own_tb = writer(log_dir=str(self.folder.path / "tensorboard"),
+                                            purge_step=self.step_index), True
 
     # -- the meta data and the EMA across sessions -------------------------------------------
     def _write_meta(self, start: bool = False, **params) -> None:
@@ -303,7 +314,7 @@ class Tracker:
             return
         self._settle()
         self.flush()
-        if self._tb is not None:
+        if self._own_tb:
             self._tb.close()
         self._closed = True
 
