@@ -5,6 +5,8 @@ Layout::
 
     meta.json                        model summary, the tracker's parameters, versions, sessions
     scalars/part-SSS-TTTTTTTT.csv    rows of session SSS from step TTTTTTTT on (one per flush)
+    tables/NAME/part-SSS-TTTTTTTT.csv  the same for a table another module adds per step
+                                      (``ddp_noise``: :class:`gradkit.distributed.DDPTracker`)
     grams/step-TTTTTTTT.pt           {"K": [N, N] float64, "labels", "step", "epoch", "params",
                                       "session", "sketch": [N, k] or None}
 
@@ -58,7 +60,8 @@ class RunFolder:
                                       f"({META} missing): the tracker writes only into a new "
                                       "folder or its own")
             self.meta = {}
-        for folder in (self.path, self.path / "scalars", self.path / "grams"):
+        for folder in (self.path, self.path / "scalars", self.path / "grams",
+                       *(self.path / "tables").glob("*")):
             remove_stale_temps(folder)
 
     def last_step(self) -> int | None:
@@ -76,12 +79,21 @@ class RunFolder:
         self.meta = meta
         atomic_write_text(self.path / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
-    def write_rows(self, session: int, rows: list[dict]) -> None:
+    def write_rows(self, session: int, rows: list[dict], table: str | None = None) -> None:
+        """One part file of ``rows``: the scalars, or (``table``) those of ``tables/table``
+        (every row has ``step``; ``session`` is added)."""
         if not rows:
             return
-        frame = pd.DataFrame(rows, columns=COLUMNS)
+        if table is not None and not table.isidentifier():
+            raise ValueError(f"table must be a plain name, got {table!r}")
+        if table is None:
+            frame, folder = pd.DataFrame(rows, columns=COLUMNS), self.path / "scalars"
+        else:
+            frame = pd.DataFrame(rows).assign(session=session)
+            folder = self.path / "tables" / table
+            folder.mkdir(parents=True, exist_ok=True)
         text = frame.to_csv(index=False, float_format="%.17g")
-        atomic_write_text(self.path / "scalars" / _part_name(session, rows[0]["step"]), text)
+        atomic_write_text(folder / _part_name(session, rows[0]["step"]), text)
 
     def write_gram(self, step: int, session: int, epoch, K: Tensor, labels: Tensor | None,
                    params: list[str], sketch: Tensor | None = None) -> None:
@@ -118,20 +130,21 @@ def _superseded(step: int, session: int, starts: dict[int, int]) -> bool:
     return any(s > session and step >= first for s, first in starts.items())
 
 
-def _read_scalars(path: Path, meta: dict) -> pd.DataFrame:
-    """Every part's rows, without those a later session superseded."""
-    frames = []
-    for part in sorted((path / "scalars").glob("part-*.csv")):
+def _read_scalars(path: Path, meta: dict, table: str | None = None) -> pd.DataFrame:
+    """Every part's rows (of ``tables/table``), without those a later session superseded."""
+    frames, columns = [], COLUMNS if table is None else ["step", "session"]
+    folder = path / "scalars" if table is None else path / "tables" / table
+    for part in sorted(folder.glob("part-*.csv")):
         try:
             frame = pd.read_csv(part)
         except (OSError, ValueError, pd.errors.ParserError) as err:
             raise ValueError(f"{part}: not a readable scalars file ({err})") from err
-        missing = [c for c in COLUMNS if c not in frame.columns]
+        missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ValueError(f"{part}: columns {missing} are missing")
-        frames.append(frame[COLUMNS])
+        frames.append(frame[COLUMNS] if table is None else frame)
     if not frames:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     frame = pd.concat(frames, ignore_index=True)
     starts = _starts(meta)
     keep = [not _superseded(int(step), int(session), starts)
@@ -144,7 +157,8 @@ def _read_scalars(path: Path, meta: dict) -> pd.DataFrame:
 class Run:
     """A tracked run read back: ``scalars`` (one row per step), ``grams`` (``{step: [N, N]}``),
     ``labels`` (``{step: labels or None}``), ``sketches`` (``{step: [N, k]}``, with
-    ``sketch_k``), ``meta`` (``meta.json``)."""
+    ``sketch_k``), ``meta`` (``meta.json``), ``tables`` (``{name: rows per step}``, e.g.
+    ``ddp_noise``)."""
 
     path: Path
     meta: dict
@@ -153,6 +167,7 @@ class Run:
     labels: dict[int, Tensor | None] = field(default_factory=dict)
     epochs: dict[int, int | None] = field(default_factory=dict)
     sketches: dict[int, Tensor] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def load_run(path: str | Path) -> Run:
@@ -163,6 +178,8 @@ def load_run(path: str | Path) -> Run:
         raise FileNotFoundError(f"{path}: no {META}; not a tracked run folder")
     meta = _read_meta(path / META)
     run = Run(path=path, meta=meta, scalars=_read_scalars(path, meta))
+    for folder in sorted(p for p in (path / "tables").glob("*") if p.is_dir()):
+        run.tables[folder.name] = _read_scalars(path, meta, folder.name)
     starts = _starts(meta)
     for file in sorted((path / "grams").glob("step-*.pt")):
         try:

@@ -34,6 +34,7 @@ import math
 import platform
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -72,14 +73,19 @@ class Tracker:
     a ``SummaryWriter`` of the caller's (a Lightning ``TensorBoardLogger.experiment``; not
     closed by the tracker). TensorBoard keeps scalars in float32;
     ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
-    :func:`~gradkit.grads.gradient_sketch` (seeded by ``sketch_seed``; ``Run.sketches``).
+    :func:`~gradkit.grads.gradient_sketch` (seeded by ``sketch_seed``; ``Run.sketches``);
+    ``local_grads``: take the batch gradient from this process's own backward (hooks on the
+    parameters) instead of ``.grad``, which ``DistributedDataParallel`` replaces by the mean
+    over every process's batch (:class:`gradkit.distributed.DDPTracker` sets it): every column
+    then describes this process's batch.
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
                  budget: int | None = None, update_size: bool = True,
-                 tensorboard=False, sketch_k: int | None = None, sketch_seed: int = 0):
+                 tensorboard=False, sketch_k: int | None = None, sketch_seed: int = 0,
+                 local_grads: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -94,6 +100,7 @@ class Tracker:
             raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
         self.model, self.gram_every, self.reduction = model, gram_every, reduction
         self.loss_fn, self.flush_every, self.update_size = loss_fn, flush_every, update_size
+        self.local_grads, self._local = bool(local_grads), {}
         self.sketch = None if sketch_k is None else (sketch_k, int(sketch_seed))
         self.capture = Capture(model, budget)
         if not self.capture.modules:
@@ -197,6 +204,10 @@ class Tracker:
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
         self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale,
                            self.sketch if s.mode == "gram" else None)
+        self._local = {}
+        if self.local_grads:  # removed with the capture's hooks
+            self.capture.handles += [p.register_hook(partial(self._keep, id(p)))
+                                     for _, p in trainable_named_parameters(self.model)]
         self._warn_interacting()
 
     def _warn_interacting(self) -> None:
@@ -229,8 +240,21 @@ class Tracker:
         return {pid: (g if g is not None else torch.zeros_like(p)).detach().reshape(-1)
                 for (pid, p), g in zip(covered.items(), grads, strict=True)}
 
+    def _keep(self, pid: int, g: Tensor) -> None:
+        self._local[pid] = g if pid not in self._local else self._local[pid] + g
+
     def _finish(self, s: _Step) -> None:
-        outs = self.capture.end(stacklevel=4)
+        named = trainable_named_parameters(self.model)
+        local, held = self._local if self.local_grads else None, {}
+        if local is not None and not self._checked:  # the check reads .grad: this process's
+            held = {id(p): p.grad for _, p in named}
+            for _, p in named:
+                p.grad = local.get(id(p))
+        try:
+            outs = self.capture.end(stacklevel=4)
+        finally:
+            for _, p in named if held else ():
+                p.grad = held[id(p)]
         if not self._checked and self.capture.checked:
             self.folder.meta["sessions"][-1]["checks"] = {
                 "per_sample_sum_vs_grad": True,
@@ -242,12 +266,12 @@ class Tracker:
             self._write_meta()
         self._checked = self._checked or self.capture.checked
         n = self.capture.n
-        named = trainable_named_parameters(self.model)
         factor = (1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)) / s.grad_scale
         covered = self.capture.covered()
         with torch.no_grad():  # one transfer to the host, not one per parameter
-            sq = [(p.grad.double().square().sum(), id(p) in covered) for _, p in named
-                  if p.grad is not None]
+            grads = [(local.get(id(p)) if local is not None else p.grad, id(p) in covered)
+                     for _, p in named]
+            sq = [(g.double().square().sum(), c) for g, c in grads if g is not None]
             both = torch.stack([torch.stack([v, v * c]) for v, c in sq]).sum(0).tolist() \
                 if sq else [0.0, 0.0]
         gsq_all, gsq = both[0] * factor ** 2, both[1] * factor ** 2
@@ -280,7 +304,7 @@ class Tracker:
                    grad_sq=gsq, b_simple_ema=self.noise.b_simple, update_size=math.nan,
                    covered=sum(p.numel() for p in covered.values()) / max(total, 1),
                    gram=int(K is not None and math.isfinite(row["trace_sigma"])))
-        self._pending = row
+        self._pending, self._local = row, {}
         self._theta = [p.detach().clone() for _, p in named] if self.update_size else None
         self.step_index += 1
 
@@ -369,9 +393,7 @@ def _summary_writer():
 
 
 def _labels(labels) -> Tensor | None:
-    if labels is None:
-        return None
     try:
-        return torch.as_tensor(labels).detach().cpu()
+        return None if labels is None else torch.as_tensor(labels).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
         return None
