@@ -10,7 +10,8 @@ What the record means under DDP, with ``W`` processes each holding a local batch
   gradient of rank 0's own backward (``Tracker(local_grads=True)``), not the all-reduced
   ``.grad``. ``b_simple`` is then the noise scale of ``b_0`` samples. The other ranks compute
   no per-sample statistic and never write the run folder (their batches are other samples of
-  the same distribution).
+  the same distribution). Rank 0 keeps its own backward's gradient (one more copy of the
+  trainable parameters' size) until the step ends.
 - ``update_size`` is the step the optimizer took, from the reduced gradient (the same on every
   rank).
 - With ``noise=DDPNoiseScale(ddp_model)``, the hook's measurement of every step (the global
@@ -92,9 +93,9 @@ class DDPTracker:
         with self.tracker.step(labels, epoch, inputs, grad_scale) as s:
             yield s
         if self.noise is not None:
-            measured = asdict(self.noise.last)
-            measured.pop("step")  # the hook's own count; the row's step is the tracker's
-            self._rows.append({"step": self.tracker.step_index - 1, **measured})
+            hook = asdict(self.noise.last)
+            hook.pop("step")  # the hook's own count; the row's step is the tracker's
+            self._rows.append({"step": self.tracker.step_index - 1, **hook})
             if len(self._rows) >= self.tracker.flush_every:
                 self.flush()
 
