@@ -81,8 +81,12 @@ class GradientTracker(L.Callback):
     with one backward per batch.
 
     Refused with an error (the per-sample rows would not be those of the step's gradient):
-    manual optimization, ``accumulate_grad_batches > 1``, more than one process
-    (use :class:`gradkit.distributed.DDPTracker` in a plain DDP loop). With a ``GradScaler``
+    manual optimization, ``accumulate_grad_batches > 1``. With several processes (a DDP
+    strategy) only global rank 0 records and writes, as :class:`gradkit.distributed.DDPTracker`
+    does: its rows are the per-sample statistics of rank 0's *local* batch, from its own
+    backward's gradient (``Tracker(local_grads=True)``), not the all-reduced ``.grad``; the
+    other ranks compute nothing (the DDP noise hook is not attached: Lightning's strategy owns
+    DDP's communication hook). With a ``GradScaler``
     (``precision="16-mixed"`` on a GPU) its scale is divided out of every number.
     """
 
@@ -106,21 +110,24 @@ class GradientTracker(L.Callback):
             "manual optimization (automatic_optimization=False)"
             if not pl_module.automatic_optimization else
             f"accumulate_grad_batches={trainer.accumulate_grad_batches}"
-            if trainer.accumulate_grad_batches != 1 else
-            f"{trainer.world_size} processes" if trainer.world_size != 1 else None)
+            if trainer.accumulate_grad_batches != 1 else None)
         if problem is not None:
             raise ValueError(f"GradientTracker: {problem} is not supported: the tracker needs "
-                             "one backward of the batch's own loss per optimizer step in one "
-                             "process")
+                             "one backward of the batch's own loss per optimizer step")
+        if not trainer.is_global_zero:
+            return  # only rank 0 records (and writes)
         writer = self.tensorboard
         if writer == "auto":
             logger = trainer.logger
             writer = logger.experiment if isinstance(logger, TensorBoardLogger) else False
         # the checkpoint's step: a resumed fit supersedes what was recorded after it
         self.tracker = Tracker(pl_module, self.out, resume=True, start_step=trainer.global_step,
-                               tensorboard=writer, **self.tracker_kwargs)
+                               tensorboard=writer, local_grads=trainer.world_size > 1,
+                               **self.tracker_kwargs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.tracker is None:  # a rank other than 0
+            return
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
         inputs = self.inputs(batch) if self.inputs is not None else None

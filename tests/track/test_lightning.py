@@ -173,3 +173,61 @@ def test_gradkit_track_does_not_import_lightning_and_a_missing_lightning_is_name
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "needs the lightning package (pip install lightning" in out
+
+
+class _SavedLoop(_Loop):
+    """``_Loop`` on global rank 0 of a spawned DDP fit, its batches' G saved to ``path``."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = str(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.is_global_zero:
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            torch.save({"G": self.G, "y": self.y}, self.path)
+
+
+@pytest.mark.slow
+def test_under_a_ddp_strategy_rank0_records_its_local_batch(tmp_path):
+    """Two spawned gloo processes: rank 0's rows are its local batches' per-sample statistics
+    (its own backward's gradient, not the all-reduced .grad; the first-step check passes)."""
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2,
+                        logger=False, precision="64-true", enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[_SavedLoop(tmp_path / "loop.pt"),
+                                   GradientTracker(tmp_path / "run", gram_every=2)])
+    trainer.fit(_Net(), _loader())
+    saved = torch.load(tmp_path / "loop.pt", weights_only=True)
+    run = load_run(tmp_path / "run")
+    assert list(run.scalars["step"]) == list(range(4))  # 12 samples a rank, batches of 8 and 4
+    assert list(run.scalars["n"]) == [8, 4, 8, 4]
+    assert run.meta["sessions"][0]["checks"]["per_sample_sum_vs_grad"] is True
+    for (_, row), G in zip(run.scalars.iterrows(), saved["G"], strict=True):
+        ns = noise_scale(G, batch_size=len(G), n_boot=0)
+        _close([row.norm_max, row.grad_sq, row.trace_sigma, row.b_simple],
+               [G.norm(dim=1).max(), ns.grad_sq, ns.trace_sigma, ns.b_simple])
+    for step, K in run.grams.items():
+        _close(K, saved["G"][step] @ saved["G"][step].T)
+        assert torch.equal(run.labels[step], saved["y"][step])
+
+
+def test_on_a_rank_other_than_0_the_callback_records_nothing(tmp_path):
+    from types import SimpleNamespace
+
+    module = _Net()
+    trainer = SimpleNamespace(accumulate_grad_batches=1, is_global_zero=False, world_size=2,
+                              global_step=0, logger=None)
+    callback = GradientTracker(tmp_path / "run")
+    callback.on_train_start(trainer, module)
+    callback.on_train_batch_start(trainer, module, (torch.zeros(2, 4), torch.zeros(2)), 0)
+    callback.on_after_backward(trainer, module)
+    callback.on_train_end(trainer, module)
+    assert callback.tracker is None and not (tmp_path / "run").exists()
+    trainer.is_global_zero = True  # rank 0 of 2: its own backward's gradient, not .grad
+    callback.on_train_start(trainer, module)
+    assert callback.tracker.local_grads
+    callback.on_train_end(trainer, module)
