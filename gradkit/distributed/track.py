@@ -80,8 +80,9 @@ class DDPTracker:
     def step(self, labels=None, epoch: int | None = None, inputs=None,
              batch_size: int | None = None, grad_scale: float = 1.0):
         """Around one step's forward and backward on every rank (as
-        :meth:`Tracker.step <gradkit.track.Tracker.step>`); ``batch_size``: this rank's number
-        of samples for the noise hook (default ``len(labels)``)."""
+        :meth:`Tracker.step <gradkit.track.Tracker.step>`, whose step context it yields on
+        rank 0, None elsewhere); ``batch_size``: this rank's number of samples for the noise
+        hook (default ``len(labels)``)."""
         if self.noise is not None:
             if batch_size is None and labels is None:
                 raise ValueError("give labels= or batch_size=: the noise hook needs this "

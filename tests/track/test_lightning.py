@@ -123,7 +123,7 @@ def test_a_resumed_fit_appends_and_logs_to_the_tensorboard_logger(tmp_path):
     assert [e.step for e in acc.Histograms("gradkit/per_sample_norm")] == list(range(6))
 
 
-class _Accumulating(_Net):
+class _Manual(_Net):
     def __init__(self):
         super().__init__()
         self.automatic_optimization = False
@@ -131,7 +131,7 @@ class _Accumulating(_Net):
 
 def test_what_the_tracker_cannot_follow_is_refused(tmp_path):
     with pytest.raises(ValueError, match="manual optimization"):
-        _fit(tmp_path, [GradientTracker(tmp_path / "run")], epochs=1, module=_Accumulating())
+        _fit(tmp_path, [GradientTracker(tmp_path / "run")], epochs=1, module=_Manual())
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False,
                         enable_progress_bar=False, accumulate_grad_batches=2,
                         callbacks=[GradientTracker(tmp_path / "run2")])
