@@ -18,8 +18,9 @@ What the record means under DDP, with ``W`` processes each holding a local batch
   batch ``b_big = Σ_r b_r`` against the local ones: ``small_sq``, ``big_sq``, the unbiased
   ``grad_sq`` and ``trace_sigma``, their EMAs and ``b_simple``; definitions in
   :mod:`gradkit.distributed.noise_hook`) is written beside the row of the same step, as the
-  table ``ddp_noise`` (``load_run(out).tables["ddp_noise"]``). A resumed run starts the
-  hook's EMA afresh (its state is not in the record).
+  table ``ddp_noise`` (``load_run(out).tables["ddp_noise"]``), and with ``tensorboard=`` as
+  the scalars ``gradkit/ddp/<field>``. A resumed run starts the hook's EMA afresh (its state
+  is not in the record).
 
 >>> # in each of the W processes, after init_process_group:           # doctest: +SKIP
 >>> ddp = DistributedDataParallel(model)
@@ -36,6 +37,7 @@ What the record means under DDP, with ``W`` processes each holding a local batch
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -96,7 +98,12 @@ class DDPTracker:
         if self.noise is not None:
             hook = asdict(self.noise.last)
             hook.pop("step")  # the hook's own count; the row's step is the tracker's
-            self._rows.append({"step": self.tracker.step_index - 1, **hook})
+            step = self.tracker.step_index - 1
+            self._rows.append({"step": step, **hook})
+            if self.tracker.writer is not None:
+                for name, v in hook.items():
+                    if math.isfinite(v):
+                        self.tracker.writer.add_scalar(f"gradkit/ddp/{name}", v, step)
             if len(self._rows) >= self.tracker.flush_every:
                 self.flush()
 

@@ -71,7 +71,7 @@ class Tracker:
     ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``; a session hides
     the earlier sessions' events from its first step on, as ``load_run`` hides their rows), or
     a ``SummaryWriter`` of the caller's (a Lightning ``TensorBoardLogger.experiment``; not
-    closed by the tracker). TensorBoard keeps scalars in float32;
+    closed by the tracker), then :attr:`writer`. TensorBoard keeps scalars in float32;
     ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
     :func:`~gradkit.grads.gradient_sketch` (seeded by ``sketch_seed``; ``Run.sketches``);
     ``local_grads``: take the batch gradient from this process's own backward (hooks on the
@@ -129,9 +129,9 @@ class Tracker:
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
         self._checked, self._closed = False, False
-        self._tb, self._own_tb = (None if tensorboard is False else tensorboard), False
+        self.writer, self._own_tb = (None if tensorboard is False else tensorboard), False
         if writer is not None:  # purge: events of earlier sessions from this step on are stale
-            self._tb, self._own_tb = writer(log_dir=str(self.folder.path / "tensorboard"),
+            self.writer, self._own_tb = writer(log_dir=str(self.folder.path / "tensorboard"),
                                             purge_step=self.step_index), True
 
     # -- the meta data and the EMA across sessions -------------------------------------------
@@ -290,8 +290,8 @@ class Tracker:
                        b_simple=b_simple(tr, gsq))
             if n >= 2:
                 self.noise.update(float(sq.mean()), gsq, 1, n)
-            if self._tb is not None:
-                self._tb.add_histogram("gradkit/per_sample_norm", norms, self.step_index)
+            if self.writer is not None:
+                self.writer.add_histogram("gradkit/per_sample_norm", norms, self.step_index)
             if K is not None:
                 self.folder.write_gram(self.step_index, self.session, s.epoch, K,
                                        _labels(s.labels), self.capture.names_of(covered),
@@ -318,11 +318,11 @@ class Tracker:
                     (a.double() - b.double()).square().sum() for a, b in zip(
                         now, self._theta, strict=True))) ** 0.5
             self._rows.append(self._pending)
-            if self._tb is not None:
+            if self.writer is not None:
                 for col, v in self._pending.items():
                     if col not in ("step", "session", "gram") and isinstance(v, int | float) \
                             and math.isfinite(v):
-                        self._tb.add_scalar(f"gradkit/{col}", v, self._pending["step"])
+                        self.writer.add_scalar(f"gradkit/{col}", v, self._pending["step"])
             self._pending, self._theta = None, None
         if len(self._rows) >= self.flush_every:
             self.flush()
@@ -339,7 +339,7 @@ class Tracker:
         self._settle()
         self.flush()
         if self._own_tb:
-            self._tb.close()
+            self.writer.close()
         self._closed = True
 
     def __enter__(self) -> Tracker:

@@ -14,6 +14,7 @@ import pickle
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def _worker(rank: int, world: int, base: str) -> dict:
     ddp = DDP(model)
     noise = DDPNoiseScale(ddp, ema=0.5)
     tracker = DDPTracker(ddp, Path(base) / f"rank{rank}", noise=noise, gram_every=2,
-                         flush_every=2)
+                         flush_every=2, tensorboard=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     states = []
     for batches in STEPS:
@@ -149,6 +150,25 @@ def test_the_noise_hooks_measurement_is_recorded_beside_each_step(ranks, out):
     for field in list(NoiseStep.__dataclass_fields__)[1:]:
         _close(list(table[field]), list(hist[field]), rtol=1e-12)
     assert list(table["b_big"]) == [12, 10, 12]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "rank0" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    for field in ("b_simple", "small_sq", "big_sq", "b_small"):
+        assert [(e.step, e.value) for e in acc.Scalars(f"gradkit/ddp/{field}")] == [
+            (k, np.float32(v)) for k, v in enumerate(table[field])], field
+
+
+def test_a_later_session_supersedes_a_tables_rows_from_its_start_step(tmp_path):
+    model = _model()
+    for start, steps, value in ((None, range(4), 0.0), (2, range(2, 5), 1.0)):
+        tracker = Tracker(model, tmp_path / "run", start_step=start)
+        tracker.folder.write_rows(tracker.session, [{"step": k, "v": value} for k in steps],
+                                  table="extra")
+        tracker.close()
+    table = load_run(tmp_path / "run").tables["extra"]
+    assert list(table["step"]) == [0, 1, 2, 3, 4] and list(table["v"]) == [0, 0, 1, 1, 1]
+    assert list(table["session"]) == [0, 0, 1, 1, 1]
 
 
 def test_the_plain_tracker_refuses_ddps_reduced_grad(ranks):
