@@ -72,8 +72,8 @@ class GradientTracker(L.Callback):
     ``labels``: ``labels(batch)`` gives the batch's labels (dim 0: the samples; default
     :func:`default_labels`); ``inputs``: ``inputs(batch)``, only for the tracker's first-step
     coupling check with ``loss_fn`` (``loss_fn(pl_module(x), y)`` must be the per-sample loss
-    the ``training_step`` averages); ``tensorboard``: "auto" logs to the ``Trainer``'s logger
-    when it is a ``TensorBoardLogger`` (tags ``gradkit/...``; a resumed fit logging into the
+    the ``training_step`` averages); ``tensorboard``: "auto" logs to the ``Trainer``'s first
+    ``TensorBoardLogger`` if it has one (tags ``gradkit/...``; a resumed fit logging into the
     same logger version leaves that version's events after the checkpoint's step in place),
     True to ``out/tensorboard`` (those are hidden), False nowhere. Every other keyword goes to
     :class:`~gradkit.track.Tracker` (``gram_every``, ``reduction``, ``ema``, ``sketch_k``,
@@ -86,8 +86,9 @@ class GradientTracker(L.Callback):
     does: its rows are the per-sample statistics of rank 0's *local* batch, from its own
     backward's gradient (``Tracker(local_grads=True)``), not the all-reduced ``.grad``; the
     other ranks compute nothing (the DDP noise hook is not attached: Lightning's strategy owns
-    DDP's communication hook). With a ``GradScaler``
-    (``precision="16-mixed"`` on a GPU) its scale is divided out of every number.
+    DDP's communication hook). With a ``GradScaler`` (``precision="16-mixed"`` on a GPU) its
+    scale is divided out of every number. The run folder is complete when the fit ends (or
+    fails: the rows so far are written).
     """
 
     def __init__(self, out: str | Path, *, labels: Callable | None = None,
@@ -118,8 +119,8 @@ class GradientTracker(L.Callback):
             return  # only rank 0 records (and writes)
         writer = self.tensorboard
         if writer == "auto":
-            logger = trainer.logger
-            writer = logger.experiment if isinstance(logger, TensorBoardLogger) else False
+            writer = next((lg.experiment for lg in trainer.loggers
+                           if isinstance(lg, TensorBoardLogger)), False)
         # the checkpoint's step: a resumed fit supersedes what was recorded after it
         self.tracker = Tracker(pl_module, self.out, resume=True, start_step=trainer.global_step,
                                tensorboard=writer, local_grads=trainer.world_size > 1,

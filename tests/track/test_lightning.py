@@ -220,7 +220,7 @@ def test_on_a_rank_other_than_0_the_callback_records_nothing(tmp_path):
 
     module = _Net()
     trainer = SimpleNamespace(accumulate_grad_batches=1, is_global_zero=False, world_size=2,
-                              global_step=0, logger=None)
+                              global_step=0, loggers=[])
     callback = GradientTracker(tmp_path / "run")
     callback.on_train_start(trainer, module)
     callback.on_train_batch_start(trainer, module, (torch.zeros(2, 4), torch.zeros(2)), 0)
