@@ -8,6 +8,9 @@ Public API:
   (McCandlish et al. 2018, Appendix A; definitions in :mod:`gradkit.distributed.noise_hook`).
   Call ``noise.step(batch_size=len(x))`` before each training forward; read ``noise.last``
   (a :class:`NoiseStep`) after ``loss.backward()`` and ``noise.history`` (a DataFrame) any time.
+- :class:`DDPTracker` ``(ddp_model, out, noise=None, **tracker_kwargs)``: the
+  :class:`gradkit.track.Tracker` under DDP; rank 0 writes the run (its local batch's
+  per-sample statistics, the hook's measurement beside them; :mod:`gradkit.distributed.track`).
 - :func:`critical_batch_advice` ``(b_simple, global_batch)``: the one-line verdict
   ("B_simple ≈ 410 [EMA], global batch 64: larger batches would still use their samples well").
 - :func:`run_short_ddp` ``(clips=600, epochs=2, batch_size=16, ...)``: a short 2-process gloo
@@ -27,6 +30,7 @@ from gradkit.distributed.noise_hook import (
     critical_batch_advice,
     estimates,
 )
+from gradkit.distributed.track import DDPTracker
 
 
 def __getattr__(name: str):
@@ -37,5 +41,5 @@ def __getattr__(name: str):
         return run_short_ddp
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["DDPNoiseScale", "NoiseStep", "critical_batch_advice", "estimates", "free_port",
-           "run_short_ddp", "spawn"]
+__all__ = ["DDPNoiseScale", "DDPTracker", "NoiseStep", "critical_batch_advice", "estimates",
+           "free_port", "run_short_ddp", "spawn"]

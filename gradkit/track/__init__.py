@@ -3,6 +3,10 @@
 - :mod:`~gradkit.track.tracker`  ``Tracker``: per-sample norms, noise scale, Gram matrices
 - :mod:`~gradkit.track.capture`  the hooks on the model's layers and the first step's checks
 - :mod:`~gradkit.track.record`   the run folder (atomic, appended across restarts), ``load_run``
+- :mod:`~gradkit.track.lightning`  ``GradientTracker``: the tracker as a Lightning ``Callback``
+  (imported on first use: ``import gradkit.track`` does not import ``lightning``)
+
+Under ``DistributedDataParallel``: :class:`gradkit.distributed.DDPTracker`.
 
 Wrap forward and backward of each step; nothing else of the loop changes, and no extra forward
 or backward runs (the first step adds one of one sample with ``loss_fn``):
@@ -30,4 +34,14 @@ from gradkit.track.capture import TrackerCheckError, untracked_reason
 from gradkit.track.record import COLUMNS, Run, load_run
 from gradkit.track.tracker import Tracker
 
-__all__ = ["COLUMNS", "Run", "Tracker", "TrackerCheckError", "load_run", "untracked_reason"]
+
+def __getattr__(name: str):
+    if name == "GradientTracker":  # lazily: importing it imports lightning
+        from gradkit.track.lightning import GradientTracker
+
+        return GradientTracker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["COLUMNS", "GradientTracker", "Run", "Tracker", "TrackerCheckError",
+           "load_run", "untracked_reason"]

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from gradkit.grads import gradient_gram, per_sample_norms
 from gradkit.grads.samples import active_dropout, take
 
-__all__ = ["ExactFallback", "model_state_kept", "sample_alone"]
+__all__ = ["ExactFallback", "coverage_message", "model_state_kept", "sample_alone"]
 
 
 class ExactFallback:
@@ -109,3 +109,17 @@ def sample_alone(model: nn.Module, loss_fn, inputs, labels,
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {pid: (g if g is not None else torch.zeros_like(p)).detach().reshape(-1)
             for (pid, p), g in zip(params.items(), grads, strict=True)}
+
+
+def coverage_message(untracked: dict[str, str], missing: list[str], fallback: bool) -> str:
+    """What the tracker says at its start of the modules the hooks cannot read."""
+    if fallback:
+        return (f"Tracker: the hooks cannot read {untracked} from the backward; their "
+                f"parameters {missing} are taken by the exact fallback: one extra forward and "
+                "backward of each step's batch through gradkit.grads (its cost is timed on the "
+                "first step and reported then); pass step(inputs=x)")
+    return (f"Tracker: no per-sample rule inside the loop for {untracked}; the per-sample "
+            "norms, Gram matrices and noise scale cover only the tracked layers' parameters, "
+            f"not {missing} (listed in meta.json; grad_norm covers every parameter). Give "
+            "Tracker(loss_fn=...) and step(inputs=x) for an exact fallback (one extra forward "
+            "and backward per step)")

@@ -1,27 +1,7 @@
 """``Tracker``: gradient statistics of the user's own training loop, from its own backward.
 
 Per step (``with tracker.step(labels=y, epoch=e):`` around forward and backward), one row of
-``scalars``; the per-sample gradient ``G_i`` is that of sample ``i``'s loss ``l_i`` (the loss
-of a step is ``mean_i l_i`` with ``reduction="mean"``, ``Σ_i l_i`` with ``"sum"``):
-
-- ``loss``: the value ``backward()`` was called on (or ``step.loss``, set by the user);
-- ``grad_norm``: ``||g_D||``, ``g_D = (1/N) Σ_i G_i`` the batch's mean gradient, from the
-  ``.grad`` autograd produced, over **every** trainable parameter;
-- ``norm_min``, ``norm_q10``, ``norm_q50``, ``norm_q90``, ``norm_max``: quantiles of the
-  per-sample norms ``||G_i||``;
-- ``grad_sq`` (``||g_D||²``), ``trace_sigma`` (``tr Σ``), ``b_simple`` (``tr Σ / ||g_D||²``):
-  :mod:`gradkit.grads.noise`'s definitions with the batch as the data set, as
-  ``noise_scale(G)`` would give on the batch's per-sample gradients;
-- ``b_simple_ema``: McCandlish's ``B_simple`` from the unbiased per-step estimates of ``|G|²``
-  and ``S`` (the mean of ``||G_i||²`` and ``||g_D||²`` as two batch sizes, ``1`` and ``N``),
-  each averaged by an EMA of decay ``ema`` and divided at the end
-  (:class:`~gradkit.grads.noise.StreamingNoiseScale`);
-- ``update_size``: ``||θ_{t+1} - θ_t||``, the optimizer's step after this row's backward,
-  taken when the next step starts (or at :meth:`Tracker.close`);
-- ``hessian_top``, ``hessian_hvps``: with ``hessian_every``, the batch loss Hessian's top
-  eigenvalue and the Hessian-vector products it took (NaN on other steps);
-- ``covered``: the fraction of the trainable parameters (by count) the per-sample columns
-  cover; ``gram``: 1 when the step's Gram matrix was written.
+``scalars``: the columns are defined in :mod:`gradkit.track.record`.
 
 The per-sample columns (norms, ``grad_sq``, ``trace_sigma``, ``b_simple``, Gram) cover the
 parameters of the tracked layers (:mod:`gradkit.track.capture`), read from the step's own
@@ -37,6 +17,7 @@ import math
 import platform
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,9 +26,10 @@ from torch import Tensor, nn
 import gradkit
 from gradkit.core.params import trainable_named_parameters
 from gradkit.grads.noise import StreamingNoiseScale, b_simple, trace_sigma_of_norms
+from gradkit.track.board import Board, writer_class
 from gradkit.track.capture import Capture, batch_statistics
 from gradkit.track.curvature import HessianSchedule
-from gradkit.track.fallback import ExactFallback, sample_alone
+from gradkit.track.fallback import ExactFallback, coverage_message, sample_alone
 from gradkit.track.record import FORMAT, RunFolder
 
 __all__ = ["Tracker"]
@@ -69,8 +51,12 @@ class Tracker:
     rows kept in memory before they are written (a kill loses at most these); ``budget``: bytes
     one layer may materialise (:mod:`gradkit.grads.gramsink`); ``update_size``: record
     ``||θ_{t+1} - θ_t||`` (keeps a copy of the trainable parameters between steps; False: NaN);
-    ``tensorboard``: also write every column as a scalar and the per-sample norms as a
-    histogram to ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``);
+    ``tensorboard``: also write every finite column as a scalar ``gradkit/<column>`` and the
+    per-sample norms as a histogram ``gradkit/per_sample_norm``, at the row's step: True to
+    ``out/tensorboard`` (``torch.utils.tensorboard``; needs ``tensorboard``; a session hides
+    the earlier sessions' events from its first step on, as ``load_run`` hides their rows), or
+    a ``SummaryWriter`` of the caller's (a Lightning ``TensorBoardLogger.experiment``; not
+    closed by the tracker), then :attr:`writer`. TensorBoard keeps scalars in float32;
     ``sketch_k``: with each Gram matrix also the ``[N, sketch_k]`` gradient sketch of
     :func:`~gradkit.grads.gradient_sketch` of the tracked layers (seeded by ``sketch_seed``;
     ``Run.sketches``); ``fallback``: take the parameters the hooks cannot read by the exact
@@ -78,14 +64,19 @@ class Tracker:
     ``hessian_every``: the loss Hessian's top eigenvalue (``hessian_top``) every that many steps
     (0: never; needs ``loss_fn`` and ``inputs``), by at most ``hessian_iters`` Hessian-vector
     products, each about two backward passes (:mod:`gradkit.track.curvature`).
+    ``local_grads``: take the batch gradient from this process's own backward (hooks on the
+    parameters) instead of ``.grad``, which ``DistributedDataParallel`` replaces by the mean
+    over every process's batch (:class:`gradkit.distributed.DDPTracker` sets it): every column
+    then describes this process's batch.
     """
 
     def __init__(self, model: nn.Module, out: str | Path, *, gram_every: int = 50,
                  reduction: str = "mean", ema: float = 0.9, loss_fn=None, resume: bool = True,
                  start_step: int | None = None, flush_every: int = 20,
                  budget: int | None = None, update_size: bool = True,
-                 tensorboard: bool = False, sketch_k: int | None = None, sketch_seed: int = 0,
-                 fallback: bool = True, hessian_every: int = 0, hessian_iters: int = 20):
+                 tensorboard=False, sketch_k: int | None = None, sketch_seed: int = 0,
+                 fallback: bool = True, hessian_every: int = 0, hessian_iters: int = 20,
+                 local_grads: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
@@ -100,6 +91,7 @@ class Tracker:
             raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
         self.model, self.gram_every, self.reduction = model, gram_every, reduction
         self.loss_fn, self.flush_every, self.update_size = loss_fn, flush_every, update_size
+        self.local_grads, self._local = bool(local_grads), {}
         self.sketch = None if sketch_k is None else (sketch_k, int(sketch_seed))
         self.capture = Capture(model, budget)
         self.hessian = HessianSchedule(hessian_every, hessian_iters, loss_fn)
@@ -108,7 +100,7 @@ class Tracker:
             raise ValueError(f"{type(model).__name__} has no layer the tracker reads from the "
                              f"backward ({self.capture.untracked}): give Tracker(loss_fn=...) "
                              "and step(inputs=x) for the exact fallback")
-        writer = _summary_writer() if tensorboard else None
+        writer = writer_class(tensorboard)
         self.folder = RunFolder(out, resume)
         last = self.folder.last_step()
         self.step_index = (0 if last is None else last + 1) if start_step is None else start_step
@@ -117,27 +109,17 @@ class Tracker:
         self.session = len(self.folder.meta.get("sessions", []))
         self.interacting: list[str] = []  # modules through which the samples interact
         self._write_meta(start=True, budget=budget, ema=ema)
-        if self.capture.untracked and self.fallback is not None:
-            warnings.warn(
-                f"Tracker: the hooks cannot read {self.capture.untracked} from the backward; "
-                f"their parameters {self.capture.missing()} are taken by the exact fallback: one "
-                "extra forward and backward of each step's batch through gradkit.grads (its "
-                "cost is timed on the first step and reported then); pass step(inputs=x)",
-                RuntimeWarning, stacklevel=2)
-        elif self.capture.untracked:
-            warnings.warn(
-                f"Tracker: no per-sample rule inside the loop for {self.capture.untracked}; the "
-                f"per-sample norms, Gram matrices and noise scale cover only the tracked layers' "
-                f"parameters, not {self.capture.missing()} (listed in meta.json; grad_norm "
-                "covers every parameter). Give Tracker(loss_fn=...) and step(inputs=x) for an "
-                "exact fallback (one extra forward and backward per step)",
-                RuntimeWarning, stacklevel=2)
+        if self.capture.untracked:
+            warnings.warn(coverage_message(self.capture.untracked, self.capture.missing(),
+                                           self.fallback is not None), RuntimeWarning,
+                          stacklevel=2)
         self._rows: list[dict] = []  # finished rows, not yet written
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
         self._checked, self._closed, self._said_no_inputs = False, False, False
         self._fell_back: dict[int, Tensor] = {}  # the parameters the last step's fallback took
-        self._tb = None if writer is None else writer(log_dir=str(self.folder.path / "tensorboard"))
+        self.board = Board(tensorboard, writer, self.folder.path, self.step_index)
+        self.writer = self.board.writer
 
     # -- the meta data and the EMA across sessions -------------------------------------------
     def _write_meta(self, start: bool = False, **params) -> None:
@@ -213,6 +195,10 @@ class Tracker:
         s.mode = "gram" if self.gram_every and self.step_index % self.gram_every == 0 else "norms"
         self.capture.begin(n, s.mode, self.reduction == "mean", check, want, s.grad_scale,
                            self.sketch if s.mode == "gram" else None)
+        self._local = {}
+        if self.local_grads:  # removed with the capture's hooks
+            self.capture.handles += [p.register_hook(partial(self._keep, id(p)))
+                                     for _, p in trainable_named_parameters(self.model)]
         s.started = time.perf_counter()
 
     def _warn_interacting(self) -> None:
@@ -221,8 +207,21 @@ class Tracker:
             self.interacting = bn
             self._write_meta()
 
+    def _keep(self, pid: int, g: Tensor) -> None:
+        self._local[pid] = g if pid not in self._local else self._local[pid] + g
+
     def _finish(self, s: _Step) -> None:
-        outs = self.capture.end(stacklevel=4)
+        named = trainable_named_parameters(self.model)
+        local, held = self._local if self.local_grads else None, {}
+        if local is not None and not self._checked:  # the check reads .grad: this process's
+            held = {id(p): p.grad for _, p in named}
+            for _, p in named:
+                p.grad = local.get(id(p))
+        try:
+            outs = self.capture.end(stacklevel=4)
+        finally:
+            for _, p in named if held else ():
+                p.grad = held[id(p)]
         outs.update(self._fall_back(s))
         if not self._checked and self.capture.checked:
             self.folder.meta["sessions"][-1]["checks"] = {
@@ -235,12 +234,12 @@ class Tracker:
             self._write_meta()
         self._checked = self._checked or self.capture.checked
         n = self.capture.n
-        named = trainable_named_parameters(self.model)
         factor = (1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)) / s.grad_scale
         covered = {**self.capture.covered(), **self._fell_back}
         with torch.no_grad():  # one transfer to the host, not one per parameter
-            sq = [(p.grad.double().square().sum(), id(p) in covered) for _, p in named
-                  if p.grad is not None]
+            grads = [(local.get(id(p)) if local is not None else p.grad, id(p) in covered)
+                     for _, p in named]
+            sq = [(g.double().square().sum(), c) for g, c in grads if g is not None]
             both = torch.stack([torch.stack([v, v * c]) for v, c in sq]).sum(0).tolist() \
                 if sq else [0.0, 0.0]
         gsq_all, gsq = both[0] * factor ** 2, both[1] * factor ** 2
@@ -259,8 +258,7 @@ class Tracker:
                        b_simple=b_simple(tr, gsq))
             if n >= 2:
                 self.noise.update(float(sq.mean()), gsq, 1, n)
-            if self._tb is not None:
-                self._tb.add_histogram("gradkit/per_sample_norm", norms, self.step_index)
+            self.board.norms(norms, self.step_index)
             if K is not None:
                 self.folder.write_gram(self.step_index, self.session, s.epoch, K,
                                        s.labels,
@@ -277,7 +275,7 @@ class Tracker:
                    gram=int(K is not None and math.isfinite(row["trace_sigma"])))
         if self.hessian.due(self.step_index):
             row.update(self.hessian(self.model, s.inputs, s.labels))
-        self._pending = row
+        self._pending, self._local = row, {}
         self._theta = [p.detach().clone() for _, p in named] if self.update_size else None
         self.step_index += 1
 
@@ -325,11 +323,7 @@ class Tracker:
                     (a.double() - b.double()).square().sum() for a, b in zip(
                         now, self._theta, strict=True))) ** 0.5
             self._rows.append(self._pending)
-            if self._tb is not None:
-                for col, v in self._pending.items():
-                    if col not in ("step", "session", "gram") and isinstance(v, int | float) \
-                            and math.isfinite(v):
-                        self._tb.add_scalar(f"gradkit/{col}", v, self._pending["step"])
+            self.board.row(self._pending)
             self._pending, self._theta = None, None
         if len(self._rows) >= self.flush_every:
             self.flush()
@@ -345,8 +339,7 @@ class Tracker:
             return
         self._settle()
         self.flush()
-        if self._tb is not None:
-            self._tb.close()
+        self.board.close()
         self._closed = True
 
     def __enter__(self) -> Tracker:
@@ -388,13 +381,3 @@ class _Step:
             return
         self.tracker._finish(self)
 
-
-def _summary_writer():
-    """``torch.utils.tensorboard.SummaryWriter``, or an error that says what to install."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ImportError("Tracker(tensorboard=True) needs the tensorboard package "
-                          "(pip install tensorboard), which torch.utils.tensorboard "
-                          f"uses: {err}") from err
-    return SummaryWriter

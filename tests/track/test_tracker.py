@@ -415,7 +415,7 @@ class _FakeWriter:
 
     made: list = []
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, purge_step=None):
         self.log_dir, self.scalars, self.hists, self.closed = log_dir, [], [], False
         _FakeWriter.made.append(self)
 
