@@ -70,15 +70,15 @@ class GradientTracker(L.Callback):
     """Records gradient statistics of a ``Trainer``'s fit into the run folder ``out``.
 
     ``labels``: ``labels(batch)`` gives the batch's labels (dim 0: the samples; default
-    :func:`default_labels`); ``inputs``: ``inputs(batch)``, only for the tracker's first-step
-    coupling check with ``loss_fn`` (``loss_fn(pl_module(x), y)`` must be the per-sample loss
-    the ``training_step`` averages); ``tensorboard``: "auto" logs to the ``Trainer``'s first
-    ``TensorBoardLogger`` if it has one (tags ``gradkit/...``; a resumed fit logging into the
-    same logger version leaves that version's events after the checkpoint's step in place),
-    True to ``out/tensorboard`` (those are hidden), False nowhere. Every other keyword goes to
-    :class:`~gradkit.track.Tracker` (``gram_every``, ``reduction``, ``ema``, ``sketch_k``,
-    ...). The ``training_step``'s loss must be reduced over the batch as ``reduction`` says,
-    with one backward per batch.
+    :func:`default_labels`); ``inputs``: ``inputs(batch)``, for the tracker's first-step
+    coupling check and its exact fallback with ``loss_fn`` (``loss_fn(pl_module(x), y)`` must be
+    the per-sample loss the ``training_step`` averages); ``tensorboard``: "auto" logs to the
+    ``Trainer``'s first ``TensorBoardLogger`` if it has one (tags ``gradkit/...``; a resumed fit
+    logging into the same logger version leaves that version's events after the checkpoint's
+    step in place), True to ``out/tensorboard`` (those are hidden), False nowhere. Every other
+    keyword goes to :class:`~gradkit.track.Tracker` (``gram_every``, ``reduction``, ``ema``,
+    ``sketch_k``, ...). The ``training_step``'s loss must be reduced over the batch as
+    ``reduction`` says, with one backward per batch.
 
     Refused with an error (the per-sample rows would not be those of the step's gradient):
     manual optimization, ``accumulate_grad_batches > 1``. With several processes (a DDP
