@@ -351,7 +351,7 @@ def layers_pass(model, loss_fn, inputs, targets, plan: LayerPlan, ref: Reference
     # Backward to the layer outputs only (gradient edges hold no activations), so autograd
     # never forms the summed weight gradients; the tensor hooks turn each δ into per-sample
     # gradients as it arrives. The real parameters are reached only by uses outside the calls.
-    if (edges or params) and roots:
+    if (edges or params or leaves) and roots:
         plist = [p for p, _ in params.values()] + [plan.params[pid] for pid in leaves]
         got = torch.autograd.grad(roots, edges + plist + list(leaves.values()), seeds,
                                   allow_unused=True)[len(edges):]
