@@ -25,7 +25,7 @@ Degenerate inputs, decided before the formulas: ``R < 2`` gives no spread (``p``
 pairs often is) give no spread for the t-test to stand on; the exact rank test of the
 observation among the ``R + 1`` exchangeable values is used instead: ``p = 1`` and
 ``ci = (0, 0)`` when ``o`` equals them, else ``p = 1 / (R + 1)`` (the observation the most
-extreme of all) and ``ci`` NaN. Below ``R = 19`` that never reaches ``α = 0.05``: a control
+extreme of all) and ``ci`` NaN. Below ``R = 20`` that never falls under ``α = 0.05``: a control
 without spread cannot show an excess.
 
 >>> r = compare_to_control(0.9, [0.30, 0.35, 0.28, 0.33], label="label-permuted control",
