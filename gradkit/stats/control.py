@@ -75,14 +75,15 @@ class ControlComparison:
 
     def sentence(self, digits: int = 2, scale: float = 1.0) -> str:
         """E.g. ``exceeds its label-permuted control by 0.31 [0.12, 0.50] (control 0.30 ± 0.04
-        over 4 permutations, p = 0.003)`` or ``at its label-permuted control level (excess
-        0.01 [−0.10, 0.12] ...)``: the excess, never the observed value alone."""
+        over 4 permutations, p = 0.003)`` or ``is at its label-permuted control level (excess
+        0.01 [−0.10, 0.12] ...)``, to follow the statistic's name: the excess, never the
+        observed value alone."""
         n = lambda v: number(v * scale, digits)  # noqa: E731
         lo, hi = self.ci
         spread = (f"{self.control} {with_unit(n(self.control_mean), self.unit)} \u00b1 "
                   f"{n(self.control_sd)} over {self.n_control} {self.what}")
         if self.verdict == "not testable":
-            return (f"not testable against its {self.control} (excess "
+            return (f"is not testable against its {self.control} (excess "
                     f"{with_unit(n(self.excess), self.unit)}; {spread}: no spread)")
         interval = f"[{n(lo)}, {n(hi)}]"
         tail = f"({spread}, {p_text(self.p_value, self.alpha)})"
@@ -91,7 +92,7 @@ class ControlComparison:
                      f"; all {self.n_control} {self.what} gave "
                      f"{with_unit(n(self.control_mean), self.unit)}, rank test")
             shown = "" if math.isnan(lo) else f" {interval}"
-            return (f"at its {self.control} level (excess {with_unit(n(self.excess), self.unit)}"
+            return (f"is at its {self.control} level (excess {with_unit(n(self.excess), self.unit)}"
                     f"{shown}{where}, {p_text(self.p_value, self.alpha)})")
         word = "exceeds" if self.verdict == "exceeds its control" else "lies below"
         size = abs(self.excess)
