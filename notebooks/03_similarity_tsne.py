@@ -39,7 +39,6 @@ from threadpoolctl import threadpool_limits
 
 # %%
 import gradkit
-import gradkit.analysis.control
 import gradkit.analysis.similarity
 import gradkit.grads.similarity
 import gradkit.viz.similarity
@@ -50,7 +49,7 @@ from gradkit.core.params import num_trainable
 from gradkit.core.paths import figures_dir, project_root
 from gradkit.grads import gradient_sketch, tsne
 from gradkit.report.headlines import show_headlines
-from gradkit.stats import compare_proportions, interval_change
+from gradkit.stats import compare_proportions
 from gradkit.training import TrainConfig, get_run, sample_loss
 from gradkit.viz.figures import publish, save_figure
 from gradkit.viz.scrubber import Scrubber
@@ -159,28 +158,23 @@ display(stats)
 # Per statistic and checkpoint: the observed value, the control's mean and spread over the permutations, and the excess $\text{observed} - \overline{\text{control}}$ with its 95 % interval (one observation against the control's draws, Crawford & Howell 1998). A statistic "exceeds its control" only when the interval excludes 0; otherwise the class structure it shows is what the labels alone give. The t-SNE statistics here come from cold-started maps (seed 0), the same for the run and its control.
 
 # %%
+import gradkit.analysis.control
+
 CONTROL_PERMUTATIONS = 4  # retrained runs of the control; the interval's width needs at least 3
 CONTROL_EPOCHS = analysis.control.control_epochs(epochs)
 t_control = time.perf_counter()
 control = analysis.control.label_control(run, {e: results[e]["gram"] for e in CONTROL_EPOCHS}, y,
                                          permutations=CONTROL_PERMUTATIONS)
-excess = control.set_index(["epoch", "statistic"])
+verdict = control.set_index(["epoch", "statistic"]).verdict
 display(control.drop(columns=["control", "sentence", "p_value"]))
 print(f"label-permuted control ({CONTROL_PERMUTATIONS} retrained runs, checkpoints "
       f"{CONTROL_EPOCHS}): {time.perf_counter() - t_control:.1f} s")
 
+# %%
 
 def versus_control(epoch, name):
     """The generated sentence of one statistic at one controlled checkpoint: its excess."""
-    return excess.loc[(epoch, name), "sentence"]
-
-
-def excess_headline(epoch, name):
-    """The excess with its interval, for the report index."""
-    r = excess.loc[(epoch, name)]
-    interval = (f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if np.isfinite([r.ci_low, r.ci_high]).all()
-                else "")
-    return f"{r.excess:+.2f}{interval} at epoch {epoch} ({r.verdict})"
+    return analysis.control.excess_sentence(control, epoch, name)
 
 
 display(Markdown("\n\n".join(
@@ -259,30 +253,21 @@ display(phase)
 # ## The overall trend, and what the study said (generated)
 
 # %%
-def excess_change(name):
-    """How the excess over the control moved from the first to the last controlled checkpoint
-    (non-overlap of the two intervals, `gradkit.stats.interval_change`)."""
-    a, b = (excess.loc[(e, name)] for e in (CONTROL_EPOCHS[0], CONTROL_EPOCHS[-1]))
-    if len(CONTROL_EPOCHS) < 2 or not np.isfinite([a.ci_low, a.ci_high, b.ci_low, b.ci_high]).all():
-        return f"{a.excess:+.2f} → {b.excess:+.2f} (no interval to compare)"
-    word = interval_change((a.excess, (a.ci_low, a.ci_high)), (b.excess, (b.ci_low, b.ci_high)))
-    return f"{a.excess:+.2f} → {b.excess:+.2f} ({word})"
-
-
-first_control = CONTROL_EPOCHS[0]
+first_control, moved = CONTROL_EPOCHS[0], lambda name: analysis.control.excess_change(
+    control, name, CONTROL_EPOCHS[0], CONTROL_EPOCHS[-1])  # the first to the last controlled
 neg = stats[stats.batch_min_cosine < 0]
 display(Markdown("\n\n".join([
     f"From epoch {first_control} to {CONTROL_EPOCHS[-1]} the excess over the label-permuted "
-    f"control of the class silhouette went {excess_change('silhouette')}, of the same-class "
-    f"cosine {excess_change('within_class')}, of the different-class cosine "
-    f"{excess_change('between_class')}, of the t-SNE neighbours of the same class "
-    f"{excess_change('tsne_same_class')}. The mean cosine between mini-batches "
+    f"control of the class silhouette went {moved('silhouette')}, of the same-class "
+    f"cosine {moved('within_class')}, of the different-class cosine "
+    f"{moved('between_class')}, of the t-SNE neighbours of the same class "
+    f"{moved('tsne_same_class')}. The mean cosine between mini-batches "
     f"{analysis.similarity.trend_word(stats.batch_mean_cosine)}, and the change of the sample "
     f"cosines between consecutive checkpoints {analysis.similarity.trend_word(stats.matrix_change)}.",
     f"The study described the early gradients as scattered with no structure. Measured at epoch "
-    f"{first_control}, the class silhouette {versus_control(first_control, 'silhouette')}: "
+    f"{first_control}, {versus_control(first_control, 'silhouette')}: "
     + ("the early class structure goes beyond what the labels alone give."
-       if excess.loc[(first_control, "silhouette"), "verdict"] == "exceeds its control" else
+       if verdict[(first_control, "silhouette")] == "exceeds its control" else
        "the early class structure is no more than the labels alone give, so neither the "
        "study's claim nor its opposite is shown by these gradients."),
     "At the batch level no two mini-batch gradients ever point against each other "
@@ -358,11 +343,11 @@ print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
 # %%
 show_headlines(**{
     "class silhouette over its label-permuted control":
-        f"{excess_headline(CONTROL_EPOCHS[0], 'silhouette')} -> "
-        f"{excess_headline(CONTROL_EPOCHS[-1], 'silhouette')}",
+        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[0], 'silhouette')} -> "
+        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[-1], 'silhouette')}",
     "opposed sample pairs over their label-permuted control":
-        f"{excess_headline(CONTROL_EPOCHS[0], 'share_negative')} -> "
-        f"{excess_headline(CONTROL_EPOCHS[-1], 'share_negative')}",
+        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[0], 'share_negative')} -> "
+        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[-1], 'share_negative')}",
     "most conflicting clip": f"{'/'.join(Path(table['path'].iloc[0]).parts[-2:])} (conflicts at "
                              f"{table['conflict share'].iloc[0]:.0%} of checkpoints)",
     "failing classes": ", ".join(failing) if failing else "none",

@@ -54,13 +54,13 @@ import torch
 
 from gradkit.grads import Gram, gradient_gram, tsne
 from gradkit.grads import similarity as sim
-from gradkit.stats import compare_to_control
+from gradkit.stats import compare_to_control, interval_change
 from gradkit.training import DivergenceGuard, sample_loss
 from gradkit.training.state import new_state, train_epoch
 
-__all__ = ["CONTROL", "STATISTICS", "control_epochs", "excess_table", "label_control",
-           "neighbour_class_share", "permuted_run_stats", "structure_stats",
-           "within_split_permutation"]
+__all__ = ["CONTROL", "STATISTICS", "control_epochs", "excess_change", "excess_headline",
+           "excess_sentence", "excess_table", "label_control", "neighbour_class_share",
+           "permuted_run_stats", "structure_stats", "within_split_permutation"]
 
 #: The control's name in every sentence.
 CONTROL = "label-permuted control"
@@ -217,3 +217,38 @@ def label_control(run, grams: dict, labels, permutations: int = 4, seed: int = 0
                                    k, seed, train_seed=run.config.seed + 1 + r)
                 for r in range(permutations)]
     return excess_table(observed, controls, alpha)
+
+
+def _row(table: pd.DataFrame, epoch: int, name: str) -> pd.Series:
+    hit = table[(table.epoch == int(epoch)) & (table.statistic == name)]
+    if len(hit) != 1:
+        raise KeyError(f"no single row for statistic {name!r} at epoch {epoch} in the control "
+                       f"table (epochs {sorted(set(table.epoch))})")
+    return hit.iloc[0]
+
+
+def excess_sentence(table: pd.DataFrame, epoch: int, name: str) -> str:
+    """The generated sentence of statistic ``name`` at ``epoch`` in an :func:`excess_table`."""
+    return str(_row(table, epoch, name).sentence)
+
+
+def excess_headline(table: pd.DataFrame, epoch: int, name: str) -> str:
+    """The short form for a report index: ``+0.25 [-0.27, +0.77] at epoch 60 (at its control
+    level)`` (no interval where the control had no spread)."""
+    r = _row(table, epoch, name)
+    finite = np.isfinite([r.ci_low, r.ci_high]).all()
+    interval = f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if finite else ""
+    return f"{r.excess:+.2f}{interval} at epoch {int(epoch)} ({r.verdict})"
+
+
+def excess_change(table: pd.DataFrame, name: str, first: int, last: int) -> str:
+    """How the excess of ``name`` moved from checkpoint ``first`` to ``last``: ``+0.02 → +0.25
+    (no detectable change)``, by :func:`gradkit.stats.interval_change` (non-overlap of the two
+    intervals); without two finite intervals no change is called."""
+    a, b = _row(table, first, name), _row(table, last, name)
+    moved = f"{a.excess:+.2f} \u2192 {b.excess:+.2f}"
+    if int(first) == int(last) or not np.isfinite([a.ci_low, a.ci_high, b.ci_low,
+                                                  b.ci_high]).all():
+        return f"{moved} (no two intervals to compare)"
+    word = interval_change((a.excess, (a.ci_low, a.ci_high)), (b.excess, (b.ci_low, b.ci_high)))
+    return f"{moved} ({word})"

@@ -129,3 +129,24 @@ def test_on_a_no_signal_folder_the_statistics_are_at_their_control_level(tmp_pat
     assert not table.sentence.str.contains("exceeds").any()
     with pytest.raises(ValueError, match="labels must be"):
         label_control(run, grams, y.flip(0), permutations=2)
+
+
+def test_the_sentence_helpers_read_one_row_and_compare_two_intervals():
+    from gradkit.analysis.control import excess_change, excess_headline, excess_sentence
+
+    def stats(shift):
+        return {"silhouette": 0.5 + shift, "share_negative": 0.4}
+
+    observed = {5: stats(0.0), 60: stats(0.6)}
+    controls = [{5: stats(d), 60: stats(d)} for d in (-0.01, 0.0, 0.01, 0.02)]
+    table = excess_table(observed, controls)
+    assert excess_sentence(table, 60, "silhouette").startswith(
+        "the class silhouette exceeds its label-permuted control by 0.60 [")
+    assert excess_headline(table, 5, "silhouette").endswith("at epoch 5 (at its control level)")
+    # an observation equal to a control without spread: the interval (0, 0)
+    assert excess_headline(table, 5, "share_negative") == (
+        "+0.00 [+0.00, +0.00] at epoch 5 (at its control level)")
+    assert excess_change(table, "silhouette", 5, 60).endswith("(higher)")
+    assert excess_change(table, "silhouette", 5, 5).endswith("(no two intervals to compare)")
+    with pytest.raises(KeyError, match="epoch 7"):
+        excess_sentence(table, 7, "silhouette")
