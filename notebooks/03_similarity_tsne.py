@@ -257,8 +257,9 @@ first_control, moved = CONTROL_EPOCHS[0], lambda name: analysis.control.excess_c
     control, name, CONTROL_EPOCHS[0], CONTROL_EPOCHS[-1])  # the first to the last controlled
 neg = stats[stats.batch_min_cosine < 0]
 display(Markdown("\n\n".join([
-    f"From epoch {first_control} to {CONTROL_EPOCHS[-1]} the excess over the label-permuted "
-    f"control of the class silhouette went {moved('silhouette')}, of the same-class "
+    (f"From epoch {first_control} to {CONTROL_EPOCHS[-1]}" if len(CONTROL_EPOCHS) > 1 else
+     f"At epoch {first_control}, the only checkpoint,") + " the excess over the label-permuted "
+    f"control of the class silhouette {moved('silhouette')}, of the same-class "
     f"cosine {moved('within_class')}, of the different-class cosine "
     f"{moved('between_class')}, of the t-SNE neighbours of the same class "
     f"{moved('tsne_same_class')}. The mean cosine between mini-batches "
@@ -341,13 +342,12 @@ display(Markdown(
 print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
 
 # %%
+ends = sorted({CONTROL_EPOCHS[0], CONTROL_EPOCHS[-1]})  # the first and last controlled checkpoint
 show_headlines(**{
-    "class silhouette over its label-permuted control":
-        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[0], 'silhouette')} -> "
-        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[-1], 'silhouette')}",
-    "opposed sample pairs over their label-permuted control":
-        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[0], 'share_negative')} -> "
-        f"{analysis.control.excess_headline(control, CONTROL_EPOCHS[-1], 'share_negative')}",
+    "class silhouette over its label-permuted control": " -> ".join(
+        analysis.control.excess_headline(control, e, "silhouette") for e in ends),
+    "opposed sample pairs over their label-permuted control": " -> ".join(
+        analysis.control.excess_headline(control, e, "share_negative") for e in ends),
     "most conflicting clip": f"{'/'.join(Path(table['path'].iloc[0]).parts[-2:])} (conflicts at "
                              f"{table['conflict share'].iloc[0]:.0%} of checkpoints)",
     "failing classes": ", ".join(failing) if failing else "none",

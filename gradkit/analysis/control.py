@@ -242,13 +242,15 @@ def excess_headline(table: pd.DataFrame, epoch: int, name: str) -> str:
 
 
 def excess_change(table: pd.DataFrame, name: str, first: int, last: int) -> str:
-    """How the excess of ``name`` moved from checkpoint ``first`` to ``last``: ``+0.02 → +0.25
-    (no detectable change)``, by :func:`gradkit.stats.interval_change` (non-overlap of the two
-    intervals); without two finite intervals no change is called."""
+    """How the excess of ``name`` moved from checkpoint ``first`` to ``last``, as a predicate:
+    ``went +0.02 → +0.25 (no detectable change)`` by :func:`gradkit.stats.interval_change`
+    (non-overlap of the two intervals; without two finite intervals no change is called), or
+    ``was +0.02`` when ``first == last``."""
     a, b = _row(table, first, name), _row(table, last, name)
-    moved = f"{a.excess:+.2f} \u2192 {b.excess:+.2f}"
-    if int(first) == int(last) or not np.isfinite([a.ci_low, a.ci_high, b.ci_low,
-                                                  b.ci_high]).all():
+    if int(first) == int(last):
+        return f"was {a.excess:+.2f}"
+    moved = f"went {a.excess:+.2f} \u2192 {b.excess:+.2f}"
+    if not np.isfinite([a.ci_low, a.ci_high, b.ci_low, b.ci_high]).all():
         return f"{moved} (no two intervals to compare)"
     word = interval_change((a.excess, (a.ci_low, a.ci_high)), (b.excess, (b.ci_low, b.ci_high)))
     return f"{moved} ({word})"

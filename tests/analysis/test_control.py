@@ -138,7 +138,7 @@ def test_the_sentence_helpers_read_one_row_and_compare_two_intervals():
         return {"silhouette": 0.5 + shift, "share_negative": 0.4}
 
     observed = {5: stats(0.0), 60: stats(0.6)}
-    controls = [{5: stats(d), 60: stats(d)} for d in (-0.01, 0.0, 0.01, 0.02)]
+    controls = [{5: stats(d), 60: stats(d)} for d in (-0.02, -0.01, 0.01, 0.02)]
     table = excess_table(observed, controls)
     assert excess_sentence(table, 60, "silhouette").startswith(
         "the class silhouette exceeds its label-permuted control by 0.60 [")
@@ -147,6 +147,8 @@ def test_the_sentence_helpers_read_one_row_and_compare_two_intervals():
     assert excess_headline(table, 5, "share_negative") == (
         "+0.00 [+0.00, +0.00] at epoch 5 (at its control level)")
     assert excess_change(table, "silhouette", 5, 60).endswith("(higher)")
-    assert excess_change(table, "silhouette", 5, 5).endswith("(no two intervals to compare)")
+    assert excess_change(table, "silhouette", 5, 60).startswith("went +0.00 \u2192 +0.60")
+    assert excess_change(table, "silhouette", 5, 5) == "was +0.00"
+    assert excess_change(table, "share_negative", 5, 60).endswith("(no detectable change)")
     with pytest.raises(KeyError, match="epoch 7"):
         excess_sentence(table, 7, "silhouette")
