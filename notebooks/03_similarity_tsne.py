@@ -171,7 +171,6 @@ print(f"label-permuted control ({CONTROL_PERMUTATIONS} retrained runs, checkpoin
       f"{CONTROL_EPOCHS}): {time.perf_counter() - t_control:.1f} s")
 
 # %%
-
 def versus_control(epoch, name):
     """The generated sentence of one statistic at one controlled checkpoint: its excess."""
     return analysis.control.excess_sentence(control, epoch, name)
