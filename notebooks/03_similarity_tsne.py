@@ -47,7 +47,7 @@ from gradkit.analysis import conflicts
 from gradkit.core.device import pick_device
 from gradkit.core.params import num_trainable
 from gradkit.core.paths import figures_dir, project_root
-from gradkit.grads import per_sample_grads, tsne
+from gradkit.grads import gradient_sketch, tsne
 from gradkit.report.headlines import show_headlines
 from gradkit.stats import compare_proportions
 from gradkit.training import TrainConfig, get_run, sample_loss
@@ -73,6 +73,7 @@ pd.set_option("display.max_colwidth", 60)
 # - Per checkpoint (`gradkit.grads.similarity`): mean cosine, the share of opposed pairs ($\cos < 0$) and its **class-structure baseline** (the same share when every clip's gradient is replaced by its class's mean gradient), same- and different-class mean cosines, the class silhouette under $1 - \cos$.
 # - **Conflict** (`gradkit.analysis.conflicts`): clip $i$ of class $c$ conflicts at a checkpoint when $\cos(g_i, \bar g_{c,-i}) < 0$ (the mean gradient of the *rest* of its class) or $\cos(g_i, \bar g_{D,-i}) < 0$ (the mean gradient of the other training clips). Clips are ranked by the share of checkpoints they conflict at.
 # - **t-SNE** maps are warm-started from the previous checkpoint's map and Procrustes-aligned to it; their stability is measured: the share of each clip's 5 nearest neighbours kept from the previous checkpoint, and between t-SNE seeds at the last checkpoint.
+# - **Label-permuted control** (`gradkit.analysis.control`): at a near-uniform output a clip's gradient is dominated by its label through $p - \mathrm{onehot}(y)$, so class blocks appear even where the recordings carry no class signal. The run is trained again with its labels permuted within the training and within the held-out split (a few permutations, each with its own seed), and the same statistics are computed at the first, middle and last checkpoint. Every sentence below states a statistic's **excess over that control**, with its interval (`gradkit.stats.compare_to_control`), never the statistic alone.
 
 # %% [markdown]
 # ## The run and the clips
@@ -152,6 +153,34 @@ stats["matrix_change"] = [np.nan] + [grads.similarity.matrix_change(grads.simila
 display(stats)
 
 # %% [markdown]
+# ## Label-induced or data-induced? The label-permuted control
+#
+# Per statistic and checkpoint: the observed value, the control's mean and spread over the permutations, and the excess $\text{observed} - \overline{\text{control}}$ with its 95 % interval (one observation against the control's draws, Crawford & Howell 1998). A statistic "exceeds its control" only when the interval excludes 0; otherwise the class structure it shows is what the labels alone give. The t-SNE statistics here come from cold-started maps (seed 0), the same for the run and its control.
+
+# %%
+import gradkit.analysis.control
+
+CONTROL_PERMUTATIONS = 4  # retrained runs of the control; the interval's width needs at least 3
+CONTROL_EPOCHS = analysis.control.control_epochs(epochs)
+t_control = time.perf_counter()
+control = analysis.control.label_control(run, {e: results[e]["gram"] for e in CONTROL_EPOCHS}, y,
+                                         permutations=CONTROL_PERMUTATIONS)
+verdict = control.set_index(["epoch", "statistic"]).verdict
+display(control.drop(columns=["control", "sentence", "p_value"]))
+print(f"label-permuted control ({CONTROL_PERMUTATIONS} retrained runs, checkpoints "
+      f"{CONTROL_EPOCHS}): {time.perf_counter() - t_control:.1f} s")
+
+# %%
+def versus_control(epoch, name):
+    """The generated sentence of one statistic at one controlled checkpoint: its excess."""
+    return analysis.control.excess_sentence(control, epoch, name)
+
+
+display(Markdown("\n\n".join(
+    f"**Epoch {e}.** " + "; ".join(versus_control(e, k) for k in analysis.control.STATISTICS) + "."
+    for e in CONTROL_EPOCHS)))
+
+# %% [markdown]
 # ## The pictures, epoch by epoch
 #
 # Left: cosine matrices (red = same direction, blue = opposite); right: t-SNE of the directions. Top: all clips, coloured by class, a cross where the checkpoint's prediction is wrong. Bottom: the mini-batches of the epochs since the previous checkpoint, coloured by epoch from a sequential palette (not the class colours). Batch maps are not aligned between checkpoints: they show other batches each time.
@@ -183,7 +212,6 @@ fig = viz.similarity.plot_similarity_trend(stats, PHASES, len(classes),
                                            title=f"Gradient similarity over training "
                                        f"({run.config.folder_name})")
 publish(fig, "similarity_trend.png")
-first, last = stats.iloc[0], stats.iloc[-1]
 display(Markdown(
     (f"t-SNE stability: a clip keeps on average {stats.knn_overlap.mean():.0%} of its {K_NN} "
      f"nearest neighbours from one checkpoint's map to the next" if len(epochs) > 1 else
@@ -191,32 +219,30 @@ display(Markdown(
     + f" (unrelated maps: {K_NN / (len(y) - 1):.0%}); between t-SNE seeds 0, 1, 2 at epoch "
     f"{epochs[-1]} (cold starts) {seed_overlap:.0%}."))
 display(Markdown(
-    f"**Opposed sample pairs**: {first.share_negative:.0%} at epoch {int(first.epoch)} → "
-    f"{last.share_negative:.0%} at epoch {int(last.epoch)}; the class structure alone (class-mean "
-    f"gradients) gives {first.baseline:.0%} → {last.baseline:.0%}, so the share beyond the class "
-    f"structure is {100 * (first.share_negative - first.baseline):+.0f} pp → "
-    f"{100 * (last.share_negative - last.baseline):+.0f} pp. Over the checkpoints the share "
-    f"{analysis.similarity.trend_word(stats.share_negative)}, its baseline "
-    f"{analysis.similarity.trend_word(stats.baseline)} (OLS slope test)."))
+    f"**Opposed sample pairs**: at epoch {CONTROL_EPOCHS[0]} "
+    f"{versus_control(CONTROL_EPOCHS[0], 'share_negative')}"
+    + (f"; at epoch {CONTROL_EPOCHS[-1]} {versus_control(CONTROL_EPOCHS[-1], 'share_negative')}"
+       if len(CONTROL_EPOCHS) > 1 else "") + "."))
 
 # %% [markdown]
 # ## Observations per phase (generated from the statistics above)
 #
-# Words for the silhouette follow Kaufman & Rousseeuw (`gradkit.analysis.similarity.structure`); a trend is called only when the OLS slope over the phase's checkpoints differs from zero at $\alpha = 0.05$ (`trend_word`, needs at least 3 checkpoints).
+# The class-structure statistics are stated by their excess over the label-permuted control at the phase's controlled checkpoint (`gradkit.analysis.control`); a trend is called only when the OLS slope over the phase's checkpoints differs from zero at $\alpha = 0.05$ (`trend_word`, needs at least 3 checkpoints).
 
 # %%
 phase = analysis.similarity.phase_table(stats, PHASES)
 lines = []
 for name, (lo, hi) in PHASES.items():
     p, part = phase.loc[name], stats[(stats.epoch >= lo) & (stats.epoch <= hi)]
+    checked = [e for e in CONTROL_EPOCHS if lo <= e <= hi]
+    structure_text = (
+        f"At epoch {checked[-1]}, " + "; ".join(versus_control(checked[-1], k) for k in
+                                                ("silhouette", "within_class", "between_class",
+                                                 "share_negative", "tsne_same_class")) + "."
+        if checked else "No checkpoint of this phase was controlled.")
     lines.append(
-        f"**{name.capitalize()} (epochs {lo}–{hi}, {int(p.n_epochs)} checkpoints).** Same-class "
-        f"gradients have mean cosine {p.within_class:.2f}, different-class ones "
-        f"{p.between_class:.2f}: {analysis.similarity.block_word(p.within_class - p.between_class)}. Class "
-        f"silhouette {p.silhouette:.2f} ({analysis.similarity.structure(p.silhouette)} structure; t-SNE map "
-        f"{p.tsne_silhouette:.2f}); within the phase it {analysis.similarity.trend_word(part.silhouette)}. "
-        f"{p.share_negative:.0%} of sample pairs are opposed (class-structure baseline "
-        f"{p.baseline:.0%}). Mini-batch gradients {analysis.similarity.agreement(p.batch_mean_cosine)} (mean "
+        f"**{name.capitalize()} (epochs {lo}–{hi}, {int(p.n_epochs)} checkpoints).** "
+        f"{structure_text} Mini-batch gradients {analysis.similarity.agreement(p.batch_mean_cosine)} (mean "
         f"cosine {p.batch_mean_cosine:.2f}). Accuracy on all {len(y)} clips {p.accuracy:.0%} "
         f"(chance {1 / len(classes):.0%}).")
 display(Markdown("\n\n".join(lines)))
@@ -226,19 +252,24 @@ display(phase)
 # ## The overall trend, and what the study said (generated)
 
 # %%
-early = phase.iloc[0]
+first_control, moved = CONTROL_EPOCHS[0], lambda name: analysis.control.excess_change(
+    control, name, CONTROL_EPOCHS[0], CONTROL_EPOCHS[-1])  # the first to the last controlled
 neg = stats[stats.batch_min_cosine < 0]
 display(Markdown("\n\n".join([
-    f"From epoch {int(first.epoch)} to {int(last.epoch)} the class silhouette of the gradient "
-    f"directions {analysis.similarity.trend_word(stats.silhouette)} ({first.silhouette:.2f} → "
-    f"{last.silhouette:.2f}), the same-class cosine {analysis.similarity.trend_word(stats.within_class)}, the "
-    f"different-class cosine {analysis.similarity.trend_word(stats.between_class)}, the mean cosine between "
-    f"mini-batches {analysis.similarity.trend_word(stats.batch_mean_cosine)}, and the change of the sample "
+    (f"From epoch {first_control} to {CONTROL_EPOCHS[-1]}" if len(CONTROL_EPOCHS) > 1 else
+     f"At epoch {first_control}, the only checkpoint,") + " the excess over the label-permuted "
+    f"control of the class silhouette {moved('silhouette')}, of the same-class "
+    f"cosine {moved('within_class')}, of the different-class cosine "
+    f"{moved('between_class')}, of the t-SNE neighbours of the same class "
+    f"{moved('tsne_same_class')}. The mean cosine between mini-batches "
+    f"{analysis.similarity.trend_word(stats.batch_mean_cosine)}, and the change of the sample "
     f"cosines between consecutive checkpoints {analysis.similarity.trend_word(stats.matrix_change)}.",
-    f"The study described the early gradients as scattered with no structure. Measured, the "
-    f"first phase has {analysis.similarity.structure(early.silhouette)} class structure (silhouette "
-    f"{early.silhouette:.2f}; its classifier-layer part {early.silhouette_classifier:.2f}, its "
-    f"trunk part {early.silhouette_trunk:.2f}).",
+    f"The study described the early gradients as scattered with no structure. Measured at epoch "
+    f"{first_control}, {versus_control(first_control, 'silhouette')}: "
+    + ("the early class structure goes beyond what the labels alone give."
+       if verdict[(first_control, "silhouette")] == "exceeds its control" else
+       "the early class structure is no more than the labels alone give, so neither the "
+       "study's claim nor its opposite is shown by these gradients."),
     "At the batch level no two mini-batch gradients ever point against each other "
     f"(lowest cosine {stats.batch_min_cosine.min():.2f})." if neg.empty else
     f"At the batch level opposed mini-batch pairs (cos < 0) occur at {len(neg)} of {len(stats)} "
@@ -291,13 +322,13 @@ display(Markdown(
 # %% [markdown]
 # ## Exact gradients or a sketch
 #
-# For large data sets, `gradkit.grads.similarity` works from a random projection of the gradients (`per_sample_grads(..., sketch_dim=k)`, `[N, k]` instead of `[N, P]`); the statistics are then computed blockwise, never forming `N × N`. How close is a sketch on this run's last checkpoint?
+# For large data sets, `gradkit.grads.similarity` works from a random projection of the gradients (`gradient_sketch(model, loss_fn, x, y, k=k, seed=...)`, `[N, k]`, never `[N, P]`); the statistics are then computed blockwise, never forming `N × N`. How close is a sketch on this run's last checkpoint?
 
 # %%
 model = run.load_model(epochs[-1])
 compare = {"exact": results[epochs[-1]]["sample_stats"].row()}
 for k in (64, 512):
-    sketched = per_sample_grads(model, sample_loss, x, y, sketch_dim=k, sketch_seed=0)
+    sketched = gradient_sketch(model, sample_loss, x, y, k=k, seed=0)
     compare[f"sketch k={k}"] = grads.similarity.similarity_stats(sketched, y, block_size=16).row()
 compare = pd.DataFrame(compare).drop(index="n")
 display(compare)
@@ -310,12 +341,12 @@ display(Markdown(
 print(f"notebook run time: {time.perf_counter() - t_start:.1f} s")
 
 # %%
+ends = sorted({CONTROL_EPOCHS[0], CONTROL_EPOCHS[-1]})  # the first and last controlled checkpoint
 show_headlines(**{
-    "class silhouette (gradients)": f"{first.silhouette:.2f} at epoch {int(first.epoch)} -> "
-                                    f"{last.silhouette:.2f} at epoch {int(last.epoch)}",
-    "opposed sample pairs (class-structure baseline)":
-        f"{first.share_negative:.0%} ({first.baseline:.0%}) -> {last.share_negative:.0%} "
-        f"({last.baseline:.0%})",
+    "class silhouette over its label-permuted control": " -> ".join(
+        analysis.control.excess_headline(control, e, "silhouette") for e in ends),
+    "opposed sample pairs over their label-permuted control": " -> ".join(
+        analysis.control.excess_headline(control, e, "share_negative") for e in ends),
     "most conflicting clip": f"{'/'.join(Path(table['path'].iloc[0]).parts[-2:])} (conflicts at "
                              f"{table['conflict share'].iloc[0]:.0%} of checkpoints)",
     "failing classes": ", ".join(failing) if failing else "none",

@@ -12,6 +12,8 @@ notebook states lives here (or in :mod:`gradkit.stats`) with a unit test.
 - :mod:`~gradkit.analysis.advice`      failed-run, plateau and interval rules behind 02's advice
 - :mod:`~gradkit.analysis.similarity`  one checkpoint's similarity measurements, phases, trends (03)
 - :mod:`~gradkit.analysis.conflicts`   conflicting clips, failing classes, class-mean baseline (03)
+- :mod:`~gradkit.analysis.control`     each similarity statistic's excess over its label-permuted
+  control: label-induced against data-induced structure (03)
 - :mod:`~gradkit.analysis.multitask`   per-run and per-method tables (notebook 04)
 - :mod:`~gradkit.analysis.verdicts`    GHM vs raw over seeds x folds (notebook 01)
 - :mod:`~gradkit.analysis.advice`      batch-size advice after the plateau and failed-run checks

@@ -35,6 +35,14 @@ Two estimates with intervals, :mod:`.intervals`:
 - ``interval_change(before, after) -> str``  ``"higher"`` / ``"lower"`` only when the intervals
   do not overlap (a conservative test), else ``"no detectable change"``
 
+One observation against a control, :mod:`.control`:
+
+- ``compare_to_control(observed, control, alpha=0.05, label="control", unit="",
+  what="control draws") -> ControlComparison``  the excess of one observation over ``R``
+  control draws (the t-test of one against a small sample, Crawford & Howell 1998); fields
+  ``excess``, ``ci``, ``p_value``, ``control_mean``, ``control_sd``, ``verdict``
+  (``"exceeds its control"``, ``"lies below its control"``, ``"at its control level"``)
+
 Rendering, :mod:`.text`:
 
 - ``sentence(result, digits=None, scale=None) -> str``  e.g. ``GHM − raw = −4.1 pp [−9.8, 1.6]
@@ -43,6 +51,7 @@ Rendering, :mod:`.text`:
 """
 
 from .chance import ChanceResult, above_chance, wilson_interval
+from .control import ControlComparison, compare_to_control
 from .intervals import interval_change
 from .paired import PairedComparison, compare_paired
 from .plateau import PlateauResult, plateau_test
@@ -53,6 +62,7 @@ from .ttest import PairedT, paired_t
 
 __all__ = [
     "ChanceResult",
+    "ControlComparison",
     "PairedComparison",
     "PairedT",
     "PlateauResult",
@@ -60,6 +70,7 @@ __all__ = [
     "above_chance",
     "compare_paired",
     "compare_proportions",
+    "compare_to_control",
     "detectable_difference",
     "interval_change",
     "paired_t",
