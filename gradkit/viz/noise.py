@@ -10,10 +10,21 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["plot_gns_by_condition", "plot_gns_trend", "plot_norms"]
+__all__ = ["kind_style", "plot_gns_by_condition", "plot_gns_trend", "plot_norms"]
 
 _KIND_STYLE = {"objective": ("-", "o", "trained objective"),
                "ce": ("--", "s", "cross-entropy only")}
+_OTHER_STYLES = (("-.", "D"), (":", "v"), ((0, (5, 1, 1, 1)), "P"), ((0, (1, 2)), "X"))
+
+
+def kind_style(kind: str, others: list[str]) -> tuple:
+    """``(line style, marker, label)`` of a loss ``kind``: the workbook's two by name, any other
+    (a user's loss, :func:`gradkit.analysis.noise.kind_label`) by its order in ``others`` and
+    labelled with its own name."""
+    if kind in _KIND_STYLE:
+        return _KIND_STYLE[kind]
+    ls, marker = _OTHER_STYLES[others.index(kind) % len(_OTHER_STYLES)]
+    return ls, marker, f"loss {kind}"
 
 
 def _cap(values) -> float:
@@ -34,10 +45,12 @@ def _interval(ax, x, lo, hi, color, cap, band: bool):
 
 
 def _trend_panel(ax, trends, col, cap, failed=()):
+    others = list(dict.fromkeys(k for kinds in trends.values() for k in kinds
+                                if k not in _KIND_STYLE))
     for k, (name, kinds) in enumerate(trends.items()):
         tag = " (failed run)" if name in failed else ""
         for kind, t in kinds.items():
-            ls, marker, what = _KIND_STYLE[kind]
+            ls, marker, what = kind_style(kind, others)
             ax.plot(t.epoch, t[col], ls=ls, marker=marker, ms=4, color=f"C{k}",
                     mfc="white" if tag else None, label=f"{name}{tag}: {what}")
             _interval(ax, t.epoch, t[f"{col}_lo"], t[f"{col}_hi"], f"C{k}", cap, band=True)
@@ -49,7 +62,8 @@ def _trend_panel(ax, trends, col, cap, failed=()):
 def plot_gns_trend(trends, batch_size: int, n: int, study: dict | None = None, title: str = "",
                    failed=()):
     """GNS and ``B_simple`` (95 % bootstrap intervals) per checkpoint. ``trends``:
-    ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`;
+    ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`
+    (``kind``: ``"objective"``, ``"ce"`` or any loss's name, labelled as it is);
     runs named in ``failed`` are drawn hollow and labelled."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
     frames = [t for kinds in trends.values() for t in kinds.values()]
