@@ -302,7 +302,7 @@ show_headlines(**{
 # %% [markdown] tags=["run"]
 # # The noise scale of your run
 #
-# `RUN` names a folder that `gradkit.track.Tracker` recorded inside your own training loop (`examples/track_your_training.py`); this part of the notebook reads it and never writes into it (`make report RUN=runs/my_experiment` runs only this part, into `reports/<run name>/`). Per step the tracker recorded the batch's $\|g_B\|^2$ and $\operatorname{tr}\Sigma$ over its $n$ samples; every few steps the batch's $n \times n$ Gram matrix. Shown: $B_\text{simple} = \operatorname{tr}\Sigma / \|G\|^2$ (McCandlish et al., 2018, the simple noise scale) per step, per logged batch with a bootstrap interval over its samples, and per epoch, pooled from every step's unbiased $\|G\|^2$ and $S$ with a bootstrap interval over the steps (`gradkit.analysis.runs`). Whether the run learned is read from its recorded loss: the step losses of the last epoch against the first's (paired t-test, `gradkit.stats.compare_paired`). With `RUN = None` these cells do nothing.
+# `RUN` names a folder that `gradkit.track.Tracker` recorded inside your own training loop (`examples/track_your_training.py`); this part of the notebook reads it and never writes into it (`make report RUN=runs/my_experiment` runs only this part, into `reports/<run name>/`). Per step the tracker recorded the batch's ‖g_B‖² and tr Σ over its n samples; every few steps the batch's n × n Gram matrix. Shown: B_simple = tr Σ / ‖G‖² (McCandlish et al., 2018, the simple noise scale) per step, per logged batch with a bootstrap interval over its samples, and per epoch, pooled from every step's unbiased ‖G‖² and S with a bootstrap interval over the steps (`gradkit.analysis.runs`). Whether the run learned is read from its recorded loss: the step losses of the last epoch against the first's (paired t-test, `gradkit.stats.compare_paired`). With `RUN = None` these cells do nothing.
 
 # %% tags=["run"]
 if RUN is not None:
@@ -349,7 +349,7 @@ if RUN is not None:
 # %% [markdown] tags=["run"]
 # ## The critical batch size: advice for your run
 #
-# The rules of the study's advice (`gradkit.analysis.advice.batch_advice`), with the loss in place of the validation accuracy: a run whose loss did not fall gets no advice; a run whose epoch-mean loss still falls over its last epochs (OLS slope test) is told to keep training; only then does the interval of the last epoch's $B_\text{simple}$ decide against the batch size. A change is called only where the 95 % intervals do not overlap (`gradkit.stats.interval_change`).
+# The rules of the study's advice (`gradkit.analysis.advice.batch_advice`), with the loss in place of the validation accuracy: a run whose loss did not fall gets no advice; a run whose epoch-mean loss still falls over its last epochs (OLS slope test) is told to keep training; only then does the interval of the last epoch's B_simple decide against the batch size. A change is called only where the 95 % intervals do not overlap (`gradkit.stats.interval_change`).
 
 # %% tags=["run"]
 if RUN is not None:
@@ -373,7 +373,7 @@ if RUN is not None:
 # %% [markdown] tags=["run"]
 # ## Scrub the logged steps: how the per-sample gradient norms are distributed
 #
-# Each frame: the norms $\|G_i\|$ of one logged batch's per-sample gradients (the square roots of its Gram matrix's diagonal) and the norm of their mean. Most norms far above the mean's: the samples pull in different directions, a large noise scale.
+# Each frame: the norms ‖G_i‖ of one logged batch's per-sample gradients (the square roots of its Gram matrix's diagonal) and the norm of their mean. Most norms far above the mean's: the samples pull in different directions, a large noise scale.
 
 # %% tags=["run"]
 if RUN is not None:

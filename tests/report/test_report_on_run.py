@@ -23,6 +23,7 @@ import nbformat
 import pytest
 
 from gradkit.core.paths import OUTPUT_ENV, project_root
+from gradkit.report.export import find_math
 from gradkit.report.runs import RUN_TAG, runs_html, select_cells
 
 NAMES = ("02_gns_trend", "03_similarity_tsne")
@@ -113,6 +114,8 @@ def test_the_study_keeps_its_cells_and_a_run_gets_only_its_own():
         # by hand in Jupyter with RUN = None, every run code cell does nothing
         assert all(c.source.startswith("if RUN is not None:") for c in run_cells
                    if c.cell_type == "code")
+        # the study's browser test counts the formulas of the whole notebook's markdown
+        assert not any(find_math(c.source) for c in run_cells if c.cell_type == "markdown")
 
 
 def test_the_index_lists_a_run_with_its_reports_and_headlines(tmp_path):
