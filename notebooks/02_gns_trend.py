@@ -316,10 +316,12 @@ if RUN is not None:
     from gradkit import analysis, viz
     from gradkit.core.paths import figures_dir
     from gradkit.report.headlines import show_headlines
+    from gradkit.report.runs import use_run
     from gradkit.viz.figures import publish
     from gradkit.viz.scrubber import Scrubber
 
     track = analysis.runs.check_run(RUN)
+    use_run(RUN)  # figures/<run name>/, also when run by hand
     scalars, RUN_NAME = track.scalars, Path(RUN).name
     B_RUN = int(scalars.n.median())
     learned = analysis.runs.loss_learned(scalars)

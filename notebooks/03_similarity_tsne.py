@@ -343,10 +343,12 @@ if RUN is not None:
     from gradkit import analysis, viz
     from gradkit.grads import tsne
     from gradkit.report.headlines import show_headlines
+    from gradkit.report.runs import use_run
     from gradkit.viz.figures import publish
     from gradkit.viz.scrubber import Scrubber
 
     track = analysis.runs.check_run(RUN)
+    use_run(RUN)  # figures/<run name>/, also when run by hand
     RUN_NAME, run_steps = Path(RUN).name, sorted(track.grams)
     learned = analysis.runs.loss_learned(track.scalars)
     per_step = analysis.runs.step_similarity(track)

@@ -12,7 +12,8 @@ condition's do (:mod:`gradkit.report.parameters`). A folder that is missing, has
 built-in study. The runner executes, for a run, the ``parameters`` cell, the injected one and
 the ``run`` cells only; for the study (``RUN = None``) every cell but the ``run`` ones, so the
 study's reports are as they were (:func:`select_cells`). Run by hand in Jupyter, the ``run``
-cells do nothing while ``RUN`` is ``None``.
+cells do nothing while ``RUN`` is ``None``, and with a folder they write their figures to
+``figures/<run name>/`` too (:func:`use_run`).
 
 ``reports/<run name>/run.json`` records the folder; a name already used for another folder is
 refused, never overwritten. ``reports/index.html`` lists every run (:func:`runs_html`): its
@@ -30,7 +31,7 @@ from gradkit.core.io import atomic_write_text
 from gradkit.core.paths import check_condition_name, output_root
 from gradkit.report.index import index_html, previous_results
 
-__all__ = ["RUN_FILE", "RUN_TAG", "check_run_target", "runs_html", "select_cells",
+__all__ = ["RUN_FILE", "RUN_TAG", "check_run_target", "runs_html", "select_cells", "use_run",
            "write_run_indexes"]
 
 RUN_TAG = "run"
@@ -51,6 +52,22 @@ def select_cells(nb, run: bool) -> int:
     else:
         nb.cells = [c for c in nb.cells if RUN_TAG not in _tags(c)]
     return before - len(nb.cells)
+
+
+def use_run(folder) -> str:
+    """For the run cells executed by hand (Jupyter): send their figures to ``figures/<run
+    name>/`` as the runner would (keeping a name the runner already chose through
+    ``GRADKIT_CONDITION``); returns that name."""
+    import os
+
+    from gradkit.core.paths import CONDITION_ENV
+
+    chosen = os.environ.get(CONDITION_ENV)
+    if chosen:
+        return check_condition_name(chosen)
+    name = check_condition_name(Path(folder).expanduser().resolve().name)
+    os.environ[CONDITION_ENV] = name
+    return name
 
 
 def check_run_target(folder, name: str | None = None) -> tuple[Path, str]:

@@ -171,3 +171,15 @@ def test_the_run_reports_load_in_chromium_and_their_sliders_move(reported):
                 page.close()
         finally:
             browser.close()
+
+
+def test_run_cells_by_hand_write_their_figures_under_the_run_name(tmp_path, monkeypatch):
+    from gradkit.core.paths import figures_dir
+    from gradkit.report.runs import use_run
+
+    monkeypatch.setenv(OUTPUT_ENV, str(tmp_path / "out"))
+    monkeypatch.delenv("GRADKIT_CONDITION", raising=False)
+    assert use_run(tmp_path / "runs" / "exp_7") == "exp_7"
+    assert figures_dir(create=False) == tmp_path / "out" / "figures" / "exp_7"
+    monkeypatch.setenv("GRADKIT_CONDITION", "chosen_by_runner")
+    assert use_run(tmp_path / "runs" / "exp_7") == "chosen_by_runner"
