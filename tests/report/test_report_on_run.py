@@ -5,9 +5,9 @@
 ``GRADKIT_OUTPUT``) into ``reports/<run name>/`` and ``figures/<run name>/``, the folder keeps
 every byte, and ``reports/index.html`` lists the run. In headless Chromium (as
 ``test_reports_browser.py`` drives it) both reports load with no console error and their
-slider moves the figure (marked slow: the reports take two notebook kernels, most of a minute
-on a loaded machine; the unmarked test runs the same notebooks on the same smoke-size run). A
-bad folder is refused before any notebook starts, naming it.
+slider moves the figure. Those take two notebook kernels, most of a minute on a loaded machine:
+marked slow; the fast tier runs the same runner on the same run with the cells executed in
+process. A bad folder is refused before any notebook starts, naming it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import os
 import shutil
 from pathlib import Path
 
+import matplotlib
 import nbformat
 import pytest
+
+matplotlib.use("Agg")
 
 from gradkit.core.paths import OUTPUT_ENV, project_root
 from gradkit.report.export import find_math
@@ -44,22 +47,38 @@ def train_example(out: Path, epochs: int = 2) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory):
-    """``(run folder, its digest before, output root, results)``: a smoke-size run reported."""
+def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """``(run folder, its digest)``: the example's model trained two epochs with the tracker."""
+    folder = train_example(tmp_path_factory.mktemp("workbook_on_run") / "runs" / "my_experiment")
+    return folder, digest(folder)
+
+
+def in_process(path: Path, timeout: int = 900, stop=None):
+    """The runner's ``execute`` without a kernel: the same injection and cell selection, the
+    code cells executed here in one namespace (for the fast tier: no kernel start)."""
+    from gradkit.report.parameters import active_parameters, inject_active
+
+    nb = nbformat.read(path, as_version=4)
+    inject_active(nb, path.stem)
+    select_cells(nb, run=active_parameters(path.stem).get("RUN") is not None)
+    namespace: dict = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            exec(compile(cell.source, path.name, "exec"), namespace)  # noqa: S102
+    return nb
+
+
+def report_run(folder: Path, out: Path, monkeypatch, kernel: bool):
     from gradkit.report import build_reports
 
-    tmp = tmp_path_factory.mktemp("workbook_on_run")
-    folder = train_example(tmp / "runs" / "my_experiment")
-    before = digest(folder)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(OUTPUT_ENV, str(tmp / "out"))
-        env.delenv("GRADKIT_CONDITION", raising=False)
-        results = build_reports(list(NAMES), run=folder, parameters={"N_BOOT": 50})
-    return folder, before, tmp / "out", results
+    monkeypatch.setenv(OUTPUT_ENV, str(out))
+    monkeypatch.delenv("GRADKIT_CONDITION", raising=False)
+    if not kernel:
+        monkeypatch.setattr("gradkit.report.runner.execute", in_process)
+    return build_reports(list(NAMES), run=folder, parameters={"N_BOOT": 50})
 
 
-def test_the_notebooks_run_on_a_tracked_run_into_its_own_folders(reported):
-    folder, before, out, results = reported
+def check_reported(folder: Path, before: dict, out: Path, results) -> None:
     assert [r.name for r in results] == list(NAMES)
     assert all(r.ok for r in results), [(r.name, r.error[-800:]) for r in results if not r.ok]
     assert digest(folder) == before, "the run folder was written into"
@@ -70,19 +89,44 @@ def test_the_notebooks_run_on_a_tracked_run_into_its_own_folders(reported):
     figures = sorted(p.name for p in (out / "figures" / "my_experiment").iterdir())
     assert "run_b_simple.png" in figures and any(f.startswith("run_similarity_step_")
                                                   for f in figures)
+    assert not (out / "figures" / "run_b_simple.png").exists()
     record = json.loads((reports / "run.json").read_text(encoding="utf-8"))
     assert record["run"] == str(folder.resolve()) and record["ok"]
-    heads = {k: v for r in results for k, v in r.headlines.items()}
-    assert heads["did it learn (loss)"] in ("learned", "no detectable change", "loss rose",
-                                            "too short to test")
-    text = (reports / "02_gns_trend.html").read_text(encoding="utf-8")
-    assert "Did the run learn?" in text
-    assert ("describe an untrained model" in text) == (heads["did it learn (loss)"] != "learned")
-    assert "learnability" not in " ".join(heads), "the study's gate ran on the run"
     top = (out / "reports" / "index.html").read_text(encoding="utf-8")
     assert "Your runs" in top and "my_experiment/02_gns_trend.html" in top
     assert "my_experiment/03_similarity_tsne.html" in top
-    assert "did it learn (loss)" in top
+
+
+def test_the_notebooks_run_cells_execute_on_a_tracked_run(trained, tmp_path, monkeypatch):
+    """The fast tier's equivalent of the kernel test below: the same runner, the run's cells
+    executed in this process."""
+    folder, before = trained
+    results = report_run(folder, tmp_path / "out", monkeypatch, kernel=False)
+    check_reported(folder, before, tmp_path / "out", results)
+
+
+@pytest.fixture(scope="module")
+def reported(trained, tmp_path_factory):
+    """``(run folder, its digest before, output root, results)``: reported by the kernels."""
+    folder, before = trained
+    out = tmp_path_factory.mktemp("kernel_out")
+    with pytest.MonkeyPatch.context() as env:
+        results = report_run(folder, out, env, kernel=True)
+    return folder, before, out, results
+
+
+@pytest.mark.slow  # two notebook kernels: most of a minute on a loaded machine
+def test_the_notebooks_run_on_a_tracked_run_into_its_own_folders(reported):
+    folder, before, out, results = reported
+    check_reported(folder, before, out, results)
+    heads = {k: v for r in results for k, v in r.headlines.items()}
+    assert heads["did it learn (loss)"] in ("learned", "no detectable change", "loss rose",
+                                            "too short to test")
+    text = (out / "reports" / "my_experiment" / "02_gns_trend.html").read_text(encoding="utf-8")
+    assert "Did the run learn?" in text
+    assert ("describe an untrained model" in text) == (heads["did it learn (loss)"] != "learned")
+    assert "learnability" not in " ".join(heads), "the study's gate ran on the run"
+    assert "did it learn (loss)" in (out / "reports" / "index.html").read_text(encoding="utf-8")
 
 
 def test_a_bad_run_folder_is_refused_naming_it(tmp_path, capsys, monkeypatch):
@@ -133,7 +177,7 @@ def test_the_index_lists_a_run_with_its_reports_and_headlines(tmp_path):
     assert runs_html(tmp_path / "nothing") == ""
 
 
-@pytest.mark.slow  # the notebooks' run is the fixture's, shared with the unmarked test above
+@pytest.mark.slow  # the kernels' reports of the test above
 @pytest.mark.browser
 def test_the_run_reports_load_in_chromium_and_their_sliders_move(reported):
     if not Path(CHROMIUM).exists():
