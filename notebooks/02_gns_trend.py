@@ -330,7 +330,8 @@ if RUN is not None:
     display(Markdown(
         f"**{RUN_NAME}** (`{RUN}`): {len(scalars)} steps, {n_epochs} epoch(s), batches of "
         f"{B_RUN} samples (median), {len(track.grams)} logged Gram matrices (steps "
-        f"{', '.join(map(str, sorted(track.grams)))}); the per-sample columns cover "
+        f"{', '.join(map(str, sorted(track.grams)))}; read: those of at least "
+        f"{analysis.runs.MIN_SAMPLES} samples); the per-sample columns cover "
         f"{scalars.covered.min():.0%} of the trainable parameters. Figures go to "
         f"`{figures_dir()}`.\n\n**Did the run learn?** {learned.sentence}: **{learned.verdict}**."
         + ("" if learned.learned else " The noise scales below describe an untrained model.")))
@@ -381,7 +382,8 @@ if RUN is not None:
 if RUN is not None:
     import numpy as np
 
-    run_norms = {s: track.grams[s].diagonal().clamp_min(0).sqrt().numpy() for s in track.grams}
+    run_norms = {s: track.grams[s].diagonal().clamp_min(0).sqrt().numpy()
+                 for s in analysis.runs.logged_steps(track)}
     every = np.concatenate(list(run_norms.values()))
     every = every[every > 0]
     run_bins = np.logspace(np.log10(max(float(every.min()), 1e-12)),

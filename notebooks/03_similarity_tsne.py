@@ -349,7 +349,7 @@ if RUN is not None:
 
     track = analysis.runs.check_run(RUN)
     use_run(RUN)  # figures/<run name>/, also when run by hand
-    RUN_NAME, run_steps = Path(RUN).name, sorted(track.grams)
+    RUN_NAME, run_steps = Path(RUN).name, analysis.runs.logged_steps(track)
     learned = analysis.runs.loss_learned(track.scalars)
     per_step = analysis.runs.step_similarity(track)
     run_stats = pd.DataFrame([
@@ -358,7 +358,8 @@ if RUN is not None:
          if r["labels"] is not None else np.nan}
         for s, r in per_step.items()]).set_index("step")
     display(Markdown(
-        f"**{RUN_NAME}** (`{RUN}`): {len(run_steps)} logged batches (steps "
+        f"**{RUN_NAME}** (`{RUN}`): {len(run_steps)} logged batches of at least "
+        f"{analysis.runs.MIN_SAMPLES} samples (steps "
         f"{', '.join(map(str, run_steps))}).\n\n**Did the run learn?** {learned.sentence}: "
         f"**{learned.verdict}**." + ("" if learned.learned else
                                      " The similarities, maps and silhouettes below describe "

@@ -35,9 +35,19 @@ from gradkit.grads.noise import two_batch_estimates
 from gradkit.stats import compare_paired, plateau_test
 from gradkit.track import load_run
 
-__all__ = ["LossVerdict", "check_run", "conflicting_samples", "epoch_noise_scales",
-           "gram_noise_scales",
-           "loss_learned", "loss_status", "step_similarity"]
+__all__ = ["MIN_SAMPLES", "LossVerdict", "check_run", "conflicting_samples",
+           "epoch_noise_scales", "gram_noise_scales", "logged_steps", "loss_learned",
+           "loss_status", "step_similarity"]
+
+
+#: the smallest logged batch read (a t-SNE map needs 3 points, a noise scale 2)
+MIN_SAMPLES = 3
+
+
+def logged_steps(run) -> list[int]:
+    """The steps of ``run``'s logged Gram matrices of at least :data:`MIN_SAMPLES` samples (a
+    smaller last batch of an epoch is left out of the per-batch readings)."""
+    return [s for s, K in sorted(run.grams.items()) if K.shape[0] >= MIN_SAMPLES]
 
 
 def check_run(path):
@@ -56,6 +66,9 @@ def check_run(path):
     if not run.grams:
         raise ValueError(f"{path}: no logged Gram matrix (grams/step-*.pt); record with "
                          f"Tracker(..., gram_every=k), k > 0")
+    if not logged_steps(run):
+        raise ValueError(f"{path}: every logged Gram matrix holds fewer than {MIN_SAMPLES} "
+                         f"samples (steps {sorted(run.grams)})")
     return run
 
 
@@ -124,12 +137,12 @@ def loss_status(scalars: pd.DataFrame, last: int = 10, alpha: float = 0.05) -> R
 
 
 def gram_noise_scales(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per logged Gram matrix: ``step``, ``epoch``, ``n``, ``b_simple`` with its 95 %
-    bootstrap interval over the batch's samples (``b_simple_lo``, ``b_simple_hi``; :func:`gradkit.
-    grads.noise_scale`), ``grad_sq``, ``trace_sigma``."""
+    """One row per logged Gram matrix (:func:`logged_steps`): ``step``, ``epoch``, ``n``,
+    ``b_simple`` with its 95 % bootstrap interval over the batch's samples (``b_simple_lo``,
+    ``b_simple_hi``; :func:`gradkit.grads.noise_scale`), ``grad_sq``, ``trace_sigma``."""
     rows = []
-    for step, K in sorted(run.grams.items()):
-        ns = noise_scale(Gram(K), 1, n_boot=n_boot, seed=seed)
+    for step in logged_steps(run):
+        ns = noise_scale(Gram(run.grams[step]), 1, n_boot=n_boot, seed=seed)
         rows.append({"step": step, "epoch": run.epochs.get(step), "n": ns.n,
                      "b_simple": ns.b_simple, "b_simple_lo": ns.b_simple_ci[0],
                      "b_simple_hi": ns.b_simple_ci[1], "grad_sq": ns.grad_sq,
@@ -172,16 +185,17 @@ def epoch_noise_scales(scalars: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
 
 
 def step_similarity(run, seed: int = 0) -> dict[int, dict]:
-    """``{step: {...}}`` for every logged Gram matrix: ``"gram"``, ``"labels"`` (a tensor or
-    None), ``"epoch"``, ``"sample_matrix"`` (:func:`gradkit.grads.similarity.
-    similarity_matrix`, grouped by label; without labels one group in batch order),
+    """``{step: {...}}`` for every logged Gram matrix (:func:`logged_steps`): ``"gram"``,
+    ``"labels"`` (a tensor or None), ``"epoch"``, ``"sample_matrix"``
+    (:func:`gradkit.grads.similarity.similarity_matrix`, grouped by label; without labels one
+    group in batch order),
     ``"sample_stats"``, ``"sample_map"`` (t-SNE from its PCA start: each step holds other
     samples, so no map is warm-started from, or aligned to, another) and ``"conflict"``
     (:func:`gradkit.analysis.conflicts.conflict_cosines`: each sample's cosine to the rest of
     its class, NaN without labels, and to the rest of its batch)."""
     out = {}
-    for step, K in sorted(run.grams.items()):
-        G, labels = Gram(K), run.labels.get(step)
+    for step in logged_steps(run):
+        G, labels = Gram(run.grams[step]), run.labels.get(step)
         y = None if labels is None else torch.as_tensor(labels).long()
         one_group = torch.zeros(G.n, dtype=torch.long)  # without labels: a single group
         conflict = conflicts.conflict_cosines(G, one_group if y is None else y,

@@ -132,3 +132,13 @@ def test_a_run_without_labels(tmp_path):
     r = next(iter(got.values()))
     assert r["labels"] is None and np.isnan(r["conflict"][0]).all()
     assert np.isfinite(r["conflict"][1]).all()
+
+
+def test_a_logged_batch_too_small_to_read_is_left_out(tmp_path):
+    run = runs.check_run(tracked(tmp_path, epochs=1))
+    small = sorted(run.grams)[0]
+    run.grams[small] = run.grams[small][:2, :2]
+    run.labels[small] = run.labels[small][:2]
+    assert small not in runs.logged_steps(run)
+    assert small not in set(runs.gram_noise_scales(run, n_boot=0).step)
+    assert small not in runs.step_similarity(run)
