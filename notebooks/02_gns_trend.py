@@ -362,7 +362,7 @@ if RUN is not None:
     run_word = analysis.advice.batch_advice(run_status, end.b_simple, end.b_simple_lo,
                                             end.b_simple_hi, B_RUN)
     lines = [f"- **Loss**: {run_status.sentence}.",
-             f"- **Advice** at {unit} {int(end.when)}: " + analysis.advice.advice_sentence(
+             f"- **Advice** at {unit} {int(end.when)}: " + analysis.runs.run_advice_sentence(
                  run_word, end.b_simple, end.b_simple_lo, end.b_simple_hi, B_RUN)]
     if len(basis) >= 2:
         change = analysis.advice.interval_steps(

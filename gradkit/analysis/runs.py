@@ -6,7 +6,8 @@ noise scale over steps and epochs with intervals, and its logged Gram matrices' 
   of the first (:func:`gradkit.stats.compare_paired`, paired by position in the epoch);
 - :func:`loss_status`        :class:`~gradkit.analysis.advice.RunStatus` from the loss, for
   :func:`~gradkit.analysis.advice.batch_advice` (failed: the loss did not fall; trend: the OLS
-  slope test of the epoch-mean loss over the last epochs, :func:`gradkit.stats.plateau_test`);
+  slope test of the epoch-mean loss over the last epochs, :func:`gradkit.stats.plateau_test`),
+  and :func:`run_advice_sentence`, the advice said in terms of the loss;
 - :func:`gram_noise_scales`  ``B_simple`` of each logged batch with its bootstrap interval
   (:func:`gradkit.grads.noise_scale` on the Gram matrix);
 - :func:`epoch_noise_scales` ``B_simple`` per epoch from every step's unbiased ``|G|²`` and
@@ -28,7 +29,7 @@ import pandas as pd
 import torch
 
 from gradkit.analysis import conflicts
-from gradkit.analysis.advice import RunStatus
+from gradkit.analysis.advice import RunStatus, advice_sentence
 from gradkit.grads import Gram, noise_scale, tsne
 from gradkit.grads import similarity as sim
 from gradkit.grads.noise import two_batch_estimates
@@ -37,7 +38,7 @@ from gradkit.track import load_run
 
 __all__ = ["MIN_SAMPLES", "LossVerdict", "check_run", "conflicting_samples",
            "epoch_noise_scales", "gram_noise_scales", "logged_steps", "loss_learned",
-           "loss_status", "step_similarity"]
+           "loss_status", "run_advice_sentence", "step_similarity"]
 
 
 #: the smallest logged batch read (a t-SNE map needs 3 points, a noise scale 2)
@@ -134,6 +135,25 @@ def loss_status(scalars: pd.DataFrame, last: int = 10, alpha: float = 0.05) -> R
         trend, text = "too short to test", f"{len(per_epoch)} epoch(s): no trend test"
     return RunStatus(failed=not learned.learned, trend=trend, accuracy=math.nan,
                      chance=math.nan, sentence=f"{learned.sentence}; {text}")
+
+
+_BY_LOSS = {  # the advice words that the study reads from validation accuracy, read from loss
+    "failed run": "the loss did not fall from the first epoch to the last: no advice",
+    "still improving": "the epoch-mean loss is still falling: keep training before tuning B",
+    "getting worse": "the epoch-mean loss is rising: look at the learning rate first",
+    "too short to test": "too few epochs to test the loss for a plateau: no advice",
+}
+
+
+def run_advice_sentence(word: str, b_simple: float, lo: float, hi: float,
+                        batch_size: int) -> str:
+    """:func:`~gradkit.analysis.advice.advice_sentence` for a :func:`loss_status` run: the words
+    decided by the loss say so; those decided by ``B_simple``'s interval are the study's."""
+    text = advice_sentence(word, b_simple, lo, hi, batch_size)  # checks the word
+    if word not in _BY_LOSS:
+        return text
+    return (f"{_BY_LOSS[word][0].upper()}{_BY_LOSS[word][1:]} (B_simple {b_simple:.3g} "
+            f"[{lo:.3g}, {hi:.3g}], B = {batch_size}).")
 
 
 def gram_noise_scales(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

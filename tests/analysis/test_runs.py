@@ -142,3 +142,15 @@ def test_a_logged_batch_too_small_to_read_is_left_out(tmp_path):
     assert small not in runs.logged_steps(run)
     assert small not in set(runs.gram_noise_scales(run, n_boot=0).step)
     assert small not in runs.step_similarity(run)
+
+
+def test_the_advice_of_a_run_speaks_of_its_loss():
+    from gradkit.analysis.advice import advice_sentence
+
+    for word in ("failed run", "still improving", "getting worse", "too short to test"):
+        text = runs.run_advice_sentence(word, 50.0, 40.0, 60.0, 8)
+        assert "loss" in text and "accuracy" not in text and "B = 8" in text
+    assert runs.run_advice_sentence("larger batch", 50.0, 40.0, 60.0, 8) == advice_sentence(
+        "larger batch", 50.0, 40.0, 60.0, 8)
+    with pytest.raises(ValueError, match="unknown advice"):
+        runs.run_advice_sentence("bigger", 50.0, 40.0, 60.0, 8)
