@@ -227,3 +227,22 @@ def test_run_cells_by_hand_write_their_figures_under_the_run_name(tmp_path, monk
     assert figures_dir(create=False) == tmp_path / "out" / "figures" / "exp_7"
     monkeypatch.setenv("GRADKIT_CONDITION", "chosen_by_runner")
     assert use_run(tmp_path / "runs" / "exp_7") == "chosen_by_runner"
+
+
+def test_a_name_already_used_by_another_run_or_condition_is_refused(trained, tmp_path,
+                                                                   monkeypatch):
+    from gradkit.report.runs import check_run_target
+
+    folder, _ = trained
+    monkeypatch.setenv(OUTPUT_ENV, str(tmp_path / "out"))
+    assert check_run_target(folder) == (folder.resolve(), "my_experiment")
+    used = tmp_path / "out" / "reports" / "my_experiment"
+    used.mkdir(parents=True)
+    (used / "run.json").write_text(json.dumps({"run": "/elsewhere/my_experiment"}))
+    with pytest.raises(ValueError, match="/elsewhere/my_experiment.*--name"):
+        check_run_target(folder)
+    assert check_run_target(folder, "my_experiment_2")[1] == "my_experiment_2"
+    (tmp_path / "out" / "reports" / "wood_1000hz").mkdir()
+    (tmp_path / "out" / "reports" / "wood_1000hz" / "condition.json").write_text("{}")
+    with pytest.raises(ValueError, match="data condition"):
+        check_run_target(folder, "wood_1000hz")
