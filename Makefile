@@ -80,7 +80,7 @@ data: $(STAMP)
 # make report RUN=runs/my_experiment: notebooks 02 and 03 on a run recorded by gradkit.track.Tracker
 REPORT_ARGS = $(if $(DATA),--data "$(DATA)") $(if $(MATERIAL),--material $(MATERIAL)) \
 	$(if $(FREQ),--freq $(FREQ)) $(if $(RUN),--run "$(RUN)") $(foreach p,$(PARAMS),--param '$(p)')
-report: data
+report: $(if $(RUN),$(STAMP),data)  # a tracked run needs no synthetic set
 	$(PY) -m gradkit.report $(REPORT_ARGS)
 
 # Two tiers. `make test` (CI): ruff, then pytest on both cores: every test not marked slow,
