@@ -77,9 +77,10 @@ data: $(STAMP)
 	$(PY) -m gradkit.data
 
 # make report DATA=<folder> MATERIAL=<name> FREQ=<Hz> [PARAMS="EPOCHS=4 SEEDS=[42]"]: your recordings
+# make report RUN=runs/my_experiment: notebooks 02 and 03 on a run recorded by gradkit.track.Tracker
 REPORT_ARGS = $(if $(DATA),--data "$(DATA)") $(if $(MATERIAL),--material $(MATERIAL)) \
-	$(if $(FREQ),--freq $(FREQ)) $(foreach p,$(PARAMS),--param '$(p)')
-report: data
+	$(if $(FREQ),--freq $(FREQ)) $(if $(RUN),--run "$(RUN)") $(foreach p,$(PARAMS),--param '$(p)')
+report: $(if $(RUN),$(STAMP),data)  # a tracked run needs no synthetic set
 	$(PY) -m gradkit.report $(REPORT_ARGS)
 
 # Two tiers. `make test` (CI): ruff, then pytest on both cores: every test not marked slow,

@@ -27,6 +27,7 @@ EPOCHS = 60  # of the GHM runs (the prompt run's trunk comes from a raw run of a
 PROMPT_EPOCHS = 30
 N_BOOT = 1000
 DDP_EPOCHS = 6  # the short two-process DDP training of the last section (0 switches it off)
+RUN = None  # a folder recorded by gradkit.track.Tracker (make report RUN=…); None = the study
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
@@ -297,3 +298,111 @@ show_headlines(**{
     **({"B_simple inside DDP (hook, last epochs) vs exact":
         f"{ddp.pooled[0]:.3g} vs {ddp.exact.b_simple:.3g}"} if DDP_EPOCHS > 0 else {}),
 })
+
+# %% [markdown] tags=["run"]
+# # The noise scale of your run
+#
+# `RUN` names a folder that `gradkit.track.Tracker` recorded inside your own training loop (`examples/track_your_training.py`); this part of the notebook reads it and never writes into it (`make report RUN=runs/my_experiment` runs only this part, into `reports/<run name>/`). Per step the tracker recorded the batch's ‖g_B‖² and tr Σ over its n samples; every few steps the batch's n × n Gram matrix. Shown: B_simple = tr Σ / ‖G‖² (McCandlish et al., 2018, the simple noise scale) per step, per logged batch with a bootstrap interval over its samples, and per epoch, pooled from every step's unbiased ‖G‖² and S with a bootstrap interval over the steps (`gradkit.analysis.runs`). Whether the run learned is read from its recorded loss: the step losses of the last epoch against the first's (paired t-test, `gradkit.stats.compare_paired`). With `RUN = None` these cells do nothing.
+
+# %% tags=["run"]
+if RUN is not None:
+    from pathlib import Path
+
+    from IPython.display import Markdown, display
+
+    import gradkit.analysis.advice
+    import gradkit.analysis.runs
+    import gradkit.viz.noise
+    from gradkit import analysis, viz
+    from gradkit.core.paths import figures_dir
+    from gradkit.report.headlines import show_headlines
+    from gradkit.report.runs import use_run
+    from gradkit.viz.figures import publish
+    from gradkit.viz.scrubber import Scrubber
+
+    track = analysis.runs.check_run(RUN)
+    use_run(RUN)  # figures/<run name>/, also when run by hand
+    scalars, RUN_NAME = track.scalars, Path(RUN).name
+    B_RUN = int(scalars.n.median())
+    learned = analysis.runs.loss_learned(scalars)
+    run_status = analysis.runs.loss_status(scalars)
+    n_epochs = scalars.epoch.dropna().nunique()
+    display(Markdown(
+        f"**{RUN_NAME}** (`{RUN}`): {len(scalars)} steps, {n_epochs} epoch(s), batches of "
+        f"{B_RUN} samples (median), {len(track.grams)} logged Gram matrices (steps "
+        f"{', '.join(map(str, sorted(track.grams)))}; read: those of at least "
+        f"{analysis.runs.MIN_SAMPLES} samples); the per-sample columns cover "
+        f"{scalars.covered.min():.0%} of the trainable parameters. Figures go to "
+        f"`{figures_dir()}`.\n\n**Did the run learn?** {learned.sentence}: **{learned.verdict}**."
+        + ("" if learned.learned else " The noise scales below describe an untrained model.")))
+
+# %% tags=["run"]
+if RUN is not None:
+    run_grams = analysis.runs.gram_noise_scales(track, n_boot=N_BOOT, seed=0)
+    run_epochs = analysis.runs.epoch_noise_scales(scalars, n_boot=N_BOOT, seed=0)
+    display(Markdown(f"Per epoch ({N_BOOT} bootstrap resamples of the steps):"))
+    display(run_epochs.set_index("epoch"))
+    display(Markdown("Per logged batch (bootstrap over its samples):"))
+    display(run_grams.set_index("step"))
+    fig = viz.noise.plot_run_noise(scalars, run_grams, run_epochs, B_RUN,
+                                   title=f"{RUN_NAME}: the simple noise scale over training"
+                                   + ("" if learned.learned else " (an untrained model)"))
+    publish(fig, "run_b_simple.png")
+
+# %% [markdown] tags=["run"]
+# ## The critical batch size: advice for your run
+#
+# The rules of the study's advice (`gradkit.analysis.advice.batch_advice`), with the loss in place of the validation accuracy: a run whose loss did not fall gets no advice; a run whose epoch-mean loss still falls over its last epochs (OLS slope test) is told to keep training; only then does the interval of the last epoch's B_simple decide against the batch size. A change is called only where the 95 % intervals do not overlap (`gradkit.stats.interval_change`).
+
+# %% tags=["run"]
+if RUN is not None:
+    unit = "epoch" if len(run_epochs) else "step"  # no epoch recorded: the logged batches
+    basis = (run_epochs if len(run_epochs) else run_grams).rename(columns={unit: "when"})
+    end = basis.iloc[-1]
+    run_word = analysis.advice.batch_advice(run_status, end.b_simple, end.b_simple_lo,
+                                            end.b_simple_hi, B_RUN)
+    lines = [f"- **Loss**: {run_status.sentence}.",
+             f"- **Advice** at {unit} {int(end.when)}: " + analysis.runs.run_advice_sentence(
+                 run_word, end.b_simple, end.b_simple_lo, end.b_simple_hi, B_RUN)]
+    if len(basis) >= 2:
+        change = analysis.advice.interval_steps(
+            basis.when.iloc[[0, -1]], basis.b_simple.iloc[[0, -1]],
+            basis.b_simple_lo.iloc[[0, -1]], basis.b_simple_hi.iloc[[0, -1]])[0][2]
+        lines.append(f"- **B_simple** at {unit} {int(end.when)} against {unit} "
+                     f"{int(basis.when.iloc[0])}: {change} ({basis.b_simple.iloc[0]:.3g} → "
+                     f"{end.b_simple:.3g}; judged by non-overlap of the 95 % intervals).")
+    display(Markdown("\n".join(lines)))
+
+# %% [markdown] tags=["run"]
+# ## Scrub the logged steps: how the per-sample gradient norms are distributed
+#
+# Each frame: the norms ‖G_i‖ of one logged batch's per-sample gradients (the square roots of its Gram matrix's diagonal) and the norm of their mean. Most norms far above the mean's: the samples pull in different directions, a large noise scale.
+
+# %% tags=["run"]
+if RUN is not None:
+    import numpy as np
+
+    run_norms = {s: track.grams[s].diagonal().clamp_min(0).sqrt().numpy()
+                 for s in analysis.runs.logged_steps(track)}
+    every = np.concatenate(list(run_norms.values()))
+    every = every[every > 0]
+    run_bins = np.logspace(np.log10(max(float(every.min()), 1e-12)),
+                           np.log10(float(every.max())) + 1e-9, 25)
+    run_top = max(np.histogram(v, bins=run_bins)[0].max() for v in run_norms.values()) + 1
+    by_step = run_grams.set_index("step")
+
+    def draw_run_norms(fig, step):
+        row = by_step.loc[step]
+        ax = fig.add_subplot(1, 1, 1)
+        viz.noise.plot_norms(ax, run_norms[step], row.grad_sq, run_bins, run_top,
+                             title=f"{RUN_NAME}, step {step}: B_simple {row.b_simple:.3g} "
+                                   f"[{row.b_simple_lo:.3g}, {row.b_simple_hi:.3g}]")
+        ax.set_ylabel("samples of the batch")
+
+    display(Scrubber(draw_run_norms, sorted(run_norms), label="step"))
+    show_headlines(**{
+        "run": f"{RUN_NAME} ({len(scalars)} steps, B = {B_RUN})",
+        "did it learn (loss)": learned.verdict,
+        f"B_simple, {unit} {int(end.when)}":
+            f"{end.b_simple:.3g} [{end.b_simple_lo:.3g}, {end.b_simple_hi:.3g}]",
+        "batch-size advice": run_word})

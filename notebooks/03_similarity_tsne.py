@@ -24,6 +24,7 @@ DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = th
 MATERIAL = "plastic"
 FREQ_HZ = 3000
 EPOCHS = 60  # of the GHM run whose checkpoints are analysed
+RUN = None  # a folder recorded by gradkit.track.Tracker (make report RUN=…); None = the study
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
@@ -353,3 +354,90 @@ show_headlines(**{
     "t-SNE 5-NN overlap (consecutive / across seeds)":
         f"{stats.knn_overlap.mean():.2f} / {seed_overlap:.2f}",
 })
+
+# %% [markdown] tags=["run"]
+# # Which samples of your run pull together, which pull apart
+#
+# `RUN` names a folder that `gradkit.track.Tracker` recorded inside your own training loop (`examples/track_your_training.py`); this part of the notebook reads it and never writes into it (`make report RUN=runs/my_experiment` runs only this part, into `reports/<run name>/`). Every `gram_every` steps the tracker kept the batch's Gram matrix K = G Gᵀ of its per-sample gradients (no `[N, P]`); from it alone (`gradkit.analysis.runs.step_similarity`): the cosine matrix of the gradient directions grouped by label, its statistics (mean cosine, share of opposed pairs, same- and different-class cosines, class silhouette under 1 − cos), a t-SNE map of the directions, and the samples whose gradient opposes the rest of their class or batch (cos < 0, leave-one-out). Each logged step holds other samples: the maps are not aligned between steps. Whether the run learned is read from its recorded loss (`gradkit.analysis.runs.loss_learned`). With `RUN = None` these cells do nothing.
+
+# %% tags=["run"]
+if RUN is not None:
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    from IPython.display import Markdown, display
+
+    import gradkit.analysis.runs
+    import gradkit.viz.similarity
+    from gradkit import analysis, viz
+    from gradkit.grads import tsne
+    from gradkit.report.headlines import show_headlines
+    from gradkit.report.runs import use_run
+    from gradkit.viz.figures import publish
+    from gradkit.viz.scrubber import Scrubber
+
+    track = analysis.runs.check_run(RUN)
+    use_run(RUN)  # figures/<run name>/, also when run by hand
+    RUN_NAME, run_steps = Path(RUN).name, analysis.runs.logged_steps(track)
+    learned = analysis.runs.loss_learned(track.scalars)
+    per_step = analysis.runs.step_similarity(track)
+    run_stats = pd.DataFrame([
+        {"step": s, "epoch": r["epoch"], **r["sample_stats"].row(),
+         "tsne_silhouette": tsne.embedding_silhouette(r["sample_map"], r["labels"].numpy())
+         if r["labels"] is not None else np.nan}
+        for s, r in per_step.items()]).set_index("step")
+    display(Markdown(
+        f"**{RUN_NAME}** (`{RUN}`): {len(run_steps)} logged batches of at least "
+        f"{analysis.runs.MIN_SAMPLES} samples (steps "
+        f"{', '.join(map(str, run_steps))}).\n\n**Did the run learn?** {learned.sentence}: "
+        f"**{learned.verdict}**." + ("" if learned.learned else
+                                     " The similarities, maps and silhouettes below describe "
+                                     "an untrained model.")))
+    display(run_stats)
+
+# %% [markdown] tags=["run"]
+# ## Scrub the logged steps: similarity matrix and t-SNE map
+#
+# Left: the cosine matrix of the batch's per-sample gradient directions (red = same direction, blue = opposite), rows grouped by label. Right: t-SNE of the same directions, coloured by label.
+
+# %% tags=["run"]
+if RUN is not None:
+    def draw_run_step(fig, step):
+        r = per_step[step]
+        ax_m, ax_t = fig.subplots(1, 2)
+        st = r["sample_stats"]
+        img = viz.similarity.plot_similarity_matrix(
+            ax_m, r["sample_matrix"], title=f"step {step}: mean cosine {st.mean_cosine:.2f}, "
+                                            f"{st.share_negative:.0%} of pairs opposed")
+        fig.colorbar(img, ax=ax_m, shrink=0.8, label="cosine similarity")
+        labels = r["labels"].numpy() if r["labels"] is not None else np.zeros(r["gram"].n, int)
+        viz.similarity.plot_tsne(ax_t, r["sample_map"], labels,
+                                 title=f"t-SNE of the gradient directions, step {step}"
+                                       f"{'' if learned.learned else ' (untrained model)'}")
+
+    fig = plt.figure(figsize=(13, 5.5), layout="constrained")
+    draw_run_step(fig, run_steps[-1])
+    publish(fig, f"run_similarity_step_{run_steps[-1]}.png")
+    display(Scrubber(draw_run_step, run_steps, label="step", figsize=(13, 5.5)))
+
+# %% [markdown] tags=["run"]
+# ## Conflicting samples
+#
+# A sample conflicts at a step when its gradient points against the mean gradient of the rest of its class or of the rest of its batch (`gradkit.analysis.runs.conflicting_samples`). The tracker records no sample ids: a sample is named by its step and its position in that batch. With ids (`{step: [id, ...]}`) the same function pools each id's steps.
+
+# %% tags=["run"]
+if RUN is not None:
+    run_conflicts = analysis.runs.conflicting_samples(per_step)
+    n_samples = sum(r["gram"].n for r in per_step.values())
+    display(Markdown(f"{len(run_conflicts)} of {n_samples} logged samples conflict "
+                     f"({len(run_conflicts) / n_samples:.0%}); the most opposed first:"))
+    display(run_conflicts.head(15))
+    last_stats = run_stats.iloc[-1]
+    show_headlines(**{
+        "run": f"{RUN_NAME} ({len(run_steps)} logged batches)",
+        "did it learn (loss)": learned.verdict,
+        f"mean cosine, step {run_steps[-1]}": f"{last_stats.mean_cosine:.2f} "
+                                              f"({last_stats.share_negative:.0%} pairs opposed)",
+        "conflicting samples": f"{len(run_conflicts)} of {n_samples}"})

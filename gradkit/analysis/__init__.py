@@ -19,4 +19,6 @@ notebook states lives here (or in :mod:`gradkit.stats`) with a unit test.
 - :mod:`~gradkit.analysis.advice`      batch-size advice after the plateau and failed-run checks
 - :mod:`~gradkit.analysis.objective_grads`  per-sample gradients of the trained GHM objective
 - :mod:`~gradkit.analysis.conflicts`   clips whose gradient opposes their class or the data
+- :mod:`~gradkit.analysis.runs`        a tracked run (:mod:`gradkit.track`) read by 02 and 03:
+  did its loss fall, its noise scale per step and epoch, its logged Gram matrices
 """

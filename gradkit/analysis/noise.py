@@ -19,8 +19,8 @@ from gradkit.analysis.objective_grads import objective_sample_grads, objective_s
 from gradkit.grads import Gram, gradient_gram, noise_scale, per_sample_grads
 from gradkit.training import sample_loss
 
-__all__ = ["KINDS", "checkpoint_noise_scales", "gns_variants", "run_gns_variants", "sample_grads",
-           "sample_gram"]
+__all__ = ["KINDS", "checkpoint_noise_scales", "gns_variants", "kind_label", "run_gns_variants",
+           "sample_grads", "sample_gram"]
 
 KINDS = ("objective", "ce")
 
@@ -62,6 +62,10 @@ def checkpoint_noise_scales(run, kind: str = "objective", batch_size: int | None
                             n_boot: int = 1000, seed: int = 0, epochs=None):
     """:func:`gradkit.grads.noise_scale` at every checkpoint of ``run`` on its training split.
 
+    ``kind``: ``"objective"``, ``"ce"`` or a per-sample loss ``loss_fn(outputs, y)`` of any
+    model (plain logits or a tuple): the table's ``kind`` is then the function's name
+    (:func:`kind_label`), which :func:`gradkit.viz.noise.plot_gns_trend` labels as it is.
+
     ``D`` is the training split, the gradients those of ``kind`` over the parameters the run
     trains, through their Gram matrix (:func:`sample_gram`: no ``[N, P]``); ``batch_size``
     defaults to the run's. Returns ``(table, norms)``: one row per epoch
@@ -74,7 +78,16 @@ def checkpoint_noise_scales(run, kind: str = "objective", batch_size: int | None
         K = sample_gram(run, epoch, kind)
         rows.append(_row(epoch, K, b, n_boot, seed))
         norms[int(epoch)] = K.norms()
-    return pd.DataFrame(rows).assign(kind=kind if isinstance(kind, str) else "custom"), norms
+    return pd.DataFrame(rows).assign(kind=kind_label(kind)), norms
+
+
+def kind_label(kind) -> str:
+    """The name a table of ``kind`` carries: ``"objective"``, ``"ce"``, or a loss function's own
+    name (``"custom"`` for a lambda or a callable without a name)."""
+    if isinstance(kind, str):
+        return kind
+    name = getattr(kind, "__name__", "") or type(kind).__name__
+    return "custom" if name in ("<lambda>", "function", "partial") else name
 
 
 def gns_variants(gram: Gram, batch_size: int, parts: dict[str, Gram], p: int,

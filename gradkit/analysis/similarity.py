@@ -30,7 +30,8 @@ from gradkit.grads import similarity as sim
 from gradkit.stats import plateau_test
 from gradkit.training import epoch_order, sample_loss
 
-__all__ = ["agreement", "block_word", "checkpoint_similarity", "part_masks", "part_names",
+__all__ = ["agreement", "block_word", "checkpoint_similarity", "model_logits", "part_masks",
+           "part_names",
            "phase_table",
            "phases", "sketch_agrees", "structure", "trend_word", "window_batches"]
 
@@ -133,15 +134,37 @@ def window_batches(run, epoch: int, n_train: int) -> tuple[list, torch.Tensor]:
     return [idx for _, idx in batches], torch.tensor([e for e, _ in batches])
 
 
-def checkpoint_similarity(run, epoch: int, x, y, n_train: int, init=None) -> dict:
+def model_logits(outputs) -> torch.Tensor:
+    """The class logits of a model's output: the first element of a ``(logits, ...)`` tuple or
+    list (the workbook's ``(logits, score)``), else the output itself (a plain classifier)."""
+    logits = outputs[0] if isinstance(outputs, tuple | list) else outputs
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError(f"expected [N, classes] logits from the model (or a (logits, ...) "
+                         f"tuple), got {getattr(logits, 'shape', type(logits).__name__)}; pass "
+                         f"logits=<function of the model's output> to name them")
+    return logits
+
+
+def checkpoint_similarity(run, epoch: int, x, y, n_train: int, init=None, logits=None,
+                          loss_fn=None) -> dict:
     """Everything notebook 03 measures at one checkpoint (per-sample CE gradients of all clips,
     batch gradients of the window's batches, matrices, statistics, maps, conflicts), from the
     per-sample gradients' Gram matrix (``"gram"``, :func:`gradkit.grads.gradient_gram`; its
-    per-parameter blocks give the parts' silhouettes): no ``[N, P]``."""
+    per-parameter blocks give the parts' silhouettes): no ``[N, P]``.
+
+    Any classifier: ``logits(model(x))`` gives the class logits (default :func:`model_logits`:
+    a ``(logits, ...)`` tuple's first element or plain logits); ``loss_fn(outputs, y)`` the
+    per-sample loss (default :func:`gradkit.training.sample_loss`, the cross-entropy of those
+    logits). A part of :func:`part_masks` with no parameter in the model (a plain model has no
+    ``classifier.``) has a NaN silhouette."""
     model = run.load_model(epoch)
+    logits = logits or model_logits
     with torch.no_grad():
-        predicted = model(x)[0].argmax(dim=1).numpy()
-    blocks = gradient_gram(model, sample_loss, x, y, by_layer=True)
+        predicted = logits(model(x)).argmax(dim=1).numpy()
+    if loss_fn is None:
+        loss_fn = sample_loss if logits is model_logits else (
+            lambda outputs, target: torch.nn.functional.cross_entropy(logits(outputs), target))
+    blocks = gradient_gram(model, loss_fn, x, y, by_layer=True)
     G = Gram.of_blocks(blocks)
     batches, batch_epoch = window_batches(run, epoch, n_train)
     G_batch = batch_means(G[:n_train], batches)
@@ -156,5 +179,5 @@ def checkpoint_similarity(run, epoch: int, x, y, n_train: int, init=None) -> dic
         "conflict": conflicts.conflict_cosines(G, y, np.arange(len(y)) < n_train),
         "baseline": conflicts.class_mean_baseline(G, y),
         **{f"silhouette_{k}": sim.class_silhouette(Gram.of_blocks(blocks, names), y)
-           for k, names in part_names(model).items()},
+           if names else math.nan for k, names in part_names(model).items()},
     }

@@ -38,10 +38,10 @@ from gradkit.core.paths import CONDITION_ENV, check_condition_name, output_root
 from gradkit.data import DataError, list_conditions
 from gradkit.report.index import index_html, previous_results
 
-__all__ = ["Condition", "active", "add_arguments", "conditions_html", "declared_parameters",
-           "from_arguments", "inject", "inject_active", "notebook_parameters", "parameters_cell",
-           "parse_param", "resolve_condition", "select_notebooks", "use_condition",
-           "write_indexes", "write_top_index"]
+__all__ = ["Condition", "active", "active_parameters", "add_arguments", "conditions_html",
+           "declared_parameters", "from_arguments", "inject", "inject_active",
+           "notebook_parameters", "parameters_cell", "parse_param", "resolve_condition",
+           "select_notebooks", "use_condition", "write_indexes", "write_top_index"]
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
@@ -140,9 +140,14 @@ def active(parameters: dict[str, Any], condition: str | None,
             os.environ[CONDITION_ENV] = previous_env
 
 
+def active_parameters(name: str = "") -> dict[str, Any]:
+    """What :func:`inject_active` injects into notebook ``name`` (empty outside :func:`active`)."""
+    return {**_BY_NOTEBOOK.get(name, {}), **_ACTIVE}
+
+
 def inject_active(nb, name: str = "") -> None:
     """:func:`inject` the parameters of the enclosing :func:`active` block, saying what it did."""
-    parameters = {**_BY_NOTEBOOK.get(name, {}), **_ACTIVE}
+    parameters = active_parameters(name)
     if not parameters:
         return
     if parameters_cell(nb) is None:
@@ -269,14 +274,18 @@ def with_section(page: str, section: str) -> str:
 
 
 def write_top_index(reports_root: Path) -> Path:
-    """``reports/index.html``: the default condition's notebooks, then every condition run."""
+    """``reports/index.html``: the default condition's notebooks, then every condition run and
+    every tracked run reported (:func:`gradkit.report.runs.runs_html`)."""
     default = previous_results(reports_root)
     page = index_html(default)
     if not default:
         page = with_section(page, "<p>No run of the default condition yet (<code>make report"
                                   "</code>).</p>")
+    from gradkit.report.runs import runs_html
+
     target = reports_root / "index.html"
-    atomic_write_text(target, with_section(page, conditions_html(reports_root)))
+    page = with_section(page, conditions_html(reports_root))
+    atomic_write_text(target, with_section(page, runs_html(reports_root)))
     return target
 
 
@@ -284,12 +293,17 @@ def write_top_index(reports_root: Path) -> Path:
 # The runner's plumbing: arguments, which notebooks, the indexes
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    """``--data``, ``--material``, ``--freq``, ``--name``, ``--param`` of ``gradkit.report``."""
+    """``--data``, ``--material``, ``--freq``, ``--run``, ``--name``, ``--param`` of
+    ``gradkit.report``."""
     parser.add_argument("--data", metavar="FOLDER", help="folder of recordings (default: the "
                         "synthetic set), laid out <material>/<freq>hz/deg<angle:03d>/*.wav")
     parser.add_argument("--material", help="material folder to analyse")
     parser.add_argument("--freq", type=int, metavar="HZ", help="probe frequency folder, in Hz")
-    parser.add_argument("--name", help="output folder name (default <material>_<freq>hz)")
+    parser.add_argument("--run", metavar="FOLDER", help="a run folder recorded by gradkit.track."
+                        "Tracker: notebooks 02 and 03 on it, into reports/<name>/ and "
+                        "figures/<name>/ (name: the folder's, or --name)")
+    parser.add_argument("--name", help="output folder name (default <material>_<freq>hz, or "
+                        "the run folder's name)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a notebook parameter, e.g. --param EPOCHS=4 (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="the test tier's smoke parameter "

@@ -14,6 +14,8 @@ and the command exits non-zero.
 NAME=VALUE`` overrides any notebook parameter (:mod:`gradkit.report.parameters`: the injected
 ``parameters`` cell, the condition's own ``figures/<name>/`` and ``reports/<name>/``). A data
 folder is preflighted first (:func:`gradkit.data.preflight`): nothing runs on bad data.
+``--run FOLDER`` runs notebooks 02 and 03 on a run recorded by :class:`gradkit.track.Tracker`
+(:mod:`gradkit.report.runs`): checked first, read only, reported in ``reports/<run name>/``.
 
 Ctrl-C (SIGINT) or SIGTERM stops the run at once (:mod:`gradkit.report.interrupts`): the
 running notebook's kernel is killed, no further notebook starts, the command says which notebook
@@ -44,13 +46,16 @@ from gradkit.report.interrupts import Interrupted, StopOnSignal, execute_stoppab
 from gradkit.report.parameters import (
     Condition,
     active,
+    active_parameters,
     add_arguments,
+    declared_parameters,
     from_arguments,
     inject_active,
     notebook_parameters,
     select_notebooks,
     write_indexes,
 )
+from gradkit.report.runs import check_run_target, select_cells, write_run_indexes
 
 KERNEL = "gradkit"
 
@@ -81,6 +86,7 @@ def execute(path: Path, timeout: int = 900, stop: StopOnSignal | None = None):
 
     nb = nbformat.read(path, as_version=4)
     inject_active(nb, path.stem)  # the parameters of build_reports' condition, if any
+    select_cells(nb, run=active_parameters(path.stem).get("RUN") is not None)
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
                             resources={"metadata": {"path": str(path.parent)}})
     previous = os.environ.get("GRADKIT_REPORT")
@@ -143,28 +149,47 @@ def run_notebook(path: Path, out_dir: Path, executed_dir: Path, stop: StopOnSign
 
 
 def build_reports(only: list[str] | None = None, *, condition: Condition | None = None,
-                  parameters: dict | None = None, smoke: bool = False) -> list[NotebookResult]:
+                  parameters: dict | None = None, smoke: bool = False, run=None,
+                  name: str | None = None) -> list[NotebookResult]:
     """Execute the notebooks (all, or those whose names contain one of ``only``) and export.
 
     ``condition`` (:func:`gradkit.report.parameters.resolve_condition`; ``None``: the default)
     runs the notebooks that read recordings on it, after its preflight, into its own folders;
     ``parameters`` are injected into each notebook's ``parameters`` cell. ``smoke`` injects the
     smoke parameter set first and writes into ``build/smoke/`` (:mod:`gradkit.report.smoke`).
+    ``run`` (a folder recorded by :class:`gradkit.track.Tracker`) runs the notebooks that read
+    one on it, into ``reports/<name>/`` (:mod:`gradkit.report.runs`; ``name``: the folder's).
     """
     with _smoke_outputs() if smoke else contextlib.nullcontext() as by_notebook:
-        return _build(only, condition, parameters, by_notebook)
+        if run is None:
+            return _build(only, condition, parameters, by_notebook)
+        if condition is not None:
+            raise ValueError("--run and --data/--material/--freq exclude each other: a run "
+                             "folder is read as it was recorded")
+        folder, name = check_run_target(run, name)
+        return _build(only, None, {**(parameters or {}), "RUN": str(folder)}, by_notebook,
+                      (folder, name))
+
+
+def _run_notebooks(paths: list[Path]) -> list[Path]:
+    keep = [p for p in paths if "RUN" in declared_parameters(nbformat.read(p, as_version=4))]
+    if not keep:
+        raise ValueError(f"none of the notebooks {[p.stem for p in paths]} reads a tracked run "
+                         f"(a cell tagged 'parameters' assigning RUN)")
+    return keep
 
 
 def _build(only: list[str] | None, condition: Condition | None, parameters: dict | None,
-           by_notebook: dict[str, dict] | None) -> list[NotebookResult]:
+           by_notebook: dict[str, dict] | None,
+           run: tuple[Path, str] | None = None) -> list[NotebookResult]:
     reports_root = output_root() / "reports"
+    label = run[1] if run else condition and condition.name
     with StopOnSignal() as stop:
         paths = [p for p in notebook_paths() if not only or any(o in p.stem for o in only)]
-        paths = select_notebooks(paths, condition)
-        with active(notebook_parameters(condition, parameters), condition and condition.name,
-                    by_notebook=by_notebook):
+        paths = _run_notebooks(paths) if run else select_notebooks(paths, condition)
+        with active(notebook_parameters(condition, parameters), label, by_notebook=by_notebook):
             out_dir = reports_dir()
-            executed_dir = build_dir() / "executed" / (condition.name if condition else "")
+            executed_dir = build_dir() / "executed" / (label or "")
             executed_dir.mkdir(parents=True, exist_ok=True)
 
             def record(*results: NotebookResult) -> None:
@@ -174,7 +199,10 @@ def _build(only: list[str] | None, condition: Condition | None, parameters: dict
                 with index_lock(reports_root):
                     ordered = merge_index(out_dir, list(results),
                                           [p.stem for p in notebook_paths()])
-                    write_indexes(out_dir, ordered, condition, parameters)
+                    if run:
+                        write_run_indexes(out_dir, ordered, run[0], parameters)
+                    else:
+                        write_indexes(out_dir, ordered, condition, parameters)
 
             results = []
             try:
@@ -195,7 +223,7 @@ def _build(only: list[str] | None, condition: Condition | None, parameters: dict
                       + f"; index -> {out_dir / 'index.html'}", flush=True)
                 raise
     print(f"[report] index -> {out_dir / 'index.html'}"
-          + (f", {reports_root / 'index.html'}" if condition else ""))
+          + (f", {reports_root / 'index.html'}" if label else ""))
     for r in results:
         print(f"[report] {r.name:<28} {'ok' if r.ok else 'FAILED':<6} {r.seconds:6.0f} s")
     return results
@@ -230,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         with StopOnSignal():
             condition, parameters = from_arguments(args)  # bad arguments or folder: ValueError
             results = build_reports(args.only or None, condition=condition,
-                                    parameters=parameters, smoke=args.smoke)
+                                    parameters=parameters, smoke=args.smoke, run=args.run,
+                                    name=args.name)
     except (DataError, ValueError) as err:  # raised before any notebook runs
         print(f"[report] refused: {err}", flush=True)
         return 2

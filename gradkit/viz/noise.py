@@ -10,10 +10,21 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["plot_gns_by_condition", "plot_gns_trend", "plot_norms"]
+__all__ = ["kind_style", "plot_gns_by_condition", "plot_gns_trend", "plot_norms", "plot_run_noise"]
 
 _KIND_STYLE = {"objective": ("-", "o", "trained objective"),
                "ce": ("--", "s", "cross-entropy only")}
+_OTHER_STYLES = (("-.", "D"), (":", "v"), ((0, (5, 1, 1, 1)), "P"), ((0, (1, 2)), "X"))
+
+
+def kind_style(kind: str, others: list[str]) -> tuple:
+    """``(line style, marker, label)`` of a loss ``kind``: the workbook's two by name, any other
+    (a user's loss, :func:`gradkit.analysis.noise.kind_label`) by its order in ``others`` and
+    labelled with its own name."""
+    if kind in _KIND_STYLE:
+        return _KIND_STYLE[kind]
+    ls, marker = _OTHER_STYLES[others.index(kind) % len(_OTHER_STYLES)]
+    return ls, marker, f"loss {kind}"
 
 
 def _cap(values) -> float:
@@ -34,10 +45,12 @@ def _interval(ax, x, lo, hi, color, cap, band: bool):
 
 
 def _trend_panel(ax, trends, col, cap, failed=()):
+    others = list(dict.fromkeys(k for kinds in trends.values() for k in kinds
+                                if k not in _KIND_STYLE))
     for k, (name, kinds) in enumerate(trends.items()):
         tag = " (failed run)" if name in failed else ""
         for kind, t in kinds.items():
-            ls, marker, what = _KIND_STYLE[kind]
+            ls, marker, what = kind_style(kind, others)
             ax.plot(t.epoch, t[col], ls=ls, marker=marker, ms=4, color=f"C{k}",
                     mfc="white" if tag else None, label=f"{name}{tag}: {what}")
             _interval(ax, t.epoch, t[f"{col}_lo"], t[f"{col}_hi"], f"C{k}", cap, band=True)
@@ -49,7 +62,8 @@ def _trend_panel(ax, trends, col, cap, failed=()):
 def plot_gns_trend(trends, batch_size: int, n: int, study: dict | None = None, title: str = "",
                    failed=()):
     """GNS and ``B_simple`` (95 % bootstrap intervals) per checkpoint. ``trends``:
-    ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`;
+    ``{run name: {kind: table}}`` of :func:`gradkit.analysis.noise.checkpoint_noise_scales`
+    (``kind``: ``"objective"``, ``"ce"`` or any loss's name, labelled as it is);
     runs named in ``failed`` are drawn hollow and labelled."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
     frames = [t for kinds in trends.values() for t in kinds.values()]
@@ -118,3 +132,44 @@ def plot_norms(ax, norms, grad_sq: float, bins, top: int, title: str = ""):
            ylabel="training clips", ylim=(0, top), title=title)
     ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+
+
+def _positive(values) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+
+def plot_run_noise(scalars, grams, epochs, batch_size: float, title: str = ""):
+    """A tracked run's ``B_simple`` (the simple noise scale) over steps and over epochs.
+
+    Left, per step: each batch's ``b_simple`` (grey), the run's ``b_simple_ema`` and each logged
+    Gram matrix's value with its 95 % bootstrap interval (``grams``: :func:`gradkit.analysis.
+    runs.gram_noise_scales`). Right, per epoch: the pooled value and interval of
+    :func:`gradkit.analysis.runs.epoch_noise_scales` (``epochs``). The batch size is marked."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
+    a1.plot(scalars.step, _positive(scalars.b_simple), color="0.6", lw=0.8,
+            label="each batch (b_simple)")
+    a1.plot(scalars.step, _positive(scalars.b_simple_ema), color="C0", lw=1.5,
+            label="EMA of the unbiased parts (b_simple_ema)")
+    cap = _cap(np.concatenate([np.asarray(t, dtype=float) for t in (
+        scalars.b_simple, grams.b_simple_hi if len(grams) else [], epochs.b_simple_hi
+        if len(epochs) else [])]))
+    if len(grams):
+        a1.plot(grams.step, _positive(grams.b_simple), "o", color="C1", ms=5,
+                label="logged Gram matrix, 95 % bootstrap interval")
+        _interval(a1, grams.step, grams.b_simple_lo, grams.b_simple_hi, "C1", cap, band=False)
+    a1.set(xlabel="step", title="B_simple per step")
+    if len(epochs):
+        a2.plot(epochs.epoch, _positive(epochs.b_simple), "o-", color="C2", ms=5,
+                label="pooled over the epoch's steps, 95 % bootstrap interval")
+        _interval(a2, epochs.epoch, epochs.b_simple_lo, epochs.b_simple_hi, "C2", cap,
+                  band=False)
+    a2.set(xlabel="epoch", title="B_simple per epoch")
+    for ax in (a1, a2):
+        ax.axhline(batch_size, color="k", lw=0.8, ls="--", label=f"batch size, B = {batch_size:g}")
+        ax.plot([], [], "^", color="grey", label="interval upper bound infinite")
+        ax.set(yscale="log", ylabel="B_simple = tr Σ / ‖G‖²  (samples)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title)
+    return fig
