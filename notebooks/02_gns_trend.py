@@ -305,21 +305,22 @@ show_headlines(**{
 # `RUN` names a folder that `gradkit.track.Tracker` recorded inside your own training loop (`examples/track_your_training.py`); this part of the notebook reads it and never writes into it (`make report RUN=runs/my_experiment` runs only this part, into `reports/<run name>/`). Per step the tracker recorded the batch's ‖g_B‖² and tr Σ over its n samples; every few steps the batch's n × n Gram matrix. Shown: B_simple = tr Σ / ‖G‖² (McCandlish et al., 2018, the simple noise scale) per step, per logged batch with a bootstrap interval over its samples, and per epoch, pooled from every step's unbiased ‖G‖² and S with a bootstrap interval over the steps (`gradkit.analysis.runs`). Whether the run learned is read from its recorded loss: the step losses of the last epoch against the first's (paired t-test, `gradkit.stats.compare_paired`). With `RUN = None` these cells do nothing.
 
 # %% tags=["run"]
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+import gradkit.analysis.advice
+import gradkit.analysis.runs
+import gradkit.viz.noise
+from gradkit import analysis, viz
+from gradkit.core.paths import figures_dir
+from gradkit.report.headlines import show_headlines
+from gradkit.report.runs import use_run
+from gradkit.viz.figures import publish
+from gradkit.viz.scrubber import Scrubber
+
+# %% tags=["run"]
 if RUN is not None:
-    from pathlib import Path
-
-    from IPython.display import Markdown, display
-
-    import gradkit.analysis.advice
-    import gradkit.analysis.runs
-    import gradkit.viz.noise
-    from gradkit import analysis, viz
-    from gradkit.core.paths import figures_dir
-    from gradkit.report.headlines import show_headlines
-    from gradkit.report.runs import use_run
-    from gradkit.viz.figures import publish
-    from gradkit.viz.scrubber import Scrubber
-
     track = analysis.runs.check_run(RUN)
     use_run(RUN)  # figures/<run name>/, also when run by hand
     scalars, RUN_NAME = track.scalars, Path(RUN).name
@@ -400,6 +401,9 @@ if RUN is not None:
         ax.set_ylabel("samples of the batch")
 
     display(Scrubber(draw_run_norms, sorted(run_norms), label="step"))
+
+# %% tags=["run"]
+if RUN is not None:
     show_headlines(**{
         "run": f"{RUN_NAME} ({len(scalars)} steps, B = {B_RUN})",
         "did it learn (loss)": learned.verdict,

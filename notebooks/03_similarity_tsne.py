@@ -361,23 +361,24 @@ show_headlines(**{
 # `RUN` names a folder that `gradkit.track.Tracker` recorded inside your own training loop (`examples/track_your_training.py`); this part of the notebook reads it and never writes into it (`make report RUN=runs/my_experiment` runs only this part, into `reports/<run name>/`). Every `gram_every` steps the tracker kept the batch's Gram matrix K = G Gᵀ of its per-sample gradients (no `[N, P]`); from it alone (`gradkit.analysis.runs.step_similarity`): the cosine matrix of the gradient directions grouped by label, its statistics (mean cosine, share of opposed pairs, same- and different-class cosines, class silhouette under 1 − cos), a t-SNE map of the directions, and the samples whose gradient opposes the rest of their class or batch (cos < 0, leave-one-out). Each logged step holds other samples: the maps are not aligned between steps. Whether the run learned is read from its recorded loss (`gradkit.analysis.runs.loss_learned`). With `RUN = None` these cells do nothing.
 
 # %% tags=["run"]
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+import gradkit.analysis.runs
+import gradkit.viz.similarity
+from gradkit import analysis, viz
+from gradkit.grads import tsne
+from gradkit.report.headlines import show_headlines
+from gradkit.report.runs import use_run
+from gradkit.viz.figures import publish
+from gradkit.viz.scrubber import Scrubber
+
+# %% tags=["run"]
 if RUN is not None:
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import pandas as pd
-    from IPython.display import Markdown, display
-
-    import gradkit.analysis.runs
-    import gradkit.viz.similarity
-    from gradkit import analysis, viz
-    from gradkit.grads import tsne
-    from gradkit.report.headlines import show_headlines
-    from gradkit.report.runs import use_run
-    from gradkit.viz.figures import publish
-    from gradkit.viz.scrubber import Scrubber
-
     track = analysis.runs.check_run(RUN)
     use_run(RUN)  # figures/<run name>/, also when run by hand
     RUN_NAME, run_steps = Path(RUN).name, analysis.runs.logged_steps(track)
