@@ -8,8 +8,11 @@ import torch
 
 from gradkit.analysis.sweep import (
     choose_learning_rates,
+    choose_settings,
+    coordinate_sweep,
     inner_member,
     sweep_learning_rates,
+    sweep_settings,
     train_at_chosen,
 )
 from gradkit.data.folds import ConditionFeatures, fold_splits
@@ -63,3 +66,37 @@ def test_a_tiny_nested_sweep_trains_each_unit_at_its_chosen_rate(tmp_path, monke
         train_at_chosen(config, members, {(0, 0): 1e-3}, min_epochs=3)
     with pytest.raises(ValueError, match="lrs must be"):
         sweep_learning_rates(config, members, [])
+
+
+def test_the_setting_choice_breaks_ties_by_loss_then_rate_then_weight():
+    table = pd.DataFrame([
+        (1e-3, 0.1, 0, 0, 0.5, 1.0), (1e-3, 0.3, 0, 0, 0.7, 1.2),   # the weight can win
+        (1e-3, 0.1, 0, 1, 0.6, 0.9), (1e-3, 0.3, 0, 1, 0.6, 0.8),   # tie: lower loss wins
+        (1e-2, 0.3, 1, 0, 0.4, 1.0), (1e-2, 0.1, 1, 0, 0.4, 1.0),   # full tie: smaller weight
+    ], columns=["lr", "rank_weight", "seed", "fold", "score", "loss"])
+    assert choose_settings(table) == {(0, 0): (1e-3, 0.3), (0, 1): (1e-3, 0.3),
+                                      (1, 0): (1e-2, 0.1)}
+    assert choose_learning_rates(table) == {(0, 0): 1e-3, (0, 1): 1e-3, (1, 0): 1e-2}
+
+
+def test_the_coordinate_sweep_tries_the_other_weights_at_each_units_best_rate(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("GRADKIT_ROOT", str(tmp_path))
+    monkeypatch.setenv("GRADKIT_DEVICE", "cpu")
+    config = TrainConfig(epochs=2, save_every=2, batch_size=4, widths=(4,), rank_weight=0.1)
+    members = [Member(0, f, s) for f, s in enumerate(fold_splits(condition(), 3, 0).splits)]
+    table = coordinate_sweep(config, members, [1e-3, 3e-2], [0.1, 0.0, 1.0], min_epochs=2,
+                             tail=2)
+    first, second = table[table.stage == 1], table[table.stage == 2]
+    assert len(first) == 6 and set(first.rank_weight) == {0.1}
+    best = choose_learning_rates(first)
+    assert len(second) == 6 and set(second.rank_weight) == {0.0, 1.0}  # 0.1 is not tried twice
+    assert all(best[(r.seed, r.fold)] == r.lr for r in second.itertuples())
+    chosen = choose_settings(table)
+    result = train_at_chosen(config, members, chosen, min_epochs=2)
+    got = result.metrics.groupby(["seed", "fold"])[["lr", "rank_weight"]].first()
+    assert {u: (r.lr, r.rank_weight) for u, r in got.iterrows()} == chosen
+    with pytest.raises(ValueError, match="no candidate settings"):
+        sweep_settings(config, members, {(0, 0): [(1e-3, 0.1)]})
+    with pytest.raises(ValueError, match="a setting is"):
+        sweep_settings(config, members[:1], {(0, 0): [(1e-3, -1.0)]})
