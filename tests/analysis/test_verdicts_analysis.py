@@ -73,3 +73,21 @@ def test_headline_verdict_carries_interval_n_p_and_detectable_difference():
     text = vd.headline_verdict(result, scale=100)
     assert text.startswith("worse: \u221210.0 pp [") and "n = 5" in text
     assert "p = 0" in text and "detects" in text
+
+
+def test_losses_are_read_at_one_common_ranking_weight():
+    run = _run("raw", 0, 0, [0.5, 0.6, 0.7]).assign(
+        val_ce=[1.0, 0.9, 0.8], val_rank=[10.0, 8.0, 6.0], val_ghmc=[0.5, 0.4, 0.3],
+        val_ghm_rank=[4.0, 3.0, 2.0], lr=3e-3, rank_weight=0.3)
+    common = vd.at_rank_weight(run, 0.1)
+    assert common.val_raw_loss.tolist() == pytest.approx([2.0, 1.7, 1.4])
+    assert common.val_ghm_loss.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    assert common.val_raw_loss_own.tolist() == run.val_raw_loss.tolist()
+    table = vd.run_summary(run, {}, n_classes=6, tail=2, rank_weight=0.1)
+    row = table.iloc[0]
+    assert row.final_val_raw_loss == pytest.approx(1.4) and row.final_val_ce == pytest.approx(0.8)
+    assert row.lr == 3e-3 and row.rank_weight == 0.3
+    own = vd.run_summary(run, {}, n_classes=6, tail=2).iloc[0]
+    assert own.final_val_raw_loss == pytest.approx(run.val_raw_loss.iloc[-1])
+    with pytest.raises(ValueError, match="lack the validation terms"):
+        vd.at_rank_weight(run.drop(columns="val_ghmc"), 0.1)
