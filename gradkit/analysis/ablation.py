@@ -1,8 +1,11 @@
 """Which GHM term makes a run stall at chance? Notebook 01's ablation, read from the numbers.
 
-Four objectives, trained from the same initial weights on the same batches per (seed, fold) at
-one learning rate: ``raw`` (CE + λ R), ``ghmc_rank`` (GHM-C + λ R), ``ce_ghmrank`` (CE + λ
-GHM-R) and ``ghm`` (GHM-C + λ GHM-R). Each is compared with ``raw`` pair by pair
+Four objectives, trained from the same initial weights on the same batches per (seed, fold),
+each at its own setting chosen on inner splits (:mod:`gradkit.analysis.sweep`): raw and GHM at
+the settings of the comparison, the two hybrids at their own swept learning rate, with the
+ranking weight of the objective whose ranking term they carry (:func:`hybrid_candidates`):
+``raw`` (CE + λ R), ``ghmc_rank`` (GHM-C + λ R), ``ce_ghmrank`` (CE + λ GHM-R) and ``ghm``
+(GHM-C + λ GHM-R). Each is compared with ``raw`` pair by pair
 (:func:`gradkit.stats.compare_paired` through
 :func:`gradkit.analysis.verdicts.compare_objectives`) on a learning-speed metric of
 :func:`gradkit.analysis.speed.speed_summary` (``epochs_to_leave_chance`` by default, lower is
@@ -18,18 +21,37 @@ better). :func:`stall_sentence` names the term(s) whose swap alone detectably sl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from gradkit.analysis.verdicts import MIN_PAIRS, compare_objectives
 from gradkit.stats import PairedComparison
 
-__all__ = ["ABLATION", "ablation_comparisons", "stall_sentence"]
+__all__ = ["ABLATION", "RANKING_OF", "ablation_comparisons", "hybrid_candidates",
+           "stall_sentence"]
 
 #: The ablation's objectives (``TrainConfig.objective``) and their names in tables and sentences.
 ABLATION = {"raw": "CE + raw ranking (raw)", "ghmc_rank": "GHM-C + raw ranking",
             "ce_ghmrank": "CE + GHM ranking", "ghm": "GHM-C + GHM ranking (GHM)"}
+
+
+#: The objective whose ranking term, and so whose chosen ranking weight, each arm carries.
+RANKING_OF = {"raw": "raw", "ghmc_rank": "raw", "ce_ghmrank": "ghm", "ghm": "ghm"}
+
+
+def hybrid_candidates(chosen: Mapping[str, Mapping[tuple[int, int], tuple[float, float]]],
+                      units: Sequence[tuple[int, int]], lrs: Sequence[float]
+                      ) -> dict[str, dict[tuple[int, int], list[tuple[float, float]]]]:
+    """The sweep candidates of the two hybrid arms per unit: every rate of ``lrs`` at the ranking
+    weight ``chosen[RANKING_OF[arm]][unit]`` (``chosen``: raw's and GHM's ``(lr, rank_weight)``
+    per unit, :func:`gradkit.analysis.sweep.choose_settings`)."""
+    need = {RANKING_OF[a] for a in ABLATION if a not in ("raw", "ghm")}
+    missing = [(o, u) for o in need for u in units if u not in chosen.get(o, {})]
+    if missing:
+        raise ValueError(f"no chosen ranking weight for (objective, unit) {missing}")
+    return {arm: {u: [(float(lr), chosen[RANKING_OF[arm]][u][1]) for lr in lrs] for u in units}
+            for arm in ABLATION if arm not in ("raw", "ghm")}
 
 
 def ablation_comparisons(speed: pd.DataFrame, metric: str = "epochs_to_leave_chance",

@@ -38,7 +38,7 @@ from gradkit.training import TrainConfig
 from gradkit.training.ensemble import EnsembleResult, Member, get_ensemble
 
 __all__ = ["choose_learning_rates", "choose_settings", "coordinate_sweep", "inner_member",
-           "sweep_learning_rates", "sweep_settings", "train_at_chosen"]
+           "settings_text", "sweep_learning_rates", "sweep_settings", "train_at_chosen"]
 
 Unit = tuple[int, int]
 Setting = tuple[float, float]  # (learning rate, ranking weight)
@@ -162,3 +162,16 @@ def train_at_chosen(config: TrainConfig, members: Sequence[Member],
         stopped.update(result.stopped)
         seconds += result.seconds
     return EnsembleResult(config, pd.concat(parts, ignore_index=True), stopped, seconds)
+
+
+def settings_text(chosen: Mapping[Unit, float | Setting]) -> str:
+    """How many units chose each rate and each ranking weight: ``"lr 1e-3 × 3, 3e-3 × 12;
+    rank weight 0.1 × 9, 0.3 × 6"`` (the weights left out where only rates were chosen)."""
+    if not chosen:
+        raise ValueError("no chosen settings to describe")
+    pairs = [_check_setting(v) for v in chosen.values()]
+    count = lambda values: ", ".join(f"{v:g} × {k}" for v, k in  # noqa: E731
+                                     sorted(pd.Series(values).value_counts().items()))
+    text = "lr " + count([lr for lr, _ in pairs])
+    weights = [w for _, w in pairs if w is not None]
+    return text + (f"; rank weight {count(weights)}" if weights else "")

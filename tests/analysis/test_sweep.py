@@ -100,3 +100,13 @@ def test_the_coordinate_sweep_tries_the_other_weights_at_each_units_best_rate(tm
         sweep_settings(config, members, {(0, 0): [(1e-3, 0.1)]})
     with pytest.raises(ValueError, match="a setting is"):
         sweep_settings(config, members[:1], {(0, 0): [(1e-3, -1.0)]})
+
+
+def test_the_settings_text_counts_units_per_rate_and_weight():
+    from gradkit.analysis.sweep import settings_text
+
+    chosen = {(0, 0): (1e-3, 0.1), (0, 1): (3e-3, 0.1), (1, 0): (3e-3, 0.3)}
+    assert settings_text(chosen) == "lr 0.001 × 1, 0.003 × 2; rank weight 0.1 × 2, 0.3 × 1"
+    assert settings_text({(0, 0): 1e-2}) == "lr 0.01 × 1"
+    with pytest.raises(ValueError, match="no chosen settings"):
+        settings_text({})
