@@ -112,12 +112,12 @@ def diagnose_converged(names: Sequence[str], depths: Sequence[int],
     clip (the training clips are the same for every model, so two models pair up clip by clip);
     ``states[i]``: :func:`convergence` of its training curve.
 
-    - **not converged**: its training loss is still falling (no verdict; a deeper model is also
-      not compared with a shallower one that did not converge);
-    - **optimisation**: its mean training loss is detectably *higher* than a shallower converged
-      model's, paired by clip (:func:`gradkit.stats.compare_paired`, ``"worse"``): a deeper
-      model can represent everything the shallower one can, so this is the optimiser's failure,
-      not overfitting;
+    - **under-trained**: not converged, its training loss is still falling (no verdict);
+    - **optimisation**: the model converged, and its mean training loss is detectably *higher*
+      than a shallower model's, paired by clip (:func:`gradkit.stats.compare_paired`,
+      ``"worse"``): a deeper model can represent everything the shallower one can, so this is
+      the optimiser's failure, not overfitting. The shallower model need not have converged:
+      training on would only lower its loss, so its current loss is a conservative reference;
     - **model bias**: the training loss's interval lies above ``bias_level``;
     - **overfitting**: the validation loss's interval lies above the training loss's
       (:func:`gradkit.stats.interval_change`) by more than ``gap_level`` in the means;
@@ -133,12 +133,11 @@ def diagnose_converged(names: Sequence[str], depths: Sequence[int],
     out = []
     for i in range(n):
         if states[i] != "converged":
-            out.append(f"{names[i]}: not converged — training loss {text(train[i])} still "
-                       "falling at the epoch cap; no verdict")
+            out.append(f"{names[i]}: under-trained — {states[i]} at its epoch cap, training "
+                       f"loss {text(train[i])}; no verdict")
             continue
         worse = [(j, compare_paired(train_losses[i], train_losses[j], higher_is_better=False,
-                                    alpha=alpha)) for j in range(n)
-                 if depths[j] < depths[i] and states[j] == "converged"]
+                                    alpha=alpha)) for j in range(n) if depths[j] < depths[i]]
         worse = [(j, r) for j, r in worse if r.verdict == "worse"]
         if worse:
             j, r = max(worse, key=lambda jr: jr[1].diff)

@@ -124,7 +124,8 @@ def test_the_converged_recipe_reads_per_clip_losses_with_intervals():
     v = diagnosis.diagnose_converged(names, depths, [_clips(1.5), _clips(0.1, seed=1)],
                                      [_clips(1.6), _clips(0.2)], ["converged", "not converged"],
                                      0.9, 0.5)
-    assert v[0].startswith("shallow: model bias") and v[1].startswith("deep: not converged")
+    assert v[0].startswith("shallow: model bias")
+    assert v[1].startswith("deep: under-trained — not converged")
     # equal training losses (same clips, noise only): no optimisation verdict
     v = diagnosis.diagnose_converged(names, depths, [_clips(0.3), _clips(0.3, seed=1)],
                                      [_clips(0.35), _clips(0.35, seed=2)], ["converged"] * 2,
@@ -132,3 +133,19 @@ def test_the_converged_recipe_reads_per_clip_losses_with_intervals():
     assert v[1].startswith("deep: fine")
     with pytest.raises(ValueError, match="one entry"):
         diagnosis.diagnose_converged(names, depths, [_clips(0.1)], [_clips(0.1)], [], 0.9, 0.5)
+
+
+def test_a_converged_deeper_model_is_compared_with_a_shallower_one_still_training():
+    # the shallower one is still falling and already lower: the deeper one's higher loss is the
+    # optimiser's failure either way (training on only lowers the shallower one's loss)
+    v = diagnosis.diagnose_converged(["shallow", "deep"], [1, 4],
+                                     [_clips(0.6), _clips(1.7, seed=1)],
+                                     [_clips(0.8), _clips(1.7, seed=2)],
+                                     ["not converged", "converged"], 0.9, 0.5)
+    assert v[0].startswith("shallow: under-trained") and v[1].startswith("deep: optimisation")
+    # ... but a deeper model that has not converged gets no verdict
+    v = diagnosis.diagnose_converged(["shallow", "deep"], [1, 4],
+                                     [_clips(0.6), _clips(1.7, seed=1)],
+                                     [_clips(0.8), _clips(1.7, seed=2)],
+                                     ["converged", "not converged"], 0.9, 0.5)
+    assert v[1].startswith("deep: under-trained")
