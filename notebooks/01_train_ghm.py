@@ -28,11 +28,13 @@ STUDY_EPOCHS = 60  # the single pair of figures: the study's 60 epochs, stages 1
 SEEDS = [42, 0, 1, 2, 3]  # the first one also draws the single-run figures (fold 0)
 FOLDS = 3
 LRS = [1e-3, 3e-3, 1e-2]  # each objective's learning rate is chosen from these per unit (nested)
-RANK_WEIGHTS = [0.03, 0.1, 0.3]  # ... then its ranking weight, at the unit's best rate
-SWEEP_EPOCHS = 20  # the cap of the inner-split sweep runs (never above EPOCHS) ...
-SWEEP_MIN_EPOCHS = 10  # ... which stop early from this epoch on (plateau of the inner split)
-SWEEP_TAIL = 5  # a sweep run's score: its mean inner validation accuracy over its last epochs
-ABLATION_SEEDS = 3  # the ablation trains the first this many seeds' folds
+RANK_WEIGHTS = [0.03, 0.1]  # ... then its ranking weight, at the unit's best rate (each extra
+# weight costs 2 objectives x 15 units x SWEEP_EPOCHS member-epochs on the inner splits)
+SWEEP_EPOCHS = 25  # the cap of the inner-split sweep runs (never above EPOCHS) ...
+SWEEP_MIN_EPOCHS = 20  # ... which may stop early from this epoch on (the ranking term holds the
+# loss flat for the first epochs: a plateau test before epoch 20 stops runs that are about to fall)
+SWEEP_TAIL = 10  # a sweep run's score: its mean inner validation accuracy over its last epochs
+ABLATION_SEEDS = 2  # the ablation reads the first this many seeds' folds
 ABLATION_EPOCHS = 20  # ... for this many epochs (never above EPOCHS): its learning-speed window
 
 # %%
@@ -78,7 +80,7 @@ LABELS = {"raw": "raw", "ghm": "GHM"}
 # - **Objectives.** raw: `CE(logits, y) + rank_weight * R(s, angle)`, with the smooth pairwise ranking loss `R = mean softplus(-(s_j - s_i - margin))` over pairs with `angle_i < angle_j`; GHM: `GHMC(logits, y) + rank_weight * GHMRanking(s, angle)`, each term re-weighted by `tot / (EMA count of its gradient-norm bin) / (non-empty bins)`, so crowded bins (usually the easy samples) count less.
 # - **Units.** For every seed, a stratified `FOLDS`-fold cross-validation (`gradkit.data.folds`): every clip is validated once per seed. A unit is a (seed, fold); its raw and GHM runs start from the same initial weights and see the same batches in the same order, so they pair up.
 # - **Training.** `gradkit.training.ensemble`: the runs of one objective train together as one vectorised ensemble, each member exactly the run `get_run` would train (tested). A run stops at the first epoch $e \ge$ `MIN_EPOCHS` where neither its validation accuracy nor its raw validation loss over the last `TAIL` epochs is still improving (`gradkit.stats.plateau_test`, OLS slope, $\alpha = 0.05$), else at the cap `EPOCHS`.
-# - **A fair learning rate and ranking weight.** Each objective gets its own learning rate and ranking weight per unit, chosen on an inner split of that unit's *training* clips (a third of each class validated, the unit's validation clips in neither part; `gradkit.analysis.sweep`): first the rates `LRS` at `TrainConfig`'s `rank_weight`, then the other weights of `RANK_WEIGHTS` at the unit's best rate (a coordinate search: `len(LRS) + len(RANK_WEIGHTS) − 1` candidates, not their product). A sweep run stops early on its inner split (the plateau test from `SWEEP_MIN_EPOCHS` on, cap `SWEEP_EPOCHS`) and is scored by its mean inner validation accuracy over its last `SWEEP_TAIL` epochs (ties: the lower inner cross-entropy); the comparison's validation clips never inform the choice. Every candidate setting trains as one vectorised ensemble of the units that try it.
+# - **A fair learning rate and ranking weight.** Each objective gets its own learning rate and ranking weight per unit, chosen on an inner split of that unit's *training* clips (a third of each class validated, the unit's validation clips in neither part; `gradkit.analysis.sweep`): first the rates `LRS` at `TrainConfig`'s `rank_weight`, then the other weights of `RANK_WEIGHTS` at the unit's best rate (a coordinate search: `len(LRS) + len(RANK_WEIGHTS) − 1` candidates, not their product). A sweep run stops early on its inner split (the plateau test from `SWEEP_MIN_EPOCHS` on, cap `SWEEP_EPOCHS`; a shorter sweep reads the runs before most have left chance) and is scored by its mean inner validation accuracy over its last `SWEEP_TAIL` epochs (ties: the lower inner cross-entropy); the comparison's validation clips never inform the choice. Every candidate setting trains as one vectorised ensemble of the units that try it.
 # - **One loss scale.** Runs trained at different ranking weights are compared on their raw and GHM validation losses recomputed at one common weight, `TrainConfig`'s `rank_weight` (`gradkit.analysis.verdicts.at_rank_weight`, from the logged cross-entropy and ranking terms).
 # - **Metrics.** Per run, at its last epoch: validation accuracy and raw validation loss (primary), their means over the last `TAIL` epochs, and the best epoch's accuracy (selected on the same validation clips, so optimistic: shown, never compared). Verdicts: `gradkit.stats.compare_paired` over the (seed, fold) pairs; runs at chance: `gradkit.stats.above_chance`.
 
@@ -110,28 +112,17 @@ display(pd.Series(baseline.fold_accuracies, name="baseline validation accuracy")
 display(Markdown(f"- Baseline, every clip validated once: {baseline.chance.sentence()}."))
 
 # %%
-import dataclasses
-
 import gradkit.analysis.sweep
 
 start = time.perf_counter()
 REF_WEIGHT = TrainConfig().rank_weight  # every run's losses are compared at this ranking weight
-base_configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
-                                  epochs=EPOCHS, data_root=DATA_ROOT) for name in LABELS}
-SWEEP_STOP = {"window": TAIL, "min_epochs": min(SWEEP_MIN_EPOCHS, SWEEP_EPOCHS, EPOCHS),
-              "tail": SWEEP_TAIL}
-
-
-def sweep_config(cfg):
-    return dataclasses.replace(cfg, epochs=min(SWEEP_EPOCHS, EPOCHS))
-
-
-sweeps = {name: analysis.sweep.coordinate_sweep(sweep_config(cfg), members, LRS, RANK_WEIGHTS,
-                                                **SWEEP_STOP) for name, cfg in base_configs.items()}
-chosen = {name: analysis.sweep.choose_settings(t) for name, t in sweeps.items()}
-ensembles = {name: analysis.sweep.train_at_chosen(cfg, members, chosen[name], window=TAIL,
-                                                  min_epochs=MIN_EPOCHS)
-             for name, cfg in base_configs.items()}
+nested = {name: analysis.sweep.nested_runs(
+    TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=EPOCHS,
+                data_root=DATA_ROOT), members, LRS, RANK_WEIGHTS, SWEEP_EPOCHS, SWEEP_MIN_EPOCHS,
+    SWEEP_TAIL, window=TAIL, min_epochs=MIN_EPOCHS) for name in LABELS}
+sweeps = {name: n.table for name, n in nested.items()}
+chosen = {name: n.chosen for name, n in nested.items()}
+ensembles = {name: n.result for name, n in nested.items()}
 ensemble_seconds = time.perf_counter() - start
 display(pd.DataFrame({LABELS[n]: pd.Series(list(c.values())).value_counts()
                       for n, c in chosen.items()}).fillna(0).astype(int)
@@ -240,7 +231,7 @@ else:
 # %% [markdown]
 # ## The ablation: which GHM term stalls learning?
 #
-# Four objectives from the same initial weights on the same batches per (seed, fold) of the first `ABLATION_SEEDS` seeds, each at its own setting, read over the first `ABLATION_EPOCHS` epochs: CE + raw ranking (raw) and GHM-C + GHM ranking (GHM) are the comparison's runs above, at their chosen settings; GHM-C + raw ranking and CE + GHM ranking each sweep their own learning rate from `LRS` on the same inner splits, at the ranking weight chosen for the objective whose ranking term they carry (`gradkit.analysis.ablation.hybrid_candidates`). Each is compared with raw on the epochs it takes to leave chance (`gradkit.analysis.ablation`, `gradkit.stats.compare_paired`); the sentence naming the culprit is generated from those paired verdicts.
+# Four objectives from the same initial weights on the same batches per (seed, fold) of the first `ABLATION_SEEDS` seeds, each at its own setting, read over the first `ABLATION_EPOCHS` epochs: CE + raw ranking (raw) and GHM-C + GHM ranking (GHM) are the comparison's runs above, at their chosen settings; GHM-C + raw ranking and CE + GHM ranking each choose their own learning rate per unit on the same inner splits, over the same `ABLATION_EPOCHS` window, among the rates raw and GHM chose for that unit (a hybrid carries one term of each; where they agree there is nothing to choose and no sweep run), at the ranking weight chosen for the objective whose ranking term they carry (`gradkit.analysis.ablation.hybrid_candidates`). Each is compared with raw on the epochs it takes to leave chance (`gradkit.analysis.ablation`, `gradkit.stats.compare_paired`); the sentence naming the culprit is generated from those paired verdicts.
 
 # %%
 import gradkit.analysis.ablation
@@ -251,17 +242,13 @@ ABLATION_UPTO = int(min(ABLATION_EPOCHS, summary.end_epoch.min()))  # every arm 
 ablation_chosen = {n: {u: chosen[n][u] for u in ablation_units} for n in LABELS}
 in_units = pd.MultiIndex.from_frame(all_metrics[["seed", "fold"]]).isin(ablation_units)
 ablation_metrics = [all_metrics[in_units]]  # raw and GHM: the comparison's own runs
-ablation_sweeps, ablation_runs = {}, {}
-for arm, cands in analysis.ablation.hybrid_candidates(chosen, ablation_units, LRS).items():
-    cfg = TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=arm, epochs=EPOCHS,
-                      data_root=DATA_ROOT)
-    ablation_sweeps[arm] = analysis.sweep.sweep_settings(sweep_config(cfg), ablation_members,
-                                                         cands, **SWEEP_STOP)
-    ablation_chosen[arm] = analysis.sweep.choose_settings(ablation_sweeps[arm])
-    ablation_runs[arm] = analysis.sweep.train_at_chosen(
-        dataclasses.replace(cfg, epochs=ABLATION_UPTO), ablation_members, ablation_chosen[arm],
-        window=TAIL, min_epochs=ABLATION_UPTO)
-    ablation_metrics.append(ablation_runs[arm].metrics)
+hybrids = analysis.ablation.train_hybrids(
+    TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, data_root=DATA_ROOT), ablation_members,
+    chosen, ABLATION_UPTO, window=TAIL, tail=SWEEP_TAIL)
+ablation_sweeps = {arm: table for arm, (table, _, _) in hybrids.items()}
+ablation_chosen.update({arm: picked for arm, (_, picked, _) in hybrids.items()})
+ablation_runs = {arm: result for arm, (_, _, result) in hybrids.items()}
+ablation_metrics += [result.metrics for result in ablation_runs.values()]
 ablation_speed = analysis.speed.speed_summary(pd.concat(ablation_metrics, ignore_index=True),
                                               n_classes, upto=ABLATION_UPTO)
 display(ablation_speed.groupby("objective")[["epochs_to_leave_chance", "left_chance",
@@ -534,43 +521,36 @@ display(Markdown("\n".join(lines)))
 # Counted, not timed (a timing depends on the machine and its load): per stage, the runs, their member-epochs (one run trained for one epoch; a run stopped early costs only its epochs) and the clip-epochs they pass (training clips, each a forward and a backward pass; validation clips, a forward pass). A stored result found again costs nothing in a later session; these counts are the work of training it.
 
 # %%
-sizes = {(m.seed, m.fold): (len(m.split.y_train), len(m.split.y_val)) for m in members}
-inner_sizes = {u: (len(s.y_train), len(s.y_val)) for u, s in (
-    ((m.seed, m.fold), analysis.sweep.inner_member(m).split) for m in members)}
-
-
-def work_row(stage, runs, epochs_of_unit, n_of):
-    """runs, member-epochs and clip-epochs of one stage; epochs_of_unit: [((seed, fold), epochs)]."""
-    epochs = sum(e for _, e in epochs_of_unit)
-    return {"stage": stage, "runs": runs, "member-epochs": epochs,
-            "training clip-epochs": sum(e * n_of[u][0] for u, e in epochs_of_unit),
-            "validation clip-epochs": sum(e * n_of[u][1] for u, e in epochs_of_unit)}
-
-
-def sweep_epochs(tables):
-    return [((r.seed, r.fold), r.end_epoch) for t in tables for r in t.itertuples()]
-
-
-def run_epochs(frames):
-    return [(u, len(g)) for f in frames for u, g in f.groupby(["objective", "seed", "fold"])
-            for u in [u[1:]]]
-
-
-work = pd.DataFrame([
-    work_row("sweep, raw and GHM (inner splits)", sum(len(t) for t in sweeps.values()),
-             sweep_epochs(sweeps.values()), inner_sizes),
-    work_row("comparison runs, raw and GHM", 2 * len(members), run_epochs([all_metrics]), sizes),
-    work_row("ablation sweep, the two hybrids (inner splits)",
-             sum(len(t) for t in ablation_sweeps.values()), sweep_epochs(ablation_sweeps.values()),
-             inner_sizes),
-    work_row("ablation runs, the two hybrids", 2 * len(ablation_members),
-             run_epochs([r.metrics for r in ablation_runs.values()]), sizes),
-    {"stage": "single pair (get_run, GHM diagnostics)", "runs": 2,
-     "member-epochs": 2 * STUDY_EPOCHS, "training clip-epochs": 2 * STUDY_EPOCHS * len(split.y_train),
-     "validation clip-epochs": 2 * STUDY_EPOCHS * len(split.y_val)},
-]).set_index("stage")
+sizes = analysis.sweep.unit_sizes(members)
+inner_sizes = analysis.sweep.unit_sizes(members, inner=True)
+fig_unit = {(FIG_SEED, -1): (len(split.y_train), len(split.y_val))}  # the single pair's split
+work = pd.DataFrame([analysis.sweep.work_row(*row) for row in [
+    ("sweep, raw and GHM (inner splits)", analysis.sweep.sweep_epochs(sweeps.values()),
+     inner_sizes),
+    ("comparison runs, raw and GHM", analysis.sweep.metrics_epochs([all_metrics]), sizes),
+    ("ablation sweep, the two hybrids (inner splits)",
+     analysis.sweep.sweep_epochs(ablation_sweeps.values()), inner_sizes),
+    ("ablation runs, the two hybrids",
+     analysis.sweep.metrics_epochs([r.metrics for r in ablation_runs.values()]), sizes),
+    ("single pair (get_run, GHM diagnostics)", [((FIG_SEED, -1), STUDY_EPOCHS)] * 2, fig_unit),
+]]).set_index("stage")
 work.loc["total"] = work.sum()
 display(work)
+
+# %% [markdown]
+# The paragraph the README's "How hard is it?" quotes, generated from this session's numbers (`gradkit.analysis.verdicts.study_paragraph`):
+
+# %%
+paragraph = analysis.verdicts.study_paragraph(
+    condition=f"{MATERIAL} / {FREQ_HZ} Hz", learnability=gate.sentence(),
+    comparable=gate.comparable, seeds=len(SEEDS), folds=FOLDS,
+    settings={LABELS[n]: analysis.sweep.settings_text(c) for n, c in chosen.items()}, cap=EPOCHS,
+    n_improving=n_improving, n_runs=len(summary),
+    at_chance={LABELS[o]: int((g.chance == "at chance").sum())
+               for o, g in summary.groupby("objective")},
+    accuracy=results.get("final_val_acc"), speed=speed_results.get("epochs_to_leave_chance"),
+    ablation=ablation_verdict)
+display(Markdown(f"> {paragraph}"))
 
 # %%
 # Every figure of the study's GHM report was written by this session, under its exact name.

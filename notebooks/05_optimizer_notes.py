@@ -83,24 +83,12 @@ zoo = {  # name: (family, depth in conv layers / residual blocks, constructor)
     "ResNet, 6 blocks": ("ResNet", 6, lambda: build_model(TrainConfig(widths=(8, 8, 16, 16, 32,
                                                                               32)), split)),
 }
-CONVERGED = lectures.converged_stop(window=10, tol=0.01, min_epochs=EPOCHS)
-
-
-def per_clip_loss(model, x, y):
-    """Every clip's cross-entropy (evaluation mode): the intervals and the paired comparison."""
-    model.eval()
-    with torch.no_grad():
-        out = model(x)
-    return F.cross_entropy(out[0] if isinstance(out, tuple) else out, y, reduction="none").numpy()
-
-
 histories, trained, rows, clip_losses = {}, {}, [], {}
 for name, (family, depth, make) in zoo.items():
     trained[name] = make()
-    h = histories[name] = train_short(trained[name], split, max(EPOCHS, DIAG_EPOCHS), BATCH, LR,
-                                      stop=CONVERGED)
-    clip_losses[name] = {part: per_clip_loss(trained[name], x, y) for part, x, y in (
-        ("train", split.x_train, split.y_train), ("val", split.x_val, split.y_val))}
+    h, clip_losses[name] = lectures.train_until_converged(trained[name], split, EPOCHS,
+                                                          DIAG_EPOCHS, BATCH, LR)
+    histories[name] = h
     rows.append({"model": name, "family": family, "depth": depth,
                  "parameters": count_parameters(trained[name]), "epochs": len(h),
                  "train loss": h.train_loss.iloc[-1], "val loss": h.val_loss.iloc[-1],
@@ -108,8 +96,7 @@ for name, (family, depth, make) in zoo.items():
                  "converged": lectures.convergence(h.train_loss.to_numpy()),
                  "s / epoch": h.seconds.median()})
 why = pd.DataFrame(rows).set_index("model")
-print(f"Adam, learning rate {LR:g}, batches of {BATCH}; at least {EPOCHS} epochs, then until "
-      f"converged, at most {max(EPOCHS, DIAG_EPOCHS)}: {int(why.epochs.sum())} epochs in all")
+print(f"Adam, η = {LR:g}, batches of {BATCH}, {EPOCHS}–{DIAG_EPOCHS} epochs: {why.epochs.sum()} in all")
 display(why)
 publish(viz.lectures.plot_training_losses(histories, CHANCE, N_CLASSES), "training_losses.png")
 

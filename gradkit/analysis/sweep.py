@@ -37,8 +37,9 @@ from gradkit.data.recordings import stratified_split
 from gradkit.training import TrainConfig
 from gradkit.training.ensemble import EnsembleResult, Member, get_ensemble
 
-__all__ = ["choose_learning_rates", "choose_settings", "coordinate_sweep", "inner_member",
-           "settings_text", "sweep_learning_rates", "sweep_settings", "train_at_chosen"]
+__all__ = ["NestedRuns", "choose_learning_rates", "choose_settings", "coordinate_sweep",
+           "inner_member", "metrics_epochs", "nested_runs", "settings_text", "sweep_epochs",
+           "sweep_learning_rates", "sweep_settings", "train_at_chosen", "unit_sizes", "work_row"]
 
 Unit = tuple[int, int]
 Setting = tuple[float, float]  # (learning rate, ranking weight)
@@ -64,19 +65,29 @@ def _check_setting(setting) -> Setting:
 
 def sweep_settings(config: TrainConfig, members: Sequence[Member],
                    candidates: Mapping[Unit, Sequence[Setting]], window: int = 10,
-                   min_epochs: int = 20, tail: int = 10) -> pd.DataFrame:
+                   min_epochs: int = 20, tail: int = 10, train_single: bool = True
+                   ) -> pd.DataFrame:
     """One row per (unit, candidate setting): ``lr``, ``rank_weight``, ``seed``, ``fold``,
     ``score`` (mean inner validation accuracy, last ``tail`` epochs), ``loss`` (mean inner
-    validation cross-entropy there), ``end_epoch`` (the run's last epoch: its cost)."""
+    validation cross-entropy there), ``end_epoch`` (the run's last epoch: its cost).
+    ``train_single=False``: a unit with a single candidate has nothing to choose, so it is not
+    trained (its row has ``score`` and ``loss`` NaN and ``end_epoch`` 0)."""
     missing = [(m.seed, m.fold) for m in members if not candidates.get((m.seed, m.fold))]
     if missing:
         raise ValueError(f"no candidate settings for the units {missing}")
     inner = {(m.seed, m.fold): inner_member(m) for m in members}
     by_setting: dict[Setting, list[Member]] = {}
-    for unit, member in inner.items():
-        for setting in dict.fromkeys(_check_setting(s) for s in candidates[unit]):
-            by_setting.setdefault(setting, []).append(member)
     rows = []
+    for unit, member in inner.items():
+        settings = list(dict.fromkeys(_check_setting(s) for s in candidates[unit]))
+        if len(settings) == 1 and not train_single:
+            lr, weight = settings[0]
+            rows.append({"lr": lr, "rank_weight": config.rank_weight if weight is None
+                         else weight, "seed": unit[0], "fold": unit[1], "score": float("nan"),
+                         "loss": float("nan"), "end_epoch": 0})
+            continue
+        for setting in settings:
+            by_setting.setdefault(setting, []).append(member)
     for (lr, weight), group in sorted(by_setting.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         cfg = dataclasses.replace(config, lr=lr, rank_weight=config.rank_weight if weight is None
                                   else weight)
@@ -131,7 +142,8 @@ def choose_settings(table: pd.DataFrame) -> dict[Unit, Setting]:
     if "rank_weight" not in table:
         table = table.assign(rank_weight=TrainConfig().rank_weight)
     ranked = table.sort_values(["seed", "fold", "score", "loss", "lr", "rank_weight"],
-                               ascending=[True, True, False, True, True, True])
+                               ascending=[True, True, False, True, True, True],
+                               na_position="last")
     best = ranked.groupby(["seed", "fold"], sort=True).head(1)
     return {(int(r.seed), int(r.fold)): (float(r.lr), float(r.rank_weight))
             for r in best.itertuples()}
@@ -175,3 +187,62 @@ def settings_text(chosen: Mapping[Unit, float | Setting]) -> str:
     text = "lr " + count([lr for lr, _ in pairs])
     weights = [w for _, w in pairs if w is not None]
     return text + (f"; rank weight {count(weights)}" if weights else "")
+
+
+@dataclasses.dataclass
+class NestedRuns:
+    """:func:`nested_runs`'s result: the sweep ``table``, the ``chosen`` setting per unit and the
+    outer ``result`` trained at it."""
+
+    table: pd.DataFrame
+    chosen: dict[Unit, Setting]
+    result: EnsembleResult
+
+
+def nested_runs(config: TrainConfig, members: Sequence[Member], lrs: Sequence[float],
+                rank_weights: Sequence[float], sweep_epochs: int, sweep_min_epochs: int,
+                sweep_tail: int, window: int = 10, min_epochs: int = 20) -> NestedRuns:
+    """The whole nested procedure for one objective: :func:`coordinate_sweep` on the inner
+    splits (capped at ``sweep_epochs``, plateau-stopped from ``sweep_min_epochs``, scored over
+    ``sweep_tail`` epochs; neither above ``config.epochs``), :func:`choose_settings`, then
+    :func:`train_at_chosen` on the outer splits (cap ``config.epochs``, plateau from
+    ``min_epochs``)."""
+    cap = min(sweep_epochs, config.epochs)
+    table = coordinate_sweep(dataclasses.replace(config, epochs=cap), members, lrs, rank_weights,
+                             window=window, min_epochs=min(sweep_min_epochs, cap),
+                             tail=sweep_tail)
+    chosen = choose_settings(table)
+    result = train_at_chosen(config, members, chosen, window=window, min_epochs=min_epochs)
+    return NestedRuns(table, chosen, result)
+
+
+def unit_sizes(members: Sequence[Member], inner: bool = False) -> dict[Unit, tuple[int, int]]:
+    """``(training clips, validation clips)`` per unit, of its outer or its inner split."""
+    split = lambda m: inner_member(m).split if inner else m.split  # noqa: E731
+    return {(m.seed, m.fold): (len(split(m).y_train), len(split(m).y_val)) for m in members}
+
+
+def work_row(stage: str, epochs_of_unit: Sequence[tuple[Unit, int]],
+             sizes: Mapping[Unit, tuple[int, int]]) -> dict[str, object]:
+    """The training work of one stage, counted (never timed): ``runs`` (entries with at least
+    one epoch), ``member-epochs`` (one run trained for one epoch) and the clip-epochs they pass,
+    ``training clip-epochs`` (a forward and a backward pass each) and ``validation
+    clip-epochs`` (a forward pass each). ``epochs_of_unit``: ``[((seed, fold), epochs)]``, one
+    entry per run, e.g. :func:`sweep_epochs` or :func:`metrics_epochs`."""
+    return {"stage": stage, "runs": sum(1 for _, e in epochs_of_unit if e > 0),
+            "member-epochs": int(sum(e for _, e in epochs_of_unit)),
+            "training clip-epochs": int(sum(e * sizes[u][0] for u, e in epochs_of_unit)),
+            "validation clip-epochs": int(sum(e * sizes[u][1] for u, e in epochs_of_unit))}
+
+
+def sweep_epochs(tables: Sequence[pd.DataFrame]) -> list[tuple[Unit, int]]:
+    """``[((seed, fold), end_epoch)]`` of every run of sweep tables (:func:`sweep_settings`)."""
+    return [((int(r.seed), int(r.fold)), int(r.end_epoch)) for t in tables
+            for r in t.itertuples()]
+
+
+def metrics_epochs(frames: Sequence[pd.DataFrame]) -> list[tuple[Unit, int]]:
+    """``[((seed, fold), epochs logged)]`` of every (objective, seed, fold) run of ensemble
+    metrics (one row per member-epoch)."""
+    return [((int(k[1]), int(k[2])), len(g)) for f in frames
+            for k, g in f.groupby(["objective", "seed", "fold"])]

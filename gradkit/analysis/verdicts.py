@@ -32,8 +32,8 @@ from gradkit.stats import PairedComparison, above_chance, compare_paired, platea
 from gradkit.stats.text import number, p_text, with_unit
 from gradkit.training.objective import objective_losses
 
-__all__ = ["MIN_PAIRS", "at_rank_weight", "compare_objectives", "headline_verdict", "paired_values",
-           "run_summary", "verdict_sentence"]
+__all__ = ["MIN_PAIRS", "at_rank_weight", "compare_objectives", "headline_verdict",
+           "paired_values", "run_summary", "study_paragraph", "verdict_sentence"]
 
 #: Below this many pairs a verdict is not stated (a t-test on 2 pairs has 1 degree of freedom).
 MIN_PAIRS = 3
@@ -150,3 +150,34 @@ def headline_verdict(result: PairedComparison, scale: float = 1.0, digits: int =
     return (f"{result.verdict}: {diff} [{number(lo * scale, digits)}, "
             f"{number(hi * scale, digits)}], n = {result.n}, "
             f"{p_text(result.p_value, result.alpha)}; detects \u2265 {md}")
+
+
+def study_paragraph(condition: str, learnability: str, comparable: bool, seeds: int,
+                    folds: int, settings: Mapping[str, str], cap: int, n_improving: int,
+                    n_runs: int, at_chance: Mapping[str, int],
+                    accuracy: PairedComparison | None = None,
+                    speed: PairedComparison | None = None, ablation: str = "") -> str:
+    """Notebook 01's paragraph for the README ("How hard is it?"), generated from its numbers:
+    the learnability sentence, the design with every objective's chosen ``settings`` (learning
+    rates *and* ranking weights, e.g. :func:`gradkit.analysis.sweep.settings_text`), the share
+    of runs still improving, and, only where ``comparable``, the verdicts at convergence
+    (``accuracy``), the separate learning-speed result (``speed``) and the ``ablation``
+    sentence, each rendered by :func:`headline_verdict`."""
+    chosen = "; ".join(f"{name} {text}" for name, text in settings.items())
+    chance = ", ".join(f"{k} {name}" for name, k in at_chance.items())
+    text = (f"Notebook 01 on {condition}: {learnability}. Its design: {seeds} seeds × {folds} "
+            f"folds ({seeds * folds} pairs), each objective at its own learning rate and ranking "
+            f"weight, chosen per unit on inner splits (units per value: {chosen}), every run "
+            f"trained until the plateau test stopped it (cap {cap} epochs; {n_improving} of "
+            f"{n_runs} still improving on validation when stopped); {sum(at_chance.values())} "
+            f"of the {n_runs} runs ended at chance ({chance}).")
+    if not comparable or accuracy is None:
+        return text + " The objectives are not compared: no run learned (not comparable)."
+    text += (f" {accuracy.label_a} − {accuracy.label_b}, validation accuracy at convergence: "
+             f"{headline_verdict(accuracy, scale=100)}.")
+    if speed is not None:
+        text += (f" Apart from that, learning speed (epochs to leave chance): "
+                 f"{headline_verdict(speed)}.")
+    if ablation:
+        text += f" The ablation, each arm at its own swept setting: {ablation}."
+    return text

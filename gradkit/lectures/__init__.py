@@ -47,6 +47,8 @@ from gradkit.lectures.diagnosis import (
     diagnose,
     diagnose_converged,
     mean_interval,
+    per_clip_loss,
+    train_until_converged,
     training_trend,
 )
 from gradkit.lectures.feature_norm import condition_number, standardise, surface_around_optimum
@@ -83,6 +85,7 @@ __all__ = [
     "root_mean_square",
     "bound_table", "classify_critical_point", "condition_number", "critical_point_table",
     "convergence", "converged_stop", "diagnose", "diagnose_converged", "mean_interval",
+    "per_clip_loss", "train_until_converged",
     "find_critical_point", "gradients_against_autograd", "hessian_summary",
     "hoeffding_bound", "lanczos_against_dense", "loss_along", "margin_sweep", "moving_average",
     "noise_table", "output_spread", "rules_against_torch", "run_rule", "run_rules",

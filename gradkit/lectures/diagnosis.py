@@ -1,15 +1,24 @@
-"""The notes' recipe: model bias, optimisation or overfitting — decided only on trained models."""
+"""The notes' recipe: model bias, optimisation or overfitting — decided only on trained models.
+
+- :func:`convergence` / :func:`converged_stop`  has a training-loss curve converged?
+- :func:`train_until_converged`  train a network until it has (notebook 05, section 1)
+- :func:`diagnose_converged`  the recipe on per-clip losses with intervals
+- :func:`diagnose`  the recipe on single numbers (kept for callers of the earlier API)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import torch.nn.functional as F
 
 from gradkit.stats import compare_paired, interval_change, plateau_test
+from gradkit.training.loop import evaluate
+from gradkit.training.short import train_short
 
 __all__ = ["convergence", "converged_stop", "diagnose", "diagnose_converged", "mean_interval",
-           "training_trend"]
+           "per_clip_loss", "train_until_converged", "training_trend"]
 
 
 def training_trend(train_loss: Sequence[float], last: int = 10, alpha: float = 0.05) -> str:
@@ -155,3 +164,26 @@ def diagnose_converged(names: Sequence[str], depths: Sequence[int],
             out.append(f"{names[i]}: fine — training loss {text(train[i])}, validation loss "
                        f"{text(val[i])}")
     return out
+
+
+def per_clip_loss(model, x, y) -> np.ndarray:
+    """Every clip's cross-entropy under ``model`` in evaluation mode (its class logits: the
+    first output of a ``(logits, score)`` model), as numpy: what :func:`diagnose_converged`
+    reads."""
+    def measure():
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        return F.cross_entropy(logits, y, reduction="none").numpy()
+    return evaluate(model, measure)
+
+
+def train_until_converged(model, split, min_epochs: int, max_epochs: int, batch_size: int,
+                          lr: float, window: int = 10, tol: float = 0.01):
+    """:func:`gradkit.training.train_short` of ``model`` (in place) for at least
+    ``min_epochs`` and then until :func:`convergence` says ``"converged"``, at most
+    ``max_epochs``. Returns ``(history, {"train": per-clip losses, "val": ...})``."""
+    history = train_short(model, split, max(min_epochs, max_epochs), batch_size, lr,
+                          stop=converged_stop(window, tol, min_epochs))
+    losses = {part: per_clip_loss(model, x, y) for part, x, y in (
+        ("train", split.x_train, split.y_train), ("val", split.x_val, split.y_val))}
+    return history, losses

@@ -57,5 +57,12 @@ def test_each_hybrid_sweeps_the_rates_at_the_weight_of_its_ranking_term():
     assert set(cands) == {"ghmc_rank", "ce_ghmrank"}
     assert cands["ghmc_rank"][(0, 1)] == [(1e-3, 0.3), (1e-2, 0.3)]     # raw ranking: raw's weight
     assert cands["ce_ghmrank"][(0, 0)] == [(1e-3, 0.03), (1e-2, 0.03)]  # GHM ranking: GHM's
-    with pytest.raises(ValueError, match="no chosen ranking weight"):
+    parents = hybrid_candidates(chosen, units)  # the rates raw and GHM chose for the unit
+    assert parents["ghmc_rank"][(0, 0)] == [(3e-3, 0.1), (1e-2, 0.1)]
+    assert parents["ce_ghmrank"][(0, 1)] == [(1e-3, 0.1), (3e-3, 0.1)]
+    same = {"raw": {(0, 0): (3e-3, 0.1)}, "ghm": {(0, 0): (3e-3, 0.3)}}
+    assert hybrid_candidates(same, [(0, 0)])["ce_ghmrank"] == {(0, 0): [(3e-3, 0.3)]}
+    with pytest.raises(ValueError, match="no chosen setting"):
         hybrid_candidates({"raw": chosen["raw"]}, units, [1e-3])
+    with pytest.raises(ValueError, match="no chosen setting"):
+        hybrid_candidates({"raw": chosen["raw"]}, units)

@@ -91,3 +91,23 @@ def test_losses_are_read_at_one_common_ranking_weight():
     assert own.final_val_raw_loss == pytest.approx(run.val_raw_loss.iloc[-1])
     with pytest.raises(ValueError, match="lack the validation terms"):
         vd.at_rank_weight(run.drop(columns="val_ghmc"), 0.1)
+
+
+def test_the_readme_paragraph_names_the_chosen_weights_and_only_states_verdicts_when_comparable():
+    from gradkit.stats import compare_paired
+
+    rng = np.random.default_rng(0)
+    acc = compare_paired(0.5 + 0.01 * rng.standard_normal(15), 0.8 + 0.01 * rng.standard_normal(15),
+                         label_a="GHM", label_b="raw", unit="pp")
+    settings = {"raw": "lr 0.003 × 15; rank weight 0.1 × 9, 0.3 × 6",
+                "GHM": "lr 0.01 × 15; rank weight 0.03 × 15"}
+    common = dict(condition="plastic / 3000 Hz", learnability="learnable", seeds=5, folds=3,
+                  settings=settings, cap=100, n_improving=1, n_runs=30,
+                  at_chance={"raw": 0, "GHM": 4})
+    text = vd.study_paragraph(comparable=True, accuracy=acc, ablation="the GHM-C term", **common)
+    assert "rank weight 0.1 × 9, 0.3 × 6" in text and "rank weight 0.03 × 15" in text
+    assert "GHM − raw, validation accuracy at convergence: worse" in text
+    assert "1 of 30 still improving" in text and "4 of the 30 runs ended at chance" in text
+    assert "the GHM-C term" in text
+    silent = vd.study_paragraph(comparable=False, accuracy=acc, ablation="x", **common)
+    assert "not comparable" in silent and "worse" not in silent and "ablation" not in silent

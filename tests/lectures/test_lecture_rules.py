@@ -149,3 +149,21 @@ def test_a_converged_deeper_model_is_compared_with_a_shallower_one_still_trainin
                                      [_clips(0.8), _clips(1.7, seed=2)],
                                      ["converged", "not converged"], 0.9, 0.5)
     assert v[1].startswith("deep: under-trained")
+
+
+def test_train_until_converged_trains_past_the_minimum_until_the_loss_settles():
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    x = torch.randn(24, 4)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    split = SimpleNamespace(x_train=x, y_train=y, x_val=x[:12], y_val=y[:12])
+    model = torch.nn.Linear(4, 3)
+    h, losses = diagnosis.train_until_converged(model, split, min_epochs=12, max_epochs=200,
+                                                batch_size=8, lr=0.05)
+    assert 12 <= len(h) < 200
+    assert diagnosis.convergence(h.train_loss.to_numpy()) == "converged"
+    assert losses["train"].shape == (24,) and losses["val"].shape == (12,)
+    assert np.mean(losses["train"]) == pytest.approx(h.train_loss.iloc[-1], rel=1e-5)
+    capped, _ = diagnosis.train_until_converged(torch.nn.Linear(4, 3), split, 5, 8, 8, 1e-4)
+    assert len(capped) == 8  # the cap comes before the test's 10-epoch window: no early stop
