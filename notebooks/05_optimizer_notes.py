@@ -24,7 +24,7 @@ DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = th
 MATERIAL = "plastic"
 FREQ_HZ = 3000
 EPOCHS = 25  # of this notebook's own short trainings
-DIAG_EPOCHS = 60  # section 1's cap: each network trains past EPOCHS until its training loss converges
+DIAG_EPOCHS = 50  # section 1's cap: each network trains past EPOCHS until its training loss converges
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.

@@ -151,8 +151,8 @@ def diagnose_converged(names: Sequence[str], depths: Sequence[int],
         if worse:
             j, r = max(worse, key=lambda jr: jr[1].diff)
             out.append(f"{names[i]}: optimisation — training loss {text(train[i])} is higher "
-                       f"than the shallower '{names[j]}''s {text(train[j])} (paired by clip, "
-                       f"+{r.diff:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}], n = {r.n})")
+                       f"than that of the shallower '{names[j]}', {text(train[j])} (paired by "
+                       f"clip, +{r.diff:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}], n = {r.n})")
         elif train[i][1][0] > bias_level:
             out.append(f"{names[i]}: model bias — training loss {text(train[i])} stays above "
                        f"{bias_level:.3f} after it converged")
