@@ -98,7 +98,9 @@ def run_summary(metrics: pd.DataFrame, stopped: Mapping[tuple[int, int], tuple[i
             **({"lr": float(end["lr"])} if "lr" in run else {}),
             **({"rank_weight": float(end["rank_weight"])} if "rank_weight" in run else {}),
             "acc_trend": _trend(run["val_acc"].to_numpy(), window, True),
-            "loss_trend": _trend(run["val_raw_loss"].to_numpy(), window, False),
+            # the run's own loss, the one its stopping rule read
+            "loss_trend": _trend(run["val_raw_loss_own" if "val_raw_loss_own" in run
+                                     else "val_raw_loss"].to_numpy(), window, False),
             "train_trend": _trend(run["train_loss"].to_numpy(), window, False),
             "chance": chance.verdict, "chance_p": chance.p_value,
         })

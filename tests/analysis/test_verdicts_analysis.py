@@ -87,6 +87,13 @@ def test_losses_are_read_at_one_common_ranking_weight():
     row = table.iloc[0]
     assert row.final_val_raw_loss == pytest.approx(1.4) and row.final_val_ce == pytest.approx(0.8)
     assert row.lr == 3e-3 and row.rank_weight == 0.3
+    # the trend is read on the run's own loss (what its stopping rule saw): flat here, while
+    # the same run's loss at the common weight falls
+    flat_own = pd.concat([run] * 4, ignore_index=True).assign(
+        epoch=range(1, 13), val_raw_loss=1.0, val_rank=np.linspace(10, 1, 12))
+    assert vd.run_summary(flat_own, {}, 6, rank_weight=0.1).iloc[0].loss_trend == "plateaued"
+    assert vd.run_summary(vd.at_rank_weight(flat_own, 0.1).drop(
+        columns="val_raw_loss_own"), {}, 6).iloc[0].loss_trend == "still improving"
     own = vd.run_summary(run, {}, n_classes=6, tail=2).iloc[0]
     assert own.final_val_raw_loss == pytest.approx(run.val_raw_loss.iloc[-1])
     with pytest.raises(ValueError, match="lack the validation terms"):
