@@ -155,7 +155,8 @@ lines = [f"- {LABELS[o]}: {int((g.stopped_by == 'plateau').sum())} of {len(g)} r
 share_improving = len(improving) / len(summary)
 lines.append(f"- {len(improving)} of {len(summary)} runs ({share_improving:.0%}) were still "
              "improving when stopped: " + ("fewer than 10 %, so the verdicts below are at "
-                                           "convergence" if share_improving < 0.10 else
+                                           "convergence" if share_improving
+                                           < analysis.verdicts.CONVERGED_SHARE else
                                            "10 % or more, so the verdicts below are not at "
                                            "convergence (raise `EPOCHS`)") + ".")
 display(Markdown("\n".join(lines)))

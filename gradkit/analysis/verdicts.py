@@ -32,11 +32,14 @@ from gradkit.stats import PairedComparison, above_chance, compare_paired, platea
 from gradkit.stats.text import number, p_text, with_unit
 from gradkit.training.objective import objective_losses
 
-__all__ = ["MIN_PAIRS", "at_rank_weight", "compare_objectives", "headline_verdict",
-           "paired_values", "run_summary", "study_paragraph", "verdict_sentence"]
+__all__ = ["CONVERGED_SHARE", "MIN_PAIRS", "at_rank_weight", "compare_objectives",
+           "headline_verdict", "paired_values", "run_summary", "study_paragraph",
+           "verdict_sentence"]
 
 #: Below this many pairs a verdict is not stated (a t-test on 2 pairs has 1 degree of freedom).
 MIN_PAIRS = 3
+#: A comparison is "at convergence" when fewer than this share of its runs were still improving.
+CONVERGED_SHARE = 0.10
 
 
 def _trend(values, window: int, higher_is_better: bool) -> str:
@@ -169,13 +172,16 @@ def study_paragraph(condition: str, learnability: str, comparable: bool, seeds: 
     chance = ", ".join(f"{k} {name}" for name, k in at_chance.items())
     text = (f"Notebook 01 on {condition}: {learnability}. Its design: {seeds} seeds × {folds} "
             f"folds ({seeds * folds} pairs), each objective at its own learning rate and ranking "
-            f"weight, chosen per unit on inner splits (units per value: {chosen}), every run "
-            f"trained until the plateau test stopped it (cap {cap} epochs; {n_improving} of "
+            f"weight, chosen per unit on inner splits (units per value: {chosen}), each run "
+            f"trained until the plateau test stopped it, at most {cap} epochs ({n_improving} of "
             f"{n_runs} still improving on validation when stopped); {sum(at_chance.values())} "
             f"of the {n_runs} runs ended at chance ({chance}).")
     if not comparable or accuracy is None:
         return text + " The objectives are not compared: no run learned (not comparable)."
-    text += (f" {accuracy.label_a} − {accuracy.label_b}, validation accuracy at convergence: "
+    where = ("at convergence" if n_improving < CONVERGED_SHARE * n_runs else
+             f"at the epoch cap, not at convergence ({CONVERGED_SHARE:.0%} or more of the runs "
+             "still improving)")
+    text += (f" {accuracy.label_a} − {accuracy.label_b}, validation accuracy {where}: "
              f"{headline_verdict(accuracy, scale=100)}.")
     if speed is not None:
         text += (f" Apart from that, learning speed (epochs to leave chance): "

@@ -116,5 +116,7 @@ def test_the_readme_paragraph_names_the_chosen_weights_and_only_states_verdicts_
     assert "GHM − raw, validation accuracy at convergence: worse" in text
     assert "1 of 30 still improving" in text and "4 of the 30 runs ended at chance" in text
     assert "the GHM-C term" in text
+    capped = vd.study_paragraph(comparable=True, accuracy=acc, **{**common, "n_improving": 3})
+    assert "at the epoch cap, not at convergence" in capped and "at convergence:" not in capped
     silent = vd.study_paragraph(comparable=False, accuracy=acc, ablation="x", **common)
     assert "not comparable" in silent and "worse" not in silent and "ablation" not in silent
