@@ -28,8 +28,13 @@ STUDY_EPOCHS = 60  # the single pair of figures: the study's 60 epochs, stages 1
 SEEDS = [42, 0, 1, 2, 3]  # the first one also draws the single-run figures (fold 0)
 FOLDS = 3
 LRS = [1e-3, 3e-3, 1e-2]  # each objective's learning rate is chosen from these per unit (nested)
-SWEEP_EPOCHS = 30  # the cap of the inner-split sweep runs (never above EPOCHS)
-ABLATION_SEEDS = 3  # the ablation trains the first this many seeds' folds
+RANK_WEIGHTS = [0.03, 0.1]  # ... then its ranking weight, at the unit's best rate (each extra
+# weight costs 2 objectives x 15 units x SWEEP_EPOCHS member-epochs on the inner splits)
+SWEEP_EPOCHS = 25  # the cap of the inner-split sweep runs (never above EPOCHS) ...
+SWEEP_MIN_EPOCHS = 20  # ... which may stop early from this epoch on (the ranking term holds the
+# loss flat for the first epochs: a plateau test before epoch 20 stops runs that are about to fall)
+SWEEP_TAIL = 10  # a sweep run's score: its mean inner validation accuracy over its last epochs
+ABLATION_SEEDS = 2  # the ablation reads the first this many seeds' folds
 ABLATION_EPOCHS = 20  # ... for this many epochs (never above EPOCHS): its learning-speed window
 
 # %%
@@ -52,7 +57,7 @@ from gradkit.core.paths import figures_dir
 from gradkit.data.folds import fold_splits, load_features
 from gradkit.report.headlines import show_headlines
 from gradkit.training import TrainConfig, build_model, get_run
-from gradkit.training.ensemble import Member, get_ensemble
+from gradkit.training.ensemble import Member
 from gradkit.viz.figures import figures_written, publish
 from gradkit.viz.scrubber import Scrubber
 from gradkit.viz.verdicts import plot_paired_differences, stamp_unit
@@ -75,7 +80,8 @@ LABELS = {"raw": "raw", "ghm": "GHM"}
 # - **Objectives.** raw: `CE(logits, y) + rank_weight * R(s, angle)`, with the smooth pairwise ranking loss `R = mean softplus(-(s_j - s_i - margin))` over pairs with `angle_i < angle_j`; GHM: `GHMC(logits, y) + rank_weight * GHMRanking(s, angle)`, each term re-weighted by `tot / (EMA count of its gradient-norm bin) / (non-empty bins)`, so crowded bins (usually the easy samples) count less.
 # - **Units.** For every seed, a stratified `FOLDS`-fold cross-validation (`gradkit.data.folds`): every clip is validated once per seed. A unit is a (seed, fold); its raw and GHM runs start from the same initial weights and see the same batches in the same order, so they pair up.
 # - **Training.** `gradkit.training.ensemble`: the runs of one objective train together as one vectorised ensemble, each member exactly the run `get_run` would train (tested). A run stops at the first epoch $e \ge$ `MIN_EPOCHS` where neither its validation accuracy nor its raw validation loss over the last `TAIL` epochs is still improving (`gradkit.stats.plateau_test`, OLS slope, $\alpha = 0.05$), else at the cap `EPOCHS`.
-# - **A fair learning rate.** Each objective gets its own learning rate per unit, chosen from `LRS` by a sweep on an inner split of that unit's *training* clips (a third of each class validated, the unit's validation clips in neither part), scored by the mean inner validation accuracy over the last `TAIL` epochs (`gradkit.analysis.sweep`, capped at `SWEEP_EPOCHS`); the comparison's validation clips never inform the choice. The ranking weight stays at `TrainConfig`'s `rank_weight` for both objectives.
+# - **A fair learning rate and ranking weight.** Each objective gets its own learning rate and ranking weight per unit, chosen on an inner split of that unit's *training* clips (a third of each class validated, the unit's validation clips in neither part; `gradkit.analysis.sweep`): first the rates `LRS` at `TrainConfig`'s `rank_weight`, then the other weights of `RANK_WEIGHTS` at the unit's best rate (a coordinate search: `len(LRS) + len(RANK_WEIGHTS) − 1` candidates, not their product). A sweep run stops early on its inner split (the plateau test from `SWEEP_MIN_EPOCHS` on, cap `SWEEP_EPOCHS`; a shorter sweep reads the runs before most have left chance) and is scored by its mean inner validation accuracy over its last `SWEEP_TAIL` epochs (ties: the lower inner cross-entropy); the comparison's validation clips never inform the choice. Every candidate setting trains as one vectorised ensemble of the units that try it.
+# - **One loss scale.** Runs trained at different ranking weights are compared on their raw and GHM validation losses recomputed at one common weight, `TrainConfig`'s `rank_weight` (`gradkit.analysis.verdicts.at_rank_weight`, from the logged cross-entropy and ranking terms).
 # - **Metrics.** Per run, at its last epoch: validation accuracy and raw validation loss (primary), their means over the last `TAIL` epochs, and the best epoch's accuracy (selected on the same validation clips, so optimistic: shown, never compared). Verdicts: `gradkit.stats.compare_paired` over the (seed, fold) pairs; runs at chance: `gradkit.stats.above_chance`.
 
 # %%
@@ -106,33 +112,35 @@ display(pd.Series(baseline.fold_accuracies, name="baseline validation accuracy")
 display(Markdown(f"- Baseline, every clip validated once: {baseline.chance.sentence()}."))
 
 # %%
-import dataclasses
-
 import gradkit.analysis.sweep
 
 start = time.perf_counter()
-base_configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
-                                  epochs=EPOCHS, data_root=DATA_ROOT) for name in LABELS}
-sweeps = {name: analysis.sweep.sweep_learning_rates(
-    dataclasses.replace(cfg, epochs=min(SWEEP_EPOCHS, EPOCHS)), members, LRS, window=TAIL,
-    min_epochs=min(MIN_EPOCHS, SWEEP_EPOCHS, EPOCHS), tail=TAIL) for name, cfg in base_configs.items()}
-chosen = {name: analysis.sweep.choose_learning_rates(t) for name, t in sweeps.items()}
-ensembles = {name: analysis.sweep.train_at_chosen(cfg, members, chosen[name], window=TAIL,
-                                                  min_epochs=MIN_EPOCHS)
-             for name, cfg in base_configs.items()}
+REF_WEIGHT = TrainConfig().rank_weight  # every run's losses are compared at this ranking weight
+nested = {name: analysis.sweep.nested_runs(
+    TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=EPOCHS,
+                data_root=DATA_ROOT), members, LRS, RANK_WEIGHTS, SWEEP_EPOCHS, SWEEP_MIN_EPOCHS,
+    SWEEP_TAIL, window=TAIL, min_epochs=MIN_EPOCHS) for name in LABELS}
+sweeps = {name: n.table for name, n in nested.items()}
+chosen = {name: n.chosen for name, n in nested.items()}
+ensembles = {name: n.result for name, n in nested.items()}
 ensemble_seconds = time.perf_counter() - start
-display(pd.DataFrame({LABELS[n]: pd.Series(c).value_counts() for n, c in chosen.items()})
-        .fillna(0).astype(int).rename_axis("chosen learning rate (units)"))
+display(pd.DataFrame({LABELS[n]: pd.Series(list(c.values())).value_counts()
+                      for n, c in chosen.items()}).fillna(0).astype(int)
+        .rename_axis("chosen (learning rate, ranking weight): units"))
+display(Markdown("\n".join(f"- {LABELS[n]}, chosen per unit on inner splits: "
+                           f"{analysis.sweep.settings_text(c)}." for n, c in chosen.items())))
 all_metrics = pd.concat([e.metrics for e in ensembles.values()], ignore_index=True)
 stopped = {(name, *k): v for name, e in ensembles.items() for k, v in e.stopped.items()}
-print(f"{2 * len(members) * len(LRS)} sweep runs and {2 * len(members)} runs ready in {ensemble_seconds:.1f} s in this session ("
+print(f"{sum(len(t) for t in sweeps.values())} sweep runs and {2 * len(members)} runs ready in "
+      f"{ensemble_seconds:.1f} s in this session ("
       + ", ".join(f"{n}: trained in {e.seconds:.1f} s" for n, e in ensembles.items()) + ")")
 
 # %% [markdown]
 # ## Every run: where it stopped, whether it was still improving, whether it beat chance
 
 # %%
-summary = pd.concat([analysis.verdicts.run_summary(e.metrics, e.stopped, n_classes, tail=TAIL, window=TAIL)
+summary = pd.concat([analysis.verdicts.run_summary(e.metrics, e.stopped, n_classes, tail=TAIL,
+                                                   window=TAIL, rank_weight=REF_WEIGHT)
                      for e in ensembles.values()], ignore_index=True)
 display(summary.set_index(["objective", "seed", "fold"]).round(3))
 improving = summary[(summary.acc_trend == "still improving")
@@ -147,7 +155,8 @@ lines = [f"- {LABELS[o]}: {int((g.stopped_by == 'plateau').sum())} of {len(g)} r
 share_improving = len(improving) / len(summary)
 lines.append(f"- {len(improving)} of {len(summary)} runs ({share_improving:.0%}) were still "
              "improving when stopped: " + ("fewer than 10 %, so the verdicts below are at "
-                                           "convergence" if share_improving < 0.10 else
+                                           "convergence" if share_improving
+                                           < analysis.verdicts.CONVERGED_SHARE else
                                            "10 % or more, so the verdicts below are not at "
                                            "convergence (raise `EPOCHS`)") + ".")
 display(Markdown("\n".join(lines)))
@@ -164,9 +173,11 @@ show_headlines(learnability=gate.headline())
 
 # %%
 primary = [("final_val_acc", True, 100, "pp", "validation accuracy at the last epoch"),
-           ("final_val_raw_loss", False, 1, "", "raw validation loss at the last epoch"),
+           ("final_val_raw_loss", False, 1, "",
+            f"raw validation loss at the last epoch (ranking weight {REF_WEIGHT:g})"),
            ("tail_val_acc", True, 100, "pp", f"mean validation accuracy, last {TAIL} epochs"),
-           ("final_val_ghm_loss", False, 1, "", "GHM validation loss at the last epoch")]
+           ("final_val_ghm_loss", False, 1, "",
+            f"GHM validation loss at the last epoch (ranking weight {REF_WEIGHT:g})")]
 results = {m: analysis.verdicts.compare_objectives(summary, m, "ghm", "raw", hib, LABELS, unit)
            for m, hib, _, unit, _ in primary} if gate.comparable else {}
 if gate.comparable:
@@ -221,20 +232,26 @@ else:
 # %% [markdown]
 # ## The ablation: which GHM term stalls learning?
 #
-# Four objectives from the same initial weights on the same batches per (seed, fold), at one learning rate (`TrainConfig`'s default, where the study saw GHM sit at chance), every run for `ABLATION_EPOCHS` epochs: CE + raw ranking (raw), GHM-C + raw ranking, CE + GHM ranking, GHM-C + GHM ranking (GHM). Each is compared with raw on the epochs it takes to leave chance (`gradkit.analysis.ablation`); the sentence naming the culprit is generated from those paired verdicts.
+# Four objectives from the same initial weights on the same batches per (seed, fold) of the first `ABLATION_SEEDS` seeds, each at its own setting, read over the first `ABLATION_EPOCHS` epochs: CE + raw ranking (raw) and GHM-C + GHM ranking (GHM) are the comparison's runs above, at their chosen settings; GHM-C + raw ranking and CE + GHM ranking each choose their own learning rate per unit on the same inner splits, over the same `ABLATION_EPOCHS` window, among the rates raw and GHM chose for that unit (a hybrid carries one term of each; where they agree there is nothing to choose and no sweep run), at the ranking weight chosen for the objective whose ranking term they carry (`gradkit.analysis.ablation.hybrid_candidates`). Each is compared with raw on the epochs it takes to leave chance (`gradkit.analysis.ablation`, `gradkit.stats.compare_paired`); the sentence naming the culprit is generated from those paired verdicts.
 
 # %%
 import gradkit.analysis.ablation
 
 ablation_members = [m for m in members if m.seed in SEEDS[:ABLATION_SEEDS]]
-ABLATION_UPTO = min(ABLATION_EPOCHS, EPOCHS)
-ablation = {name: get_ensemble(TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name,
-                                           epochs=ABLATION_UPTO, data_root=DATA_ROOT),
-                               ablation_members, window=TAIL, min_epochs=ABLATION_UPTO)
-            for name in analysis.ablation.ABLATION}
-ablation_speed = analysis.speed.speed_summary(
-    pd.concat([e.metrics for e in ablation.values()], ignore_index=True), n_classes,
-    upto=ABLATION_UPTO)
+ablation_units = [(m.seed, m.fold) for m in ablation_members]
+ABLATION_UPTO = int(min(ABLATION_EPOCHS, summary.end_epoch.min()))  # every arm logs these epochs
+ablation_chosen = {n: {u: chosen[n][u] for u in ablation_units} for n in LABELS}
+in_units = pd.MultiIndex.from_frame(all_metrics[["seed", "fold"]]).isin(ablation_units)
+ablation_metrics = [all_metrics[in_units]]  # raw and GHM: the comparison's own runs
+hybrids = analysis.ablation.train_hybrids(
+    TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, data_root=DATA_ROOT), ablation_members,
+    chosen, ABLATION_UPTO, window=TAIL, tail=SWEEP_TAIL)
+ablation_sweeps = {arm: table for arm, (table, _, _) in hybrids.items()}
+ablation_chosen.update({arm: picked for arm, (_, picked, _) in hybrids.items()})
+ablation_runs = {arm: result for arm, (_, _, result) in hybrids.items()}
+ablation_metrics += [result.metrics for result in ablation_runs.values()]
+ablation_speed = analysis.speed.speed_summary(pd.concat(ablation_metrics, ignore_index=True),
+                                              n_classes, upto=ABLATION_UPTO)
 display(ablation_speed.groupby("objective")[["epochs_to_leave_chance", "left_chance",
                                              "val_acc_area"]].mean()
         .loc[list(analysis.ablation.ABLATION)].rename(index=analysis.ablation.ABLATION).round(3))
@@ -247,8 +264,11 @@ ablation_verdict = (analysis.ablation.stall_sentence(ablation_results) if gate.c
 if gate.comparable:
     display(pd.DataFrame([{"objective": analysis.ablation.ABLATION[n], **r.as_row(1)}
                           for n, r in ablation_results.items()]).set_index("objective").round(3))
-display(Markdown(f"**Ablation** ({len(ablation_members)} (seed, fold) pairs, learning rate "
-                 f"{TrainConfig().lr:g}, {ABLATION_UPTO} epochs): {ablation_verdict}."))
+ablation_settings = "; ".join(f"{analysis.ablation.ABLATION[n]}: {analysis.sweep.settings_text(c)}"
+                              for n, c in ablation_chosen.items())
+display(Markdown(f"**Ablation** ({len(ablation_members)} (seed, fold) pairs, the first "
+                 f"{ABLATION_UPTO} epochs, each arm at its own chosen setting: "
+                 f"{ablation_settings}): {ablation_verdict}."))
 
 # %% [markdown]
 # ## One pair up close: seed and fold of the single-run figures
@@ -260,7 +280,8 @@ FIG_SEED = SEEDS[0]
 is_fold0 = fold_sets[FIG_SEED].fold0_is_load_split  # True when the folds cut thirds per class
 configs = {name: TrainConfig(material=MATERIAL, freq_hz=FREQ_HZ, objective=name, epochs=STUDY_EPOCHS,
                              seed=FIG_SEED, split_seed=FIG_SEED, data_root=DATA_ROOT,
-                             lr=chosen[name][(FIG_SEED, 0)])  # fold 0's chosen rate
+                             lr=chosen[name][(FIG_SEED, 0)][0],  # fold 0's chosen setting
+                             rank_weight=chosen[name][(FIG_SEED, 0)][1])
            for name in LABELS}
 start = time.perf_counter()
 runs = {name: get_run(cfg) for name, cfg in configs.items()}
@@ -479,14 +500,12 @@ else:
 
 # %%
 lines += [
-    "- Learning rates, chosen per unit on inner splits: " + "; ".join(
-        f"{LABELS[n]} " + ", ".join(f"{lr:g} in {k} units" for lr, k in
-                                    pd.Series(c).value_counts().sort_index().items())
-        for n, c in chosen.items()) + ".",
+    "- Settings chosen per unit on inner splits (units per value): " + "; ".join(
+        f"{LABELS[n]} {analysis.sweep.settings_text(c)}" for n, c in chosen.items()) + ".",
     *(f"- Learning speed (a separate result), {what}: "
       f"{analysis.verdicts.verdict_sentence(speed_results[m], scale=scale)}."
       for m, _, scale, _, what in speed_metrics if gate.comparable),
-    f"- Ablation at learning rate {TrainConfig().lr:g}: {ablation_verdict}.",
+    f"- Ablation, each arm at its own swept setting ({ablation_settings}): {ablation_verdict}.",
     f"- Training: {n_improving} of {len(summary)} runs were still improving on validation when "
     f"they stopped (cap {EPOCHS} epochs), {len(at_chance)} ended at chance; a verdict about runs "
     "that were still improving is a verdict at this training budget, not at convergence.",
@@ -496,6 +515,43 @@ lines += [
     f"{ensemble_seconds:.1f} s, the single pair {train_seconds:.1f} s in this session.",
 ]
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## The cost of this notebook, counted
+#
+# Counted, not timed (a timing depends on the machine and its load): per stage, the runs, their member-epochs (one run trained for one epoch; a run stopped early costs only its epochs) and the clip-epochs they pass (training clips, each a forward and a backward pass; validation clips, a forward pass). A stored result found again costs nothing in a later session; these counts are the work of training it.
+
+# %%
+sizes = analysis.sweep.unit_sizes(members)
+inner_sizes = analysis.sweep.unit_sizes(members, inner=True)
+fig_unit = {(FIG_SEED, -1): (len(split.y_train), len(split.y_val))}  # the single pair's split
+work = pd.DataFrame([analysis.sweep.work_row(*row) for row in [
+    ("sweep, raw and GHM (inner splits)", analysis.sweep.sweep_epochs(sweeps.values()),
+     inner_sizes),
+    ("comparison runs, raw and GHM", analysis.sweep.metrics_epochs([all_metrics]), sizes),
+    ("ablation sweep, the two hybrids (inner splits)",
+     analysis.sweep.sweep_epochs(ablation_sweeps.values()), inner_sizes),
+    ("ablation runs, the two hybrids",
+     analysis.sweep.metrics_epochs([r.metrics for r in ablation_runs.values()]), sizes),
+    ("single pair (get_run, GHM diagnostics)", [((FIG_SEED, -1), STUDY_EPOCHS)] * 2, fig_unit),
+]]).set_index("stage")
+work.loc["total"] = work.sum()
+display(work)
+
+# %% [markdown]
+# The paragraph the README's "How hard is it?" quotes, generated from this session's numbers (`gradkit.analysis.verdicts.study_paragraph`):
+
+# %%
+paragraph = analysis.verdicts.study_paragraph(
+    condition=f"{MATERIAL} / {FREQ_HZ} Hz", learnability=gate.sentence(),
+    comparable=gate.comparable, seeds=len(SEEDS), folds=FOLDS,
+    settings={LABELS[n]: analysis.sweep.settings_text(c) for n, c in chosen.items()}, cap=EPOCHS,
+    n_improving=n_improving, n_runs=len(summary),
+    at_chance={LABELS[o]: int((g.chance == "at chance").sum())
+               for o, g in summary.groupby("objective")},
+    accuracy=results.get("final_val_acc"), speed=speed_results.get("epochs_to_leave_chance"),
+    ablation=ablation_verdict)
+display(Markdown(f"> {paragraph}"))
 
 # %%
 # Every figure of the study's GHM report was written by this session, under its exact name.
@@ -518,9 +574,8 @@ comparison = {
 } if gate.comparable else {"GHM − raw": analysis.learnability.NOT_COMPARABLE}
 show_headlines(**{
     "learnability": gate.headline(), **comparison, "ablation (stall at chance)": ablation_verdict,
-    "chosen learning rates (units)": "; ".join(
-        f"{LABELS[n]}: " + ", ".join(f"{lr:g} × {k}" for lr, k in pd.Series(c).value_counts()
-                                     .sort_index().items()) for n, c in chosen.items()),
+    "chosen settings (units)": "; ".join(f"{LABELS[n]}: {analysis.sweep.settings_text(c)}"
+                                         for n, c in chosen.items()),
     "design": f"{len(SEEDS)} seeds × {FOLDS} folds = {len(members)} pairs, cap {EPOCHS} epochs",
     "runs still improving when stopped": f"{n_improving} of {len(summary)}",
     "runs at chance": f"{len(at_chance)} of {len(summary)}",

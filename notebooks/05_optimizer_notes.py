@@ -24,6 +24,7 @@ DATA_ROOT = None  # a folder <material>/<freq>hz/deg<angle:03d>/*.wav; None = th
 MATERIAL = "plastic"
 FREQ_HZ = 3000
 EPOCHS = 25  # of this notebook's own short trainings
+DIAG_EPOCHS = 50  # section 1's cap: each network trains past EPOCHS until its training loss converges
 
 # %%
 # Set-up: every path resolves from the project root, so this runs from any working directory.
@@ -70,7 +71,7 @@ print(f"{MATERIAL} / {FREQ_HZ} Hz: {N_TRAIN} training and {len(split.y_val)} val
 # %% [markdown]
 # ## 1. Why training fails: model bias, optimisation or overfitting?
 #
-# The notes' recipe: if the loss on the **training** set is high, either the model is too simple (model bias) or gradient descent did not find a low loss (optimisation). They are told apart by changing the model: a deeper network can represent everything a shallower one can, so if the deeper one reaches a *higher training loss*, the optimiser failed — not overfitting, which shows only on *validation* data. The recipe is only applied to a model that has finished training: a model whose training loss still falls over its last 10 epochs (OLS slope test, `gradkit.lectures.training_trend`) is **under-trained**, and said so. Candidates: plain CNNs without skip connections and `ResNetAudioRanker` at three depths, all with the same budget (printed below).
+# The notes' recipe: if the loss on the **training** set is high, either the model is too simple (model bias) or gradient descent did not find a low loss (optimisation). They are told apart by changing the model: a deeper network can represent everything a shallower one can, so if the deeper one reaches a *higher training loss*, the optimiser failed — not overfitting, which shows only on *validation* data. The recipe is only applied to a model that has finished training: each network trains at least `EPOCHS` epochs and then until its training loss has converged (`gradkit.lectures.convergence`: over its last 10 epochs the OLS slope test sees no fall, or its slope's 95 % interval bounds the fall over another 10 epochs below 0.01 nats), at most `DIAG_EPOCHS`; one still falling at that cap is **under-trained** and gets no verdict. The verdicts (`gradkit.lectures.diagnose_converged`) read per-clip losses with their 95 % intervals: a deeper network is an *optimisation* failure only when its training loss is detectably higher than a shallower converged one's, paired clip by clip (`gradkit.stats.compare_paired`); *overfitting* only when the validation loss's interval lies above the training loss's. Candidates: plain CNNs without skip connections and `ResNetAudioRanker` at three depths, all with the same optimiser and rule (printed below).
 
 # %%
 LR, BATCH = 1e-3, min(12, N_TRAIN)
@@ -82,17 +83,20 @@ zoo = {  # name: (family, depth in conv layers / residual blocks, constructor)
     "ResNet, 6 blocks": ("ResNet", 6, lambda: build_model(TrainConfig(widths=(8, 8, 16, 16, 32,
                                                                               32)), split)),
 }
-histories, trained, rows = {}, {}, []
+histories, trained, rows, clip_losses = {}, {}, [], {}
 for name, (family, depth, make) in zoo.items():
     trained[name] = make()
-    h = histories[name] = train_short(trained[name], split, EPOCHS, BATCH, LR)
+    h, clip_losses[name] = lectures.train_until_converged(trained[name], split, EPOCHS,
+                                                          DIAG_EPOCHS, BATCH, LR)
+    histories[name] = h
     rows.append({"model": name, "family": family, "depth": depth,
-                 "parameters": count_parameters(trained[name]), "train loss": h.train_loss.iloc[-1],
-                 "val loss": h.val_loss.iloc[-1], "train acc": h.train_acc.iloc[-1],
-                 "val acc": h.val_acc.iloc[-1], "training loss trend":
-                 lectures.training_trend(h.train_loss.to_numpy()), "s / epoch": h.seconds.median()})
+                 "parameters": count_parameters(trained[name]), "epochs": len(h),
+                 "train loss": h.train_loss.iloc[-1], "val loss": h.val_loss.iloc[-1],
+                 "train acc": h.train_acc.iloc[-1], "val acc": h.val_acc.iloc[-1],
+                 "converged": lectures.convergence(h.train_loss.to_numpy()),
+                 "s / epoch": h.seconds.median()})
 why = pd.DataFrame(rows).set_index("model")
-print(f"budget: {EPOCHS} epochs, Adam, learning rate {LR:g}, batches of {BATCH}")
+print(f"Adam, η = {LR:g}, batches of {BATCH}, {EPOCHS}–{DIAG_EPOCHS} epochs: {why.epochs.sum()} in all")
 display(why)
 publish(viz.lectures.plot_training_losses(histories, CHANCE, N_CLASSES), "training_losses.png")
 
@@ -112,12 +116,14 @@ show_headlines(learnability=gate.headline())
 BIAS_LEVEL, GAP_LEVEL = 0.5 * CHANCE, 0.5
 verdicts = []
 for _family, group in why.groupby("family", sort=False):
-    verdicts += lectures.diagnose(list(group.index), list(group.depth), list(group["train loss"]),
-                                  list(group["val loss"]), BIAS_LEVEL, GAP_LEVEL,
-                                  trends=list(group["training loss trend"]))
-display(Markdown("**Diagnosis** (model bias: training loss above half the chance loss, "
-                 f"{BIAS_LEVEL:.3f}, after a plateau; overfitting: validation loss more than "
-                 f"{GAP_LEVEL} above training loss):\n\n" + "\n".join(f"- {v}" for v in verdicts)))
+    verdicts += lectures.diagnose_converged(
+        list(group.index), list(group.depth), [clip_losses[n]["train"] for n in group.index],
+        [clip_losses[n]["val"] for n in group.index], list(group.converged), BIAS_LEVEL, GAP_LEVEL)
+display(Markdown("**Diagnosis**, per family, shallow to deep (losses: mean over clips [95 % "
+                 f"interval]; model bias: the training loss's interval above half the chance "
+                 f"loss, {BIAS_LEVEL:.3f}, once converged; overfitting: the validation loss's "
+                 f"interval above the training loss's, by more than {GAP_LEVEL}):\n\n"
+                 + "\n".join(f"- {v}" for v in verdicts)))
 kinds = ("under-trained", "optimisation", "model bias", "overfitting", "fine")
 leaves = {k: "\n".join(v.split(":")[0] for v in verdicts if f": {k}" in v) for k in kinds}
 publish(viz.lectures.plot_decision_diagram(leaves), "Problem-in-training.svg")
@@ -179,8 +185,8 @@ resnet = trained["ResNet, 3 blocks"].eval()
 res = lectures.hessian_summary(HessianOperator(resnet, sample_loss, split.x_train, split.y_train),
                                n_probes=4, n_steps=20, n_trace=8)
 display(Markdown(
-    f"ResNet Hessian (P = {res.n_params}, {why.loc['ResNet, 3 blocks', 'training loss trend']} "
-    f"after {EPOCHS} epochs, |∇L| = {res.grad_norm:.3f}): λ_max = {res.lam_max:.4f} "
+    f"ResNet Hessian (P = {res.n_params}, {why.loc['ResNet, 3 blocks', 'converged']} after "
+    f"{why.loc['ResNet, 3 blocks', 'epochs']} epochs, |∇L| = {res.grad_norm:.3f}): λ_max = {res.lam_max:.4f} "
     f"({res.n_hvp_max} HVPs), λ_min = {res.lam_min:.4f} ({res.n_hvp_min} HVPs), trace "
     f"{res.trace:.1f} ± {res.trace_se:.1f} (Hutchinson, {res.n_trace} probes). SLQ over "
     f"{len(res.per_probe)} probes puts {100 * res.near_zero:.1f} % of the spectral mass within "
@@ -194,7 +200,8 @@ fig = viz.lectures.plot_hessian_spectrum(
      "lam_min": lam_min, "lam_max": lam_max, "title": f"Leaving the critical point ({saddle_name})"},
     {"grid": res.grid.numpy(), "values": res.per_probe.numpy(), "lam_min": res.lam_min,
      "lam_max": res.lam_max, "sigma": res.sigma,
-     "title": f"ResNet after {EPOCHS} epochs: SLQ spectrum (P = {res.n_params})"})
+     "title": f"ResNet after {why.loc['ResNet, 3 blocks', 'epochs']} epochs: SLQ spectrum "
+              f"(P = {res.n_params})"})
 publish(fig, "hessian_spectrum.png")
 
 # %% [markdown]
@@ -223,7 +230,8 @@ display(Markdown(
 
 # %%
 SMALL_B = min(4, N_TRAIN)
-batch_runs = {BATCH: histories["ResNet, 3 blocks"]}
+h3 = histories["ResNet, 3 blocks"]
+batch_runs = {BATCH: h3[h3.epoch <= EPOCHS]}  # its first EPOCHS epochs, as the other sizes train
 for B in sorted({SMALL_B, N_TRAIN} - {BATCH}):
     batch_runs[B] = train_short(build_model(TrainConfig(), split), split, EPOCHS, B, LR)
 batch_table = pd.DataFrame([{"batch size": B, "updates / epoch": math.ceil(N_TRAIN / B),

@@ -41,7 +41,16 @@ from gradkit.lectures.critical_points import (
     find_critical_point,
     loss_along,
 )
-from gradkit.lectures.diagnosis import diagnose, training_trend
+from gradkit.lectures.diagnosis import (
+    converged_stop,
+    convergence,
+    diagnose,
+    diagnose_converged,
+    mean_interval,
+    per_clip_loss,
+    train_until_converged,
+    training_trend,
+)
 from gradkit.lectures.feature_norm import condition_number, standardise, surface_around_optimum
 from gradkit.lectures.hoeffding import bound_table, hoeffding_bound, simulate_bad_training_sets
 from gradkit.lectures.minibatch import at_equal_updates, expected_minibatch_noise, noise_table
@@ -75,7 +84,9 @@ __all__ = [
     "at_equal_updates", "expected_minibatch_noise", "gradient_descent", "momentum", "rmsprop",
     "root_mean_square",
     "bound_table", "classify_critical_point", "condition_number", "critical_point_table",
-    "diagnose", "find_critical_point", "gradients_against_autograd", "hessian_summary",
+    "convergence", "converged_stop", "diagnose", "diagnose_converged", "mean_interval",
+    "per_clip_loss", "train_until_converged",
+    "find_critical_point", "gradients_against_autograd", "hessian_summary",
     "hoeffding_bound", "lanczos_against_dense", "loss_along", "margin_sweep", "moving_average",
     "noise_table", "output_spread", "rules_against_torch", "run_rule", "run_rules",
     "running_stats_against_torch", "saddle_valley", "saddle_valley_grad",

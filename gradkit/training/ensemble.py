@@ -66,7 +66,7 @@ __all__ = ["ENSEMBLE_VERSION", "EnsembleResult", "Member", "get_ensemble",
            "ensemble_key", "plateau_stop", "train_ensemble"]
 
 #: Bump when the ensemble's semantics change, so that stored results are not reused.
-ENSEMBLE_VERSION = 2
+ENSEMBLE_VERSION = 3  # 3: the validation terms (val_ce, val_rank, val_ghmc, val_ghm_rank)
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,8 @@ class _Ensemble:
         order = torch.stack([epoch_order(n, mb.seed, epoch) for mb in self.members]).to(self.device)
         rows = torch.arange(n_m, device=self.device)[:, None]
         sums = {k: torch.zeros(n_m, device=self.device) for k in ("loss", "raw", "ghm", "ce",
-                                                                  "rank", "correct")}
+                                                                  "rank", "ghmc", "ghm_rank",
+                                                                  "correct")}
         for start in range(0, n, cfg.batch_size):
             idx = order[:, start:start + cfg.batch_size]
             y = d["y_train"][rows, idx]
@@ -200,7 +201,8 @@ class _Ensemble:
                         "train_acc": float(sums["correct"][i] / n),
                         **{f"val_{k}": float(v[i]) for k, v in (
                             ("loss", val["loss"]), ("raw_loss", val["raw"]),
-                            ("ghm_loss", val["ghm"]))},
+                            ("ghm_loss", val["ghm"]), ("ce", val["ce"]), ("rank", val["rank"]),
+                            ("ghmc", val["ghmc"]), ("ghm_rank", val["ghm_rank"]))},
                         "val_acc": float(correct[i]) / d["y_val"].shape[1],
                         "val_correct": int(correct[i]), "n_val": int(d["y_val"].shape[1])})
         return out

@@ -22,7 +22,7 @@ from gradkit.losses.ranking import pairwise_ranking_loss, ranking_pairs
 from gradkit.training.config import TrainConfig
 
 __all__ = ["combine_terms", "ghm_context", "ghm_inputs", "ghm_modules", "ghm_diagnostics",
-           "objective_terms", "pair_accuracy", "sample_loss"]
+           "objective_losses", "objective_terms", "pair_accuracy", "sample_loss"]
 
 
 def sample_loss(outputs: Tensor | tuple[Tensor, Tensor], targets: Tensor) -> Tensor:
@@ -87,12 +87,22 @@ def combine_terms(cfg: TrainConfig, ce: Tensor, rank: Tensor, ghmc: Tensor,
     ``cfg.objective`` (also the ablation's halves ``ghmc_rank = GHMC + λ R`` and ``ce_ghmrank =
     CE + λ GHMRanking``); the terms detached. Elementwise: a single run's 0-d terms or an
     ensemble's ``[members]`` (:mod:`gradkit.training.ensemble`) alike."""
-    raw = ce + cfg.rank_weight * rank
-    ghm = ghmc + cfg.rank_weight * ghm_rank
-    loss = {"raw": raw, "ghm": ghm, "ghmc_rank": ghmc + cfg.rank_weight * rank,
-            "ce_ghmrank": ce + cfg.rank_weight * ghm_rank}[cfg.objective]
-    terms = {"loss": loss, "raw": raw, "ghm": ghm, "ce": ce, "rank": rank}
+    losses = objective_losses(cfg.rank_weight, ce, rank, ghmc, ghm_rank)
+    loss = losses[cfg.objective]
+    terms = {"loss": loss, "raw": losses["raw"], "ghm": losses["ghm"], "ce": ce, "rank": rank,
+             "ghmc": ghmc, "ghm_rank": ghm_rank}
     return loss, {k: v.detach() for k, v in terms.items()}
+
+
+def objective_losses(rank_weight, ce, rank, ghmc, ghm_rank) -> dict:
+    """Every objective of :data:`~gradkit.training.config.OBJECTIVES` from its four terms at
+    ranking weight ``λ = rank_weight``: ``raw = CE + λ R``, ``ghm = GHMC + λ GHMRanking``,
+    ``ghmc_rank = GHMC + λ R``, ``ce_ghmrank = CE + λ GHMRanking``. Elementwise, so tensors,
+    floats and pandas columns alike: notebook 01 recomputes a run's raw loss at a common
+    reference weight from its logged terms, so that runs trained at different weights compare
+    on the same quantity."""
+    return {"raw": ce + rank_weight * rank, "ghm": ghmc + rank_weight * ghm_rank,
+            "ghmc_rank": ghmc + rank_weight * rank, "ce_ghmrank": ce + rank_weight * ghm_rank}
 
 
 def ghm_diagnostics(module: GHMC | GHMRanking) -> dict[str, Tensor]:

@@ -29,6 +29,7 @@ def train_short(
     optimizer: str = "adam",
     seed: int = 42,
     loss_fn: Callable[[Any, Tensor], Tensor] | None = None,
+    stop: Callable[[pd.DataFrame], bool] | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` in place on ``split.x_train`` for ``epochs``; one row per epoch.
 
@@ -39,7 +40,9 @@ def train_short(
     class logits). Columns: ``epoch``,
     ``train_loss``/``train_acc`` (the whole training set after the epoch, eval mode),
     ``val_loss``/``val_acc``, ``lr`` (at the epoch's last step), ``seconds`` (the epoch's
-    optimisation steps, wall clock).
+    optimisation steps, wall clock). ``stop``, asked after every epoch with the rows so far,
+    ends training early when it returns True (e.g. a convergence test of the training loss);
+    ``epochs`` is then the cap.
 
     The epochs run through :func:`gradkit.training.loop.fit_epoch` with a finiteness guard: a
     NaN / infinite loss or parameter raises
@@ -79,4 +82,6 @@ def train_short(
         lr_now = opt.param_groups[0]["lr"] if sched is None else sched.get_last_lr()[0]
         rows.append({"epoch": epoch, "seconds": seconds, "lr": lr_now,
                      **evaluate(model, measure)})
+        if stop is not None and epoch < epochs and stop(pd.DataFrame(rows)):
+            break
     return pd.DataFrame(rows)

@@ -45,3 +45,24 @@ def test_too_few_pairs_give_no_verdict():
     table = speed_table({"ghmc_rank": 12, "ghm": 12})
     results = ablation_comparisons(table[table.seed == 0])  # 2 pairs
     assert stall_sentence(results).startswith("too few pairs for a verdict (n = 2")
+
+
+def test_each_hybrid_sweeps_the_rates_at_the_weight_of_its_ranking_term():
+    from gradkit.analysis.ablation import hybrid_candidates
+
+    units = [(0, 0), (0, 1)]
+    chosen = {"raw": {(0, 0): (3e-3, 0.1), (0, 1): (1e-3, 0.3)},
+              "ghm": {(0, 0): (1e-2, 0.03), (0, 1): (3e-3, 0.1)}}
+    cands = hybrid_candidates(chosen, units, [1e-3, 1e-2])
+    assert set(cands) == {"ghmc_rank", "ce_ghmrank"}
+    assert cands["ghmc_rank"][(0, 1)] == [(1e-3, 0.3), (1e-2, 0.3)]     # raw ranking: raw's weight
+    assert cands["ce_ghmrank"][(0, 0)] == [(1e-3, 0.03), (1e-2, 0.03)]  # GHM ranking: GHM's
+    parents = hybrid_candidates(chosen, units)  # the rates raw and GHM chose for the unit
+    assert parents["ghmc_rank"][(0, 0)] == [(3e-3, 0.1), (1e-2, 0.1)]
+    assert parents["ce_ghmrank"][(0, 1)] == [(1e-3, 0.1), (3e-3, 0.1)]
+    same = {"raw": {(0, 0): (3e-3, 0.1)}, "ghm": {(0, 0): (3e-3, 0.3)}}
+    assert hybrid_candidates(same, [(0, 0)])["ce_ghmrank"] == {(0, 0): [(3e-3, 0.3)]}
+    with pytest.raises(ValueError, match="no chosen setting"):
+        hybrid_candidates({"raw": chosen["raw"]}, units, [1e-3])
+    with pytest.raises(ValueError, match="no chosen setting"):
+        hybrid_candidates({"raw": chosen["raw"]}, units)

@@ -75,3 +75,95 @@ def test_steps_to_and_train_linear():
     curve = softmax.train_linear(lin, lambda z: torch.nn.functional.cross_entropy(z, y), x, y,
                                  lr=0.5, steps=30)
     assert len(curve) == 30 and curve[-1] < curve[0]
+
+
+CREEPING = [0.002 * 0.97 ** k for k in range(25)]  # detectably falling, by a negligible amount
+
+
+def test_convergence_ignores_a_negligible_fall_but_not_a_real_one():
+    assert diagnosis.training_trend(CREEPING) == "still improving"
+    assert diagnosis.convergence(CREEPING) == "converged"
+    assert diagnosis.convergence(FALLING) == "not converged"
+    assert diagnosis.convergence(FLAT) == "converged"
+    assert diagnosis.convergence(FALLING[:5]) == "too short to test"
+    stop = diagnosis.converged_stop(window=10, min_epochs=12)
+    assert not stop(pd.DataFrame({"train_loss": FLAT[:11]}))  # before min_epochs
+    assert stop(pd.DataFrame({"train_loss": FLAT[:12]}))
+    assert not stop(pd.DataFrame({"train_loss": FALLING}))
+
+
+def test_train_short_stops_when_the_stop_rule_says_so():
+    from types import SimpleNamespace
+
+    from gradkit.training import train_short
+
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 4), torch.arange(12) % 3
+    split = SimpleNamespace(x_train=x, y_train=y, x_val=x, y_val=y)
+    h = train_short(torch.nn.Linear(4, 3), split, 30, 4, 1e-2, stop=lambda rows: len(rows) >= 5)
+    assert list(h.epoch) == [1, 2, 3, 4, 5]
+
+
+def _clips(mean, n=30, seed=0):
+    return np.abs(mean + 0.05 * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_the_converged_recipe_reads_per_clip_losses_with_intervals():
+    names, depths = ["shallow", "deep"], [1, 4]
+    # the deeper model converged at a detectably higher training loss: optimisation
+    v = diagnosis.diagnose_converged(names, depths, [_clips(0.1), _clips(0.5, seed=1)],
+                                     [_clips(0.2), _clips(0.6)], ["converged"] * 2,
+                                     bias_level=0.9, gap_level=0.5)
+    assert v[0].startswith("shallow: fine") and v[1].startswith("deep: optimisation")
+    assert "[" in v[1] and "paired by clip" in v[1]
+    # a low training loss with a validation interval far above it: overfitting
+    v = diagnosis.diagnose_converged(names, depths, [_clips(0.1), _clips(0.1, seed=1)],
+                                     [_clips(1.2), _clips(0.2)], ["converged"] * 2, 0.9, 0.5)
+    assert v[0].startswith("shallow: overfitting") and v[1].startswith("deep: fine")
+    # a high training loss everywhere: model bias; a model still falling: no verdict
+    v = diagnosis.diagnose_converged(names, depths, [_clips(1.5), _clips(0.1, seed=1)],
+                                     [_clips(1.6), _clips(0.2)], ["converged", "not converged"],
+                                     0.9, 0.5)
+    assert v[0].startswith("shallow: model bias")
+    assert v[1].startswith("deep: under-trained — not converged")
+    # equal training losses (same clips, noise only): no optimisation verdict
+    v = diagnosis.diagnose_converged(names, depths, [_clips(0.3), _clips(0.3, seed=1)],
+                                     [_clips(0.35), _clips(0.35, seed=2)], ["converged"] * 2,
+                                     0.9, 0.5)
+    assert v[1].startswith("deep: fine")
+    with pytest.raises(ValueError, match="one entry"):
+        diagnosis.diagnose_converged(names, depths, [_clips(0.1)], [_clips(0.1)], [], 0.9, 0.5)
+
+
+def test_a_converged_deeper_model_is_compared_with_a_shallower_one_still_training():
+    # the shallower one is still falling and already lower: the deeper one's higher loss is the
+    # optimiser's failure either way (training on only lowers the shallower one's loss)
+    v = diagnosis.diagnose_converged(["shallow", "deep"], [1, 4],
+                                     [_clips(0.6), _clips(1.7, seed=1)],
+                                     [_clips(0.8), _clips(1.7, seed=2)],
+                                     ["not converged", "converged"], 0.9, 0.5)
+    assert v[0].startswith("shallow: under-trained") and v[1].startswith("deep: optimisation")
+    # ... but a deeper model that has not converged gets no verdict
+    v = diagnosis.diagnose_converged(["shallow", "deep"], [1, 4],
+                                     [_clips(0.6), _clips(1.7, seed=1)],
+                                     [_clips(0.8), _clips(1.7, seed=2)],
+                                     ["converged", "not converged"], 0.9, 0.5)
+    assert v[1].startswith("deep: under-trained")
+
+
+def test_train_until_converged_trains_past_the_minimum_until_the_loss_settles():
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    x = torch.randn(24, 4)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    split = SimpleNamespace(x_train=x, y_train=y, x_val=x[:12], y_val=y[:12])
+    model = torch.nn.Linear(4, 3)
+    h, losses = diagnosis.train_until_converged(model, split, min_epochs=12, max_epochs=200,
+                                                batch_size=8, lr=0.05)
+    assert 12 <= len(h) < 200
+    assert diagnosis.convergence(h.train_loss.to_numpy()) == "converged"
+    assert losses["train"].shape == (24,) and losses["val"].shape == (12,)
+    assert np.mean(losses["train"]) == pytest.approx(h.train_loss.iloc[-1], rel=1e-5)
+    capped, _ = diagnosis.train_until_converged(torch.nn.Linear(4, 3), split, 5, 8, 8, 1e-4)
+    assert len(capped) == 8  # the cap comes before the test's 10-epoch window: no early stop
