@@ -23,21 +23,28 @@ SHORT = ["EPOCHS=3", "STUDY_EPOCHS=3", "SEEDS=[42, 0]", "FOLDS=3", "LRS=[3e-3, 1
 VERDICT_WORDS = ("GHM \u2212 raw = ", ": better", ": worse", "no detectable difference")
 
 
-@pytest.mark.slow
-def test_notebook_01_on_pure_noise_compares_nothing(tmp_path):
+def report_on_pure_noise(tmp_path, notebook: str, params: list[str]):
+    """``python -m gradkit.report`` of ``notebook`` on a folder of pure-noise recordings, in a
+    copy of the project under ``tmp_path``; returns that copy's root."""
     root = tmp_path / "project"
     shutil.copytree(REPO / "notebooks", root / "notebooks",
                     ignore=shutil.ignore_patterns("*.py", ".ipynb_checkpoints"))
     data = noise_recordings(tmp_path / "noise")
     env = {k: v for k, v in os.environ.items() if k != "GRADKIT_CONDITION"}
     env.update(GRADKIT_ROOT=str(root), PYTHONPATH=str(REPO))
-    args = ["--data", str(data), "--material", "m", "--freq", "700", "01_train_ghm"]
-    for p in SHORT:
+    args = ["--data", str(data), "--material", "m", "--freq", "700", notebook]
+    for p in params:
         args += ["--param", p]
     done = subprocess.run([sys.executable, "-m", "gradkit.report", *args], env=env,
                           capture_output=True, text=True, timeout=1200)
     print(done.stdout[-4000:], done.stderr[-3000:])
     assert done.returncode == 0
+    return root
+
+
+@pytest.mark.slow
+def test_notebook_01_on_pure_noise_compares_nothing(tmp_path):
+    root = report_on_pure_noise(tmp_path, "01_train_ghm", SHORT)
     report = (root / "reports/m_700hz/01_train_ghm.html").read_text()
     assert "not comparable: no run learned" in report
     assert "not learnable: no run learned" in report

@@ -9,17 +9,13 @@ function on a run of the same kind of folder, is
 """
 
 import html
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gradkit.stats.control import CONTROL_VERDICTS
-from tests.analysis.test_learnability import noise_recordings
+from tests.analysis.test_learnability_report import report_on_pure_noise
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "03_similarity_tsne"
@@ -65,18 +61,7 @@ def test_the_smoke_report_states_the_excess_over_the_control(smoke_report):
 
 @pytest.mark.slow
 def test_notebook_03_on_pure_noise_says_its_structure_is_at_the_control_level(tmp_path):
-    root = tmp_path / "project"
-    shutil.copytree(REPO / "notebooks", root / "notebooks",
-                    ignore=shutil.ignore_patterns("*.py", ".ipynb_checkpoints"))
-    data = noise_recordings(tmp_path / "noise")
-    env = {k: v for k, v in os.environ.items() if k != "GRADKIT_CONDITION"}
-    env.update(GRADKIT_ROOT=str(root), PYTHONPATH=str(REPO))
-    args = ["--data", str(data), "--material", "m", "--freq", "700", "--param", "EPOCHS=10",
-            NAME]
-    done = subprocess.run([sys.executable, "-m", "gradkit.report", *args], env=env,
-                          capture_output=True, text=True, timeout=1200)
-    print(done.stdout[-4000:], done.stderr[-3000:])
-    assert done.returncode == 0
+    root = report_on_pure_noise(tmp_path, NAME, ["EPOCHS=10"])
     text = report_text(root / "reports/m_700hz" / f"{NAME}.html")
     assert "not learnable: no run learned" in text
     said = re.findall(r"the ([a-zA-Z -]+?) (is at its label-permuted control level|exceeds its "
