@@ -113,18 +113,19 @@ def choose_method(model: nn.Module, n: int, *, supported: bool | None = None) ->
     return "loop" if n <= _LOOP_MAX else "vmap"
 
 
-def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
+def default_chunk_size(model: nn.Module, inputs: Any, n: int, *, params: int | None = None
+                       ) -> int:
     """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES`` (64 MiB).
 
     Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
     stand-in for the activations a small conv net keeps for its backward. Never fewer than
     ``_CHUNK_MIN`` samples (vectorisation would be lost). Each chunk costs a fixed overhead
     (hooks, checks, per-call kernel set-up), so fewer, larger chunks are
-    faster until memory runs short (see ``_CHUNK_BYTES``).
+    faster until memory runs short (see ``_CHUNK_BYTES``). ``params``: ``P`` if known.
     """
     leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
     per_input = sum(t[0].numel() * t.element_size() for t in leaves)
-    per_sample = 4 * num_trainable(model) + 80 * per_input
+    per_sample = 4 * (num_trainable(model) if params is None else params) + 80 * per_input
     return max(min(n, _CHUNK_MIN), min(n, _CHUNK_BYTES // max(per_sample, 1)))
 
 
@@ -356,11 +357,12 @@ def per_sample_grads(
     n = check_inputs(model, inputs, targets)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if chunk_size is None:
-        chunk_size = default_chunk_size(model, inputs, n)
-    if int(chunk_size) < 1:
+    if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     run = _Run(model, loss_fn, method, check)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(model, inputs, n,
+                                        params=sum(p.numel() for _, p in run.named))
     result = None  # [n, P] or [n, k], allocated once the first chunk shows its width and dtype
     for start in range(0, n, int(chunk_size)):
         sl = slice(start, min(n, start + int(chunk_size)))

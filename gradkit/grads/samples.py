@@ -16,8 +16,6 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_map
 
-from gradkit.core.params import trainable_named_parameters
-
 __all__ = ["LossFn", "active_dropout", "check_inputs", "num_samples", "per_sample_losses", "take",
            "unsqueeze"]
 
@@ -55,7 +53,7 @@ def check_inputs(model: nn.Module, inputs: Any, targets: Any) -> int:
         raise ValueError(f"inputs have {n} samples but targets have {nt}")
     if n == 0:
         raise ValueError("inputs hold no samples (N = 0)")
-    if not trainable_named_parameters(model):
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("model has no trainable parameters (none with requires_grad=True)")
     for name, m in model.named_modules():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm):
