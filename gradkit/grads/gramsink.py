@@ -12,7 +12,10 @@ Per layer (the cost model, within a memory budget of ``budget`` bytes):
   needs ``N x P_layer`` numbers, and is done in blocks of samples when that exceeds the
   budget (a Gram block ``(I, J)`` from the two blocks' rows).
 - every other rule (normalisation layers: ``N x C``) and every replay (GroupNorm, LSTM,
-  attention): the engine's materialised rule, reduced as soon as it is stored.
+  attention): the engine's materialised rule, reduced as soon as it is stored; so is a small
+  convolution's weight that the cost model materialises in one block
+  (:meth:`GramSink.materialises`): it comes with the input gradient in one step, as in
+  ``per_sample_grads``.
 - a module called more than once per forward, or a parameter shared between modules: its
   per-sample gradients are summed over the calls first (the Gram of a sum is not the sum of
   Grams), and reduced when the backward has ended (:meth:`GramSink.finish`).
@@ -169,20 +172,42 @@ class GramSink:
 
     def _weight(self, f: Factored, seed: int, rows: slice, d_total: int,
                 exact: Callable[[slice], Tensor], p_bytes: int) -> Tensor:
-        """A weight's contribution from its factored form ``f`` (the cost model: module
-        docstring): the Kronecker sketch where ``f`` holds its factors (``rows`` of the weight's
-        ``d_total`` rows: a block of a packed weight), the ghost form where cheaper and within
-        the budget, else ``exact(samples)``, its per-sample gradients, in blocks."""
-        if self.mode == "sketch" and f.kron is not None:
+        """A weight's contribution from its factored form ``f`` by :meth:`_form`: the Kronecker
+        sketch (``rows`` of the weight's ``d_total`` rows: a block of a packed weight), the
+        ghost form, or ``exact(samples)``, its per-sample gradients, in blocks."""
+        form = self._form(f, p_bytes)
+        if form == "kron":
             A = f.kron[0]
             r_out, r_in = kron_factors(seed, d_total, f.d_in, self.k, A.dtype, A.device)
             return kron_project(*f.kron, r_out[:, rows], r_in)
-        fits = self.n * p_bytes <= self.budget
-        if (self.mode != "sketch" and f.pair_bytes <= self.budget
-                and ghost_cheaper(self.n, f.t, f.d_in, f.d_out, self.mode, fits)):
-            form = ghost_gram if self.mode == "gram" else ghost_norms
-            return sum(form(A_c, B_c, self.budget) for A_c, B_c in f.pairs())
+        if form == "ghost":
+            ghost = ghost_gram if self.mode == "gram" else ghost_norms
+            return sum(ghost(A_c, B_c, self.budget) for A_c, B_c in f.pairs())
         return self._materialised(exact, p_bytes, seed)
+
+    def _form(self, f: Factored, p_bytes: int) -> str:
+        """The cost model (module docstring): ``"kron"`` (a sketch, where ``f`` holds its
+        factors), ``"ghost"`` (where cheaper and within the budget) or ``"rows"``."""
+        if self.mode == "sketch":
+            return "kron" if f.kron is not None else "rows"
+        fits = self.n * p_bytes <= self.budget
+        if f.pair_bytes <= self.budget and ghost_cheaper(self.n, f.t, f.d_in, f.d_out, self.mode,
+                                                         fits):
+            return "ghost"
+        return "rows"
+
+    def materialises(self, module: nn.Module, a: Tensor, out: Tensor) -> bool:
+        """Whether :meth:`layer` would reduce ``module``'s weight from its whole ``[n, ...]``
+        per-sample gradients in one block (``out``: the call's output, for the shapes): then a
+        rule that computes them with the input gradient in one step (a small convolution's
+        :class:`~gradkit.grads.rules.conv.FusedConv`) may hand them over to :meth:`store`."""
+        factored, w = factored_for(module), getattr(module, "weight", None)
+        if (module not in self.single or factored is None
+                or not (isinstance(w, Tensor) and w.requires_grad)):
+            return True  # layer() stores the rule's per-sample gradients
+        p_bytes = w.numel() * a.element_size()
+        return (self.n * p_bytes <= self.budget
+                and self._form(factored(module, a, out), p_bytes) == "rows")
 
     def finish(self) -> None:
         """Reduce what was summed over calls (after the backward: every call has added to it),

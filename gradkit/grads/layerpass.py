@@ -108,7 +108,9 @@ class LayerPass:
     Without a ``sink`` the per-sample gradients are kept here, ``{parameter id: [n, numel]}``;
     with one (:class:`~gradkit.grads.gramsink.GramSink`) each hooked layer's input and output
     gradient goes to ``sink.layer(module, a, δ)`` and every stored gradient to
-    ``sink.store(module, {name: [n, ...]})`` instead (the pass never holds ``[n, P]``).
+    ``sink.store(module, {name: [n, ...]})`` instead (the pass never holds ``[n, P]``); a small
+    convolution takes its gradients in one step only where ``sink.materialises`` says its
+    weight is reduced from them anyway.
     """
 
     def __init__(self, plan: LayerPlan, ref: Reference, n: int, sink: Any = None):
@@ -233,7 +235,8 @@ class LayerPass:
             return None
         if replay_for(module) is not None or not output.requires_grad:
             return None
-        if self.sink is None and fuses(module, args[0]):
+        if fuses(module, args[0]) and (self.sink is None
+                                       or self.sink.materialises(module, args[0], output)):
             # The edge is the conv's input: reaching it runs FusedConv's backward.
             self.edges.append(torch.autograd.graph.get_gradient_edge(args[0]))
             return FusedConv.apply(args[0], module, [output.detach()],
