@@ -64,13 +64,16 @@ def gram64(flat: Tensor, other: Tensor | None = None, diag: bool = False) -> Ten
     other = flat if other is None else other
     n, m, p = flat.shape[0], other.shape[0], flat.shape[1]
     step = max(1, _F64_BYTES // (8 * max(n, m)))
-    out = flat.new_zeros((n,) if diag else (n, m), dtype=torch.float64)
+    if diag and p == 0:
+        return flat.new_zeros(n, dtype=torch.float64)
+    if diag:  # the norms in float64 (the input cast first), one kernel per block of columns
+        norms = [torch.linalg.vector_norm(flat[:, s : s + step], dim=1, dtype=torch.float64)
+                 for s in range(0, p, step)]
+        return norms[0].square() if len(norms) == 1 else torch.stack(norms).square().sum(0)
+    out = flat.new_zeros((n, m), dtype=torch.float64)
     for s in range(0, p, step):
         a = flat[:, s : s + step].double()
-        if diag:
-            out += a.square().sum(1)
-        else:
-            out += a @ (a if other is flat else other[:, s : s + step].double()).T
+        out += a @ (a if other is flat else other[:, s : s + step].double()).T
     return out
 
 def reduce_rows(g: Tensor, mode: str, k: int | None = None, seed: int = 0) -> Tensor:
