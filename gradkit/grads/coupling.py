@@ -151,10 +151,14 @@ def check_coupled_params(model, loss_fn, inputs: Any, targets: Any, g: Tensor,
 
 def warn_nonfinite(inputs: Any, g: Tensor, offset: int = 0) -> None:
     """Warn, naming the samples, where a sample's input or gradient row is not finite."""
+    floats = [t for t in torch.utils._pytree.tree_leaves(inputs)
+              if isinstance(t, Tensor) and t.is_floating_point() and t.shape[:1] == g.shape[:1]]
+    # One reduction per tensor in the common case (all finite): a NaN or infinity survives a sum.
+    if all(bool(torch.isfinite(t.detach().sum())) for t in [g, *floats]):
+        return
     bad_in = torch.zeros(g.shape[0], dtype=torch.bool)
-    for t in torch.utils._pytree.tree_leaves(inputs):
-        if isinstance(t, Tensor) and t.is_floating_point() and t.shape[:1] == g.shape[:1]:
-            bad_in |= ~torch.isfinite(t.detach().reshape(t.shape[0], -1)).all(1).cpu()
+    for t in floats:
+        bad_in |= ~torch.isfinite(t.detach().reshape(t.shape[0], -1)).all(1).cpu()
     bad_row = ~torch.isfinite(g.sum(1)).cpu()  # NaN and infinities survive the sum
     if not (bad_in.any() or bad_row.any()):
         return

@@ -68,7 +68,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradkit.core.params import num_trainable, trainable_named_parameters
+from gradkit.core.params import trainable_named_parameters
 from gradkit.grads.coupling import CoupledLossError, check_coupled_params, warn_nonfinite
 from gradkit.grads.fallbacks import loop_grads, vmap_grads
 from gradkit.grads.layerpass import LayerPlan, layers_pass
@@ -76,7 +76,14 @@ from gradkit.grads.learned import Learned, forget, recall
 from gradkit.grads.reference import check_consistency, reference_pass, reference_rejections
 from gradkit.grads.rules import layers_supported
 from gradkit.grads.rules.conv import conv_path
-from gradkit.grads.samples import LossFn, active_dropout, check_inputs, num_samples, take
+from gradkit.grads.samples import (
+    LossFn,
+    active_dropout,
+    check_inputs,
+    default_chunk_size,
+    num_samples,
+    take,
+)
 from gradkit.grads.sketch import sketch
 from gradkit.grads.warn import warn_user
 
@@ -85,11 +92,6 @@ __all__ = ["METHODS", "CoupledLossError", "choose_method", "default_chunk_size",
 
 METHODS = ("auto", "vmap", "loop", "layers")
 
-# Target temporary memory of one chunk (activations, per-sample grads), as estimated by
-# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk: fewer chunks, less
-# per-chunk overhead (figures: benchmarks/README.md).
-_CHUNK_BYTES = 64 * 2**20
-_CHUNK_MIN = 8
 # "auto": below this many samples the plain loop is fastest (benchmarks/README.md) ...
 _LOOP_BELOW = 4
 # ... and without layer support the loop beats vmap up to this many samples.
@@ -111,21 +113,6 @@ def choose_method(model: nn.Module, n: int, *, supported: bool | None = None) ->
     if layers_supported(model) if supported is None else supported:
         return "layers"
     return "loop" if n <= _LOOP_MAX else "vmap"
-
-
-def default_chunk_size(model: nn.Module, inputs: Any, n: int) -> int:
-    """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES`` (64 MiB).
-
-    Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
-    stand-in for the activations a small conv net keeps for its backward. Never fewer than
-    ``_CHUNK_MIN`` samples (vectorisation would be lost). Each chunk costs a fixed overhead
-    (hooks, checks, per-call kernel set-up), so fewer, larger chunks are
-    faster until memory runs short (see ``_CHUNK_BYTES``).
-    """
-    leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
-    per_input = sum(t[0].numel() * t.element_size() for t in leaves)
-    per_sample = 4 * num_trainable(model) + 80 * per_input
-    return max(min(n, _CHUNK_MIN), min(n, _CHUNK_BYTES // max(per_sample, 1)))
 
 
 _WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> warnings given
@@ -194,6 +181,18 @@ class _Run:
         return g
 
     def _chunk(self, x, y, first: bool, out: Tensor | None) -> Tensor:
+        whole = self._whole_chunk(x, y)
+        if whole is not None:
+            return whole
+        got = self._per_parameter(x, y, first)
+        if isinstance(got, Tensor):  # a fallback took the whole chunk after all
+            return got
+        return self._assemble(got, first, out)
+
+    def _whole_chunk(self, x, y) -> Tensor | None:
+        """The chunk's gradients where one method takes every parameter (the method asked for,
+        interacting samples, the loop for few samples or random masks, a fallback already
+        chosen, layers that need vmap); None: the layers pass takes part."""
         n, plan, model, loss_fn = num_samples(x), self.plan, self.model, self.loss_fn
         if self.method == "vmap":
             return self._fallback(x, y, None)
@@ -213,22 +212,27 @@ class _Run:
             fb = self._fallback(x, y, None)
             self.whole = self.whole or "vmap"
             return loop_grads(model, loss_fn, x, y) if fb is None else fb
+        return None
+
+    def _per_parameter(self, x, y, first: bool) -> dict[int, Tensor] | Tensor:
+        """``{parameter id: [n, numel]}``: the parameters no rule covers by the fallback first
+        (if it is the loop, the loop does everything: the whole chunk's ``[n, P]`` is returned),
+        then the layers pass, then what it rejected by the fallback."""
+        plan, model, loss_fn = self.plan, self.model, self.loss_fn
         if self.ref is None and plan.covered:
             self.checking = self.check
             self.ref = reference_pass(model, loss_fn, x, y, plan, self.check)
             self._reject(reference_rejections(self.ref, plan))
-        sizes = {id(p): p.numel() for _, p in self.named}
         missing = [(k, p) for k, p in self.named if id(p) not in plan.covered]
         got: dict[int, Tensor] = {}
-        if missing:  # the fallback first: if it is the loop, the loop does everything
+        if missing:
             self._warn_unsupported(plan.unsupported)
             # vmap of some parameters runs the whole network batched anyway: unless a large
             # conv would take vmap's costly grouped weight gradient, vmap does everything too
             fb = self._fallback(x, y, [k for k, _ in missing])
             if fb is None:
                 return loop_grads(model, loss_fn, x, y)
-            got.update(zip([id(p) for _, p in missing],
-                           fb.split([sizes[id(p)] for _, p in missing], dim=1), strict=True))
+            got.update(self._split(missing, fb))
         if plan.covered:
             self.summed = first and self.check  # checked at the outputs, inside the pass
             layered, rejected, coupled = layers_pass(model, loss_fn, x, y, plan, self.ref,
@@ -243,8 +247,18 @@ class _Run:
                 names = [k for k, _ in late]
                 fb = self._fallback(x, y, names)
                 fb = loop_grads(model, loss_fn, x, y, names=names) if fb is None else fb
-                got.update(zip([id(p) for _, p in late],
-                               fb.split([sizes[id(p)] for _, p in late], dim=1), strict=True))
+                got.update(self._split(late, fb))
+        return got
+
+    @staticmethod
+    def _split(named: list[tuple[str, Tensor]], g: Tensor) -> dict[int, Tensor]:
+        """A fallback's ``[n, Σ numel]`` for ``named`` -> ``{parameter id: [n, numel]}``."""
+        parts = g.split([p.numel() for _, p in named], dim=1)
+        return {id(p): part for (_, p), part in zip(named, parts, strict=True)}
+
+    def _assemble(self, got: dict[int, Tensor], first: bool, out: Tensor | None) -> Tensor:
+        """``[n, P]`` in ``named_parameters()`` order (into ``out`` if given); on the first
+        chunk the consistency check, and the reference kept for later calls."""
         parts = [got[id(p)] for _, p in self.named]
         fits = out is not None and all(t.dtype == out.dtype for t in parts)
         g = torch.cat(parts, dim=1, out=out) if fits else torch.cat(parts, dim=1)
@@ -356,11 +370,12 @@ def per_sample_grads(
     n = check_inputs(model, inputs, targets)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if chunk_size is None:
-        chunk_size = default_chunk_size(model, inputs, n)
-    if int(chunk_size) < 1:
+    if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     run = _Run(model, loss_fn, method, check)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(model, inputs, n,
+                                        params=sum(p.numel() for _, p in run.named))
     result = None  # [n, P] or [n, k], allocated once the first chunk shows its width and dtype
     for start in range(0, n, int(chunk_size)):
         sl = slice(start, min(n, start + int(chunk_size)))

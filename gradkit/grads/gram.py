@@ -30,17 +30,14 @@ from gradkit.core.params import trainable_named_parameters
 from gradkit.grads.databatches import Batches, concat, is_batches
 from gradkit.grads.engine import per_sample_grads
 from gradkit.grads.gramsink import GramSink, budget_bytes, reduce_rows
-from gradkit.grads.layerpass import LayerPlan, layers_pass
+from gradkit.grads.layerpass import layers_pass
+from gradkit.grads.layerplan import LayerPlan
 from gradkit.grads.learned import recall
-from gradkit.grads.reference import reference_pass, reference_rejections
+from gradkit.grads.reference import inconsistent, reference_pass, reference_rejections
 from gradkit.grads.samples import LossFn, check_inputs, take
 from gradkit.grads.sketch import param_seed
 
 __all__ = ["gradient_gram", "gradient_sketch", "per_sample_norms"]
-
-# The engine's consistency tolerance (per_sample_grads, check=True): float32 rounding differs
-# by up to ~1 % between a batch and one sample, a broken rule by O(1).
-_CHECK_RTOL, _CHECK_FLOOR = 5e-2, 1e-2
 
 _WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> messages given
 
@@ -81,12 +78,7 @@ def _consistency(named, ref, errors: dict[int, tuple[float, float]]) -> None:
     checked = [(k, p) for k, p in named if id(p) in errors]
     if not checked:
         return
-    floor = _CHECK_FLOOR * sum(errors[id(p)][1] ** 2 for _, p in checked) ** 0.5
-    bad = []
-    for name, p in checked:
-        err, size = errors[id(p)]
-        if err > _CHECK_RTOL * max(size, floor) + 1e-30:
-            bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
+    bad = inconsistent([(name, *errors[id(p)]) for name, p in checked])
     if bad:
         raise RuntimeError(
             "gradient statistics: consistency check failed: the gradient of the probed sample "

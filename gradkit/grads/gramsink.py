@@ -12,7 +12,10 @@ Per layer (the cost model, within a memory budget of ``budget`` bytes):
   needs ``N x P_layer`` numbers, and is done in blocks of samples when that exceeds the
   budget (a Gram block ``(I, J)`` from the two blocks' rows).
 - every other rule (normalisation layers: ``N x C``) and every replay (GroupNorm, LSTM,
-  attention): the engine's materialised rule, reduced as soon as it is stored.
+  attention): the engine's materialised rule, reduced as soon as it is stored; so is a small
+  convolution's weight that the cost model materialises in one block
+  (:meth:`GramSink.materialises`): it comes with the input gradient in one step, as in
+  ``per_sample_grads``.
 - a module called more than once per forward, or a parameter shared between modules: its
   per-sample gradients are summed over the calls first (the Gram of a sum is not the sum of
   Grams), and reduced when the backward has ended (:meth:`GramSink.finish`).
@@ -32,15 +35,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from gradkit.grads.layerpass import LayerPlan
+from gradkit.grads.layerplan import LayerPlan
 from gradkit.grads.reference import Reference
-from gradkit.grads.rules import factored_for, rule_for
+from gradkit.grads.rules import Factored, factored_for, rule_for
 from gradkit.grads.rules.linear import (
-    factors,
+    affine_factored,
     ghost_cheaper,
     ghost_gram,
     ghost_norms,
     kron_project,
+    linear_bias,
     matrix_view,
 )
 from gradkit.grads.sketch import kron_factors, param_seed, sketch
@@ -60,13 +64,16 @@ def gram64(flat: Tensor, other: Tensor | None = None, diag: bool = False) -> Ten
     other = flat if other is None else other
     n, m, p = flat.shape[0], other.shape[0], flat.shape[1]
     step = max(1, _F64_BYTES // (8 * max(n, m)))
-    out = flat.new_zeros((n,) if diag else (n, m), dtype=torch.float64)
+    if diag and p == 0:
+        return flat.new_zeros(n, dtype=torch.float64)
+    if diag:  # the norms in float64 (the input cast first), one kernel per block of columns
+        norms = [torch.linalg.vector_norm(flat[:, s : s + step], dim=1, dtype=torch.float64)
+                 for s in range(0, p, step)]
+        return norms[0].square() if len(norms) == 1 else torch.stack(norms).square().sum(0)
+    out = flat.new_zeros((n, m), dtype=torch.float64)
     for s in range(0, p, step):
         a = flat[:, s : s + step].double()
-        if diag:
-            out += a.square().sum(1)
-        else:
-            out += a @ (a if other is flat else other[:, s : s + step].double()).T
+        out += a @ (a if other is flat else other[:, s : s + step].double()).T
     return out
 
 def reduce_rows(g: Tensor, mode: str, k: int | None = None, seed: int = 0) -> Tensor:
@@ -118,77 +125,92 @@ class GramSink:
                 self._reduced(pid, g)
 
     def layer(self, module: nn.Module, a: Tensor, d: Tensor) -> None:
-        """A hooked layer's input ``a`` and output gradient ``d`` (samples on dim 0)."""
-        rule = rule_for(module)[0]
-        if module not in self.single:
-            self.store(module, rule(module, a, d))
-            return
+        """A hooked layer's input ``a`` and output gradient ``d`` (samples on dim 0): reduced by
+        its factored form where its file registers one (:func:`~gradkit.grads.rules.
+        factored_for`), else by its materialised rule."""
+        rule, factored = rule_for(module)[0], factored_for(module)
         w = getattr(module, "weight", None)
-        factored = factored_for(module)
-        if not (isinstance(w, Tensor) and w.requires_grad) or factored is None:
+        if (module not in self.single or factored is None
+                or not (isinstance(w, Tensor) and w.requires_grad)):
             self.store(module, rule(module, a, d))
             return
-        f = factored(module, a, d)  # the layer's factored form (its file in rules/)
-        self.store(module, rule_for_bias(module, a, d))
+        f = factored(module, a, d)
+        self.store(module, f.rest())
         pid = id(w)
-        p_bytes = w.numel() * a.element_size()
-        fits = self.n * p_bytes <= self.budget
-        ghost = self.mode != "sketch" and ghost_cheaper(self.n, f.t, f.d_in, f.d_out, self.mode,
-                                                        fits)
-        ghost = ghost and f.pair_bytes <= self.budget
-        groups = f.pairs() if ghost else None
-        if self.mode == "sketch" and f.kron is not None:
-            self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
-            r_out, r_in = kron_factors(self.seeds[pid], f.d_out, f.d_in, self.k, a.dtype,
-                                       a.device)
-            self.out[pid] = kron_project(*f.kron, r_out, r_in)
-        elif ghost:
-            self._probe(pid, lambda sl: rule(module, a[sl], d[sl])["weight"])
-            form = ghost_gram if self.mode == "gram" else ghost_norms
-            self.out[pid] = sum(form(A_c, B_c, self.budget) for A_c, B_c in groups)
-        else:
-            rows = lambda sl: _weight(module, rule, a[sl], d[sl])  # noqa: E731
-            self._probe(pid, rows)
-            self.out[pid] = self._materialised(rows, p_bytes, self.seeds[pid])
+        rows = lambda sl: rule(module, a[sl], d[sl])["weight"]  # noqa: E731
+        self._probe(pid, rows)
+        self.out[pid] = self._weight(f, self.seeds[pid], slice(0, w.shape[0]), w.shape[0], rows,
+                                     w.numel() * a.element_size())
 
     def linear(self, module: nn.Module, names: dict, wants: Callable[[str], bool], x: Tensor,
                d: Tensor) -> bool:
         """A replay's affine map ``x Wᵀ + b`` inside ``module`` (attention's projections), as
-        factors instead of ``[n, out, in]``: ``names`` maps ``"weight"``/``"bias"`` to the
-        parameter's name and its rows ``(start, total)`` in a packed parameter (None: all of
-        it). Disjoint row blocks of one parameter add up (their cross terms are zero). False
-        (declined: the replay materialises) for a module called more than once."""
+        factors (:func:`~gradkit.grads.rules.linear.affine_factored`) instead of
+        ``[n, out, in]``: ``names`` maps ``"weight"``/``"bias"`` to the parameter's name and its
+        rows ``(start, total)`` in a packed parameter (None: all of it). Disjoint row blocks of
+        one parameter add up (their cross terms are zero). False (declined: the replay
+        materialises) for a module called more than once."""
         if module not in self.single:
             return False
-        A, B = factors(x, d)
-        n, t, d_in, d_out = A.shape[0], A.shape[1], A.shape[2], B.shape[2]
+        f = affine_factored(x, d)
+        A, B = f.kron
         for kind, (name, place) in names.items():
             if not wants(name):
                 continue
             p = module.get_parameter(name)
-            pid, rows = id(p), slice(0, d_out) if place is None else slice(place[0],
-                                                                          place[0] + d_out)
+            pid, start = id(p), 0 if place is None else place[0]
+            rows = slice(start, start + f.d_out)
             if kind == "bias":
-                g = B.new_zeros(n, p.shape[0])
-                g[:, rows] = B.sum(1)
+                g = B.new_zeros(A.shape[0], p.shape[0])
+                g[:, rows] = linear_bias(B)
                 self._part(pid, p, rows, reduce_rows(g, self.mode, self.k, self.seeds[pid]),
                            g[self.probe, rows] if self.probe is not None else None)
                 continue
-            if self.mode == "sketch":
-                r_out, r_in = kron_factors(self.seeds[pid], p.shape[0], d_in, self.k, A.dtype)
-                value = kron_project(A, B, r_out[:, rows], r_in)
-            else:
-                fits = n * d_in * d_out * A.element_size() <= self.budget
-                if ghost_cheaper(n, t, d_in, d_out, self.mode, fits):
-                    value = (ghost_gram if self.mode == "gram" else ghost_norms)(A, B,
-                                                                                 self.budget)
-                else:
-                    value = self._materialised(lambda sl: torch.bmm(B[sl].transpose(1, 2),
-                                                                    A[sl]),
-                                               d_in * d_out * A.element_size(), 0)
+            value = self._weight(f, self.seeds[pid], rows, p.shape[0],
+                                 lambda sl: torch.bmm(B[sl].transpose(1, 2), A[sl]),
+                                 f.d_in * f.d_out * A.element_size())
             piece = None if self.probe is None else B[self.probe].T @ A[self.probe]
             self._part(pid, p, rows, value, piece)
         return True
+
+    def _weight(self, f: Factored, seed: int, rows: slice, d_total: int,
+                exact: Callable[[slice], Tensor], p_bytes: int) -> Tensor:
+        """A weight's contribution from its factored form ``f`` by :meth:`_form`: the Kronecker
+        sketch (``rows`` of the weight's ``d_total`` rows: a block of a packed weight), the
+        ghost form, or ``exact(samples)``, its per-sample gradients, in blocks."""
+        form = self._form(f, p_bytes)
+        if form == "kron":
+            A = f.kron[0]
+            r_out, r_in = kron_factors(seed, d_total, f.d_in, self.k, A.dtype, A.device)
+            return kron_project(*f.kron, r_out[:, rows], r_in)
+        if form == "ghost":
+            ghost = ghost_gram if self.mode == "gram" else ghost_norms
+            return sum(ghost(A_c, B_c, self.budget) for A_c, B_c in f.pairs())
+        return self._materialised(exact, p_bytes, seed)
+
+    def _form(self, f: Factored, p_bytes: int) -> str:
+        """The cost model (module docstring): ``"kron"`` (a sketch, where ``f`` holds its
+        factors), ``"ghost"`` (where cheaper and within the budget) or ``"rows"``."""
+        if self.mode == "sketch":
+            return "kron" if f.kron is not None else "rows"
+        fits = self.n * p_bytes <= self.budget
+        if f.pair_bytes <= self.budget and ghost_cheaper(self.n, f.t, f.d_in, f.d_out, self.mode,
+                                                         fits):
+            return "ghost"
+        return "rows"
+
+    def materialises(self, module: nn.Module, a: Tensor, out: Tensor) -> bool:
+        """Whether :meth:`layer` would reduce ``module``'s weight from its whole ``[n, ...]``
+        per-sample gradients in one block (``out``: the call's output, for the shapes): then a
+        rule that computes them with the input gradient in one step (a small convolution's
+        :class:`~gradkit.grads.rules.conv.FusedConv`) may hand them over to :meth:`store`."""
+        factored, w = factored_for(module), getattr(module, "weight", None)
+        if (module not in self.single or factored is None
+                or not (isinstance(w, Tensor) and w.requires_grad)):
+            return True  # layer() stores the rule's per-sample gradients
+        p_bytes = w.numel() * a.element_size()
+        return (self.n * p_bytes <= self.budget
+                and self._form(factored(module, a, out), p_bytes) == "rows")
 
     def finish(self) -> None:
         """Reduce what was summed over calls (after the backward: every call has added to it),
@@ -241,22 +263,6 @@ class GramSink:
                 K[I, J] = gram64(gi, rows(J).reshape(J.stop - J.start, -1))
                 K[J, I] = K[I, J].T
         return K
-
-
-def rule_for_bias(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
-    """The per-sample gradients of ``module``'s parameters other than its weight (a Linear's or
-    a conv's bias: the output gradient summed over the positions)."""
-    b = getattr(module, "bias", None)
-    if not (isinstance(b, Tensor) and b.requires_grad):
-        return {}
-    if isinstance(module, nn.Linear):
-        return {"bias": d.reshape(d.shape[0], -1, d.shape[-1]).sum(1)}
-    return {"bias": d.reshape(d.shape[0], d.shape[1], -1).sum(2)}
-
-
-def _weight(module: nn.Module, rule, a: Tensor, d: Tensor) -> Tensor:
-    """A block of samples' materialised weight gradients, by the engine's own rule."""
-    return rule(module, a, d)["weight"]
 
 
 def budget_bytes(budget: int | float | None) -> int:

@@ -18,7 +18,7 @@ from gradkit.grads.rules import any_sample_dim, replay_for
 from gradkit.grads.samples import per_sample_losses, take
 
 if TYPE_CHECKING:
-    from gradkit.grads.layerpass import LayerPlan
+    from gradkit.grads.layerplan import LayerPlan
 
 __all__ = ["NEVER_CALLED", "Reference", "batch_coupling", "call_form", "call_shapes",
            "check_consistency", "first_tensor", "probe_index", "reference_pass",
@@ -171,6 +171,19 @@ def reference_rejections(ref: Reference, plan: LayerPlan) -> dict[str, str]:
     return out
 
 
+def inconsistent(errors: list[tuple[str, float, float]]) -> list[str]:
+    """The parameters that fail the consistency check, each with its relative error, from
+    ``(name, ||row - want||, ||want||)`` per parameter tensor: the probed sample's gradient
+    row against the plain autograd gradient of its loss alone. The one tolerance of every
+    path (per_sample_grads and the Gram path)."""
+    # The batched pass and a one-sample backward round differently in float32; through a deep
+    # frozen trunk the input-side gradients (an input prompt) differed by up to ~1 % (vmap
+    # agreed with the batched pass). A broken rule is off by O(1): 5 % separates the two.
+    floor = _CHECK_FLOOR * sum(size * size for _, _, size in errors) ** 0.5
+    return [f"{name} (relative error {err / max(size, 1e-30):.2g})"
+            for name, err, size in errors if err > _CHECK_RTOL * max(size, floor) + 1e-30]
+
+
 def check_consistency(ref: Reference | None, named: list[tuple[str, Tensor]], g: Tensor) -> None:
     """``G[r]`` of the probed sample ``r`` (:func:`probe_index`) against the autograd gradient of
     its loss ``l_r`` alone (``ref.grads``; nothing to do without them); a ``RuntimeError``
@@ -179,15 +192,8 @@ def check_consistency(ref: Reference | None, named: list[tuple[str, Tensor]], g:
         return
     sums = g[ref.index : ref.index + ref.k].sum(0).split([p.numel() for _, p in named])
     want = [ref.grads[id(p)].to(s.dtype) for (_, p), s in zip(named, sums, strict=True)]
-    # The batched pass and a one-sample backward round differently in float32; through a deep
-    # frozen trunk the input-side gradients (an input prompt) differed by up to ~1 % (vmap
-    # agreed with the batched pass). A broken rule is off by O(1): 5 % separates the two.
-    floor = _CHECK_FLOOR * float(torch.cat(want).norm())
-    bad = []
-    for (name, _), s, r in zip(named, sums, want, strict=True):
-        err, size = float((s - r).norm()), float(r.norm())
-        if err > _CHECK_RTOL * max(size, floor) + 1e-30:
-            bad.append(f"{name} (relative error {err / max(size, 1e-30):.2g})")
+    bad = inconsistent([(name, float((s - r).norm()), float(r.norm()))
+                        for (name, _), s, r in zip(named, sums, want, strict=True)])
     if bad:
         raise RuntimeError(
             f"per_sample_grads: consistency check failed: the per-sample gradient of the first "

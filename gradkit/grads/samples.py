@@ -16,10 +16,16 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_map
 
-from gradkit.core.params import trainable_named_parameters
+from gradkit.core.params import num_trainable
 
-__all__ = ["LossFn", "active_dropout", "check_inputs", "num_samples", "per_sample_losses", "take",
-           "unsqueeze"]
+__all__ = ["LossFn", "active_dropout", "check_inputs", "default_chunk_size", "num_samples",
+           "per_sample_losses", "take", "unsqueeze"]
+
+# Target temporary memory of one chunk (activations, per-sample grads), as estimated by
+# default_chunk_size; 64 MiB holds the ranker's N = 128 in one chunk: fewer chunks, less
+# per-chunk overhead (figures: benchmarks/README.md).
+_CHUNK_BYTES = 64 * 2**20
+_CHUNK_MIN = 8
 
 LossFn = Callable[[Any, Any], Tensor]
 
@@ -55,7 +61,7 @@ def check_inputs(model: nn.Module, inputs: Any, targets: Any) -> int:
         raise ValueError(f"inputs have {n} samples but targets have {nt}")
     if n == 0:
         raise ValueError("inputs hold no samples (N = 0)")
-    if not trainable_named_parameters(model):
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("model has no trainable parameters (none with requires_grad=True)")
     for name, m in model.named_modules():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -107,3 +113,17 @@ def per_sample_losses(loss_fn: LossFn, outputs: Any, targets: Any) -> Tensor:
         return torch.stack([one(take(outputs, i), take(targets, i)) for i in range(n)])
 
 
+def default_chunk_size(model: nn.Module, inputs: Any, n: int, *, params: int | None = None
+                       ) -> int:
+    """Samples per chunk so that one chunk's temporaries stay near ``_CHUNK_BYTES`` (64 MiB).
+
+    Estimate per sample: its gradient row (``4 P`` bytes) plus 80 times its input, a rough
+    stand-in for the activations a small conv net keeps for its backward. Never fewer than
+    ``_CHUNK_MIN`` samples (vectorisation would be lost). Each chunk costs a fixed overhead
+    (hooks, checks, per-call kernel set-up), so fewer, larger chunks are
+    faster until memory runs short (see ``_CHUNK_BYTES``). ``params``: ``P`` if known.
+    """
+    leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor)]
+    per_input = sum(t[0].numel() * t.element_size() for t in leaves)
+    per_sample = 4 * (num_trainable(model) if params is None else params) + 80 * per_input
+    return max(min(n, _CHUNK_MIN), min(n, _CHUNK_BYTES // max(per_sample, 1)))

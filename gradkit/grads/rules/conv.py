@@ -283,7 +283,8 @@ def conv_factored(m: nn.Module, a: Tensor, d: Tensor) -> Factored:
     t, d_in, d_out, g = conv_sizes(m, d)
     unfolds = m.weight.dim() <= 4
     size = a.shape[0] * t * d_in * g * a.element_size() if unfolds else math.inf
-    return Factored(t, d_in, d_out, g, lambda: unfold_factors(m, a, d) if unfolds else None, size)
+    return Factored(t, d_in, d_out, g, lambda: unfold_factors(m, a, d) if unfolds else None, size,
+                    rest=lambda: conv_rule(m, a, d, weight=False))
 
 
 def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:

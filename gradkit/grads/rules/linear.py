@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from gradkit.grads.rules.registry import Factored, register_factored, register_rule, wants
 
-__all__ = ["factors", "ghost_cheaper", "ghost_gram", "ghost_norms", "kron_project",
-           "linear_factored", "linear_rule"]
+__all__ = ["affine_factored", "factors", "ghost_cheaper", "ghost_gram", "ghost_norms",
+           "kron_project", "linear_bias", "linear_factored", "linear_rule"]
 
 
 def factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,25 +103,40 @@ def matrix_view(g: Tensor) -> Tensor:
     return g.reshape(g.shape[0], g.shape[1], math.prod(g.shape[2:]))
 
 
+def linear_bias(d: Tensor) -> Tensor:
+    """``∂l_n/∂b = Σ_t δ[n, t]`` -> ``[n, d_out]`` (``t``: every dim between the first and last)."""
+    return d.reshape(d.shape[0], -1, d.shape[-1]).sum(1)
+
+
 @register_rule(nn.Linear, any_dim=True)
-def linear_rule(m: nn.Linear, a: Tensor, d: Tensor) -> dict[str, Tensor]:
-    """``∂l_n/∂W = Σ_t δ[n, t]ᵀ a[n, t]``, ``∂l_n/∂b = Σ_t δ[n, t]`` (``t``: any extra dims)."""
+def linear_rule(m: nn.Linear, a: Tensor, d: Tensor, weight: bool = True) -> dict[str, Tensor]:
+    """``∂l_n/∂W = Σ_t δ[n, t]ᵀ a[n, t]``, ``∂l_n/∂b = Σ_t δ[n, t]`` (``t``: any extra dims;
+    ``weight=False``: the bias only)."""
     n = a.shape[0]
-    a3, d3 = a.reshape(n, -1, a.shape[-1]), d.reshape(n, -1, d.shape[-1])
     out = {}
-    if wants(m.weight):
+    if weight and wants(m.weight):
+        a3, d3 = a.reshape(n, -1, a.shape[-1]), d.reshape(n, -1, d.shape[-1])
         out["weight"] = (d3[:, 0, :, None] * a3[:, 0, None, :] if a3.shape[1] == 1
                          else torch.bmm(d3.transpose(1, 2), a3))
     if wants(m.bias):
-        out["bias"] = d3.sum(1)
+        out["bias"] = linear_bias(d)
     return out
+
+
+def affine_factored(x: Tensor, d: Tensor) -> Factored:
+    """The weight of an affine map ``x Wᵀ + b`` (input ``x``, output gradient ``d``) in factored
+    form: ``g_i = B_iᵀ A_i`` with ``(A, B)`` = :func:`factors` (held: the Kronecker sketch
+    applies). A replay hands its projections' factors this way (attention's)."""
+    A, B = factors(x, d)
+    return Factored(A.shape[1], A.shape[2], B.shape[2], 1, lambda: [(A, B)], kron=(A, B))
 
 
 @register_factored(nn.Linear)
 def linear_factored(m: nn.Linear, a: Tensor, d: Tensor) -> Factored:
-    """``g_i = B_iᵀ A_i`` with ``(A, B)`` = :func:`factors` (held: the Kronecker sketch applies)."""
-    A, B = factors(a, d)
-    return Factored(A.shape[1], A.shape[2], B.shape[2], 1, lambda: [(A, B)], kron=(A, B))
+    """:func:`affine_factored`, with the bias materialised (``N x d_out``)."""
+    f = affine_factored(a, d)
+    f.rest = lambda: linear_rule(m, a, d, weight=False)
+    return f
 
 
 def examples() -> list[tuple[nn.Module, tuple[int, ...]]]:

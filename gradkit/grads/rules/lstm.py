@@ -47,43 +47,39 @@ Store = Callable[[dict[str, Tensor]], None]
 
 
 class _LSTMScan(torch.autograd.Function):
-    """``(A [T, n, 4H], W_hh, h0 [n, H], c0 [n, H], reverse) -> (H [T, n, H], c_last)``.
+    """``(A [T, n, 4H], W_hh, h0 [n, H], c0 [n, H], reverse, box) -> (H [T, n, H], c_last)``.
 
     The recurrence of one layer and direction given its input projection ``A`` (biases
-    included); ``W_hh`` is a constant (its gradient comes from the hook on ``A``). Forward and
-    backward write into preallocated buffers, about eight ops per step each way.
+    included); ``W_hh`` is a constant (its gradient comes from the hook on ``A``). The hidden
+    states and ``c_last`` are torch's own LSTM kernel's, computed outside the graph and handed
+    over in ``box`` (:func:`_native_layer`): from them every step's gates follow at once,
+    ``G = A + h_prev W_hhᵀ``, and the cell states by one fused op per step. The backward through
+    time is hand-written (module docstring), about six ops per step, in time order.
     """
 
     @staticmethod
-    def forward(ctx, A: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, reverse: bool):
+    def forward(ctx, A: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, reverse: bool, box: list):
+        out, c_last = box.pop()  # not inputs: autograd attaches this node to them, no copy
         T, n, G = A.shape
         H = G // 4
-        order = range(T - 1, -1, -1) if reverse else range(T)
-        gates = A.new_empty(T, n, G)  # activated gates, in step order s
-        cs = A.new_empty(T + 1, n, H)  # cs[s]: c before step s (cs[0] = c0), cs[s+1] after
-        tcs = A.new_empty(T, n, H)  # tanh(c) after step s
-        out = A.new_empty(T, n, H)  # h, in time order
-        cs[0] = c0
-        h, w_t = h0, w_hh.t()
-        for s, t in enumerate(order):
-            g = gates[s]
-            torch.addmm(A[t], h, w_t, out=g)
-            g[:, : 2 * H].sigmoid_()
-            g[:, 2 * H : 3 * H].tanh_()
-            g[:, 3 * H :].sigmoid_()
-            c = cs[s + 1]
-            torch.mul(g[:, H : 2 * H], cs[s], out=c)
-            c.addcmul_(g[:, :H], g[:, 2 * H : 3 * H])
-            torch.tanh(c, out=tcs[s])
-            h = torch.mul(g[:, 3 * H :], tcs[s], out=out[t])
-        ctx.save_for_backward(w_hh, gates, cs, tcs)
+        h_prev = previous(out, h0, reverse)
+        gates = torch.addmm(A.reshape(T * n, G), h_prev.reshape(T * n, H), w_hh.t()).view(T, n, G)
+        gates[..., : 2 * H].sigmoid_()
+        gates[..., 2 * H : 3 * H].tanh_()
+        gates[..., 3 * H :].sigmoid_()
+        i, f, g, _ = gates.split(H, dim=2)
+        cs = i * g  # c after step t, in time order: c_t = f_t c_prev + i_t g_t
+        c, f_t, c_t = c0, f.unbind(0), cs.unbind(0)
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            c = c_t[t].addcmul_(f_t[t], c)
+        ctx.save_for_backward(w_hh, gates, previous(cs, c0, reverse), torch.tanh(cs))
         ctx.reverse = reverse
-        return out, cs[T].clone()
+        return out, c_last
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_c: Tensor):
-        w_hh, gates, cs, tcs = ctx.saved_tensors
+        w_hh, gates, c_prev, tcs = ctx.saved_tensors
         T, n, G = gates.shape
         H = G // 4
         i, f, g, o = gates.split(H, dim=2)
@@ -91,27 +87,49 @@ class _LSTMScan(torch.autograd.Function):
         p = torch.empty_like(gates)
         pi, pf, pg, po = p.split(H, dim=2)
         torch.mul(g, i * (1 - i), out=pi)
-        torch.mul(cs[:-1], f * (1 - f), out=pf)
+        torch.mul(c_prev, f * (1 - f), out=pf)
         torch.mul(i, 1 - g * g, out=pg)
         torch.mul(tcs, o * (1 - o), out=po)
-        oc = o * (1 - tcs * tcs)  # ∂h/∂c
-        del gates, cs, tcs, i, g, o
-        p3 = p.view(T, n, 4, H)[:, :, :3]
+        oc = (o * (1 - tcs * tcs)).unbind(0)  # ∂h/∂c
+        del gates, c_prev, tcs, i, g, o
         dA = torch.empty_like(p)  # δG in time order
-        d3 = dA.view(T, n, 4, H)[:, :, :3]
-        order = range(T - 1, -1, -1) if ctx.reverse else range(T)
-        steps = list(enumerate(order))[::-1]
+        p3, d3 = p.view(T, n, 4, H)[:, :, :3].unbind(0), dA.view(T, n, 4, H)[:, :, :3].unbind(0)
+        po, do, f, d_t, dA_t = (po.unbind(0), dA[..., 3 * H :].unbind(0), f.unbind(0),
+                                d_out.unbind(0), dA.unbind(0))
         prev = None
-        for s, t in steps:
-            dh = d_out[t] if prev is None else torch.addmm(d_out[t], dA[prev], w_hh)
-            d_c = torch.addcmul(d_c, dh, oc[s])
-            torch.mul(p3[s], d_c.unsqueeze(1), out=d3[t])
-            torch.mul(po[s], dh, out=dA[t, :, 3 * H :])
-            d_c = d_c * f[s]
+        for t in (range(T) if ctx.reverse else range(T - 1, -1, -1)):
+            dh = d_t[t] if prev is None else torch.addmm(d_t[t], dA_t[prev], w_hh)
+            d_c = torch.addcmul(d_c, dh, oc[t])
+            torch.mul(p3[t], d_c.unsqueeze(1), out=d3[t])
+            torch.mul(po[t], dh, out=do[t])
+            d_c = d_c * f[t]
             prev = t
-        dh0 = dA[prev] @ w_hh if ctx.needs_input_grad[2] else None
+        dh0 = dA_t[prev] @ w_hh if ctx.needs_input_grad[2] else None
         dc0 = d_c if ctx.needs_input_grad[3] else None
-        return dA, None, dh0, dc0, None
+        return dA, None, dh0, dc0, None, None
+
+
+def previous(states: Tensor, first: Tensor, reverse: bool) -> Tensor:
+    """Each step's previous state ``[T, n, H]`` (time order): ``first`` before the first step
+    (``t = 0``, or ``t = T - 1`` when ``reverse``)."""
+    if reverse:
+        return torch.cat([states[1:], first.unsqueeze(0)])
+    return torch.cat([first.unsqueeze(0), states[:-1]])
+
+
+def _native_layer(m: nn.LSTM, layer: int, x: Tensor, h0: Tensor, c0: Tensor
+                  ) -> list[tuple[Tensor, Tensor]]:
+    """One layer's ``[(H [T, n, H], c_last [n, H])]`` per direction by torch's own LSTM kernel
+    (its fused CPU / cuDNN path), outside the graph: the forward the plain model runs."""
+    dirs = 2 if m.bidirectional else 1
+    sfx = [f"_l{layer}" + ("_reverse" if d else "") for d in range(dirs)]
+    kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if m.bias else [])
+    params = [m._parameters[k + s].detach() for s in sfx for k in kinds]
+    with torch.no_grad():
+        out, _, c_n = torch.lstm(x.detach(), (h0.detach(), c0.detach()), params, m.bias, 1, 0.0,
+                                 False, m.bidirectional, False)
+    Hd = m.hidden_size
+    return [(out[..., d * Hd : (d + 1) * Hd], c_n[d]) for d in range(dirs)]
 
 
 def recurrent_call_unsupported(m: nn.Module, args: tuple, kwargs: dict,
@@ -202,6 +220,8 @@ def lstm_replay(m: nn.LSTM, args: tuple, kwargs: dict, sample_dim: int,
     layer_in = x
     for layer in range(m.num_layers):
         x2 = layer_in.reshape(T * n, -1)
+        ks = slice(layer * dirs, (layer + 1) * dirs)
+        native = _native_layer(m, layer, layer_in, hx[0][ks], hx[1][ks])
         outs = []
         for d in range(dirs):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
@@ -218,7 +238,7 @@ def lstm_replay(m: nn.LSTM, args: tuple, kwargs: dict, sample_dim: int,
             if any(want) and not A.requires_grad:
                 A.requires_grad_()  # a leaf: the backward still delivers δG to its hook
             k = layer * dirs + d
-            out, c_last = _LSTMScan.apply(A, w_hh, hx[0][k], hx[1][k], bool(d))
+            out, c_last = _LSTMScan.apply(A, w_hh, hx[0][k], hx[1][k], bool(d), [native[d]])
             outs.append(out)
             h_n.append(out[0] if d else out[T - 1])
             c_n.append(c_last)
@@ -239,11 +259,7 @@ def _hook(x: Tensor, out: Tensor, h0: Tensor, reverse: bool, names: list[str],
     def on_grad(dG: Tensor) -> None:
         x, out, h0 = kept
         kept.clear()
-        if reverse:
-            h_prev = torch.cat([out[1:], h0.unsqueeze(0)])
-        else:
-            h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
-        store(per_sample_sums(dG, x, h_prev, names, want))
+        store(per_sample_sums(dG, x, previous(out, h0, reverse), names, want))
 
     return on_grad
 

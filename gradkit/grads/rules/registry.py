@@ -171,7 +171,9 @@ class Factored:
     the Gram path sees it (:class:`~gradkit.grads.gramsink.GramSink`): ``t`` positions,
     ``d_in`` / ``d_out`` per group; ``pairs()`` the factors ``[(A_c, B_c)]`` (None: none),
     ``pair_bytes`` what building them costs (``inf``: never); ``kron`` the one ``(A, B)`` pair
-    already held when the Kronecker sketch applies (None: materialise for the sketch)."""
+    already held when the Kronecker sketch applies (None: materialise for the sketch);
+    ``rest()`` the materialised per-sample gradients of the layer's other parameters (a bias:
+    ``N x d_out``)."""
 
     t: int
     d_in: int
@@ -180,6 +182,7 @@ class Factored:
     pairs: Callable[[], list[tuple[Tensor, Tensor]] | None]
     pair_bytes: float = 0.0
     kron: tuple[Tensor, Tensor] | None = None
+    rest: Callable[[], dict[str, Tensor]] = dict
 
 
 Factor = Callable[[nn.Module, Tensor, Tensor], Factored]
