@@ -80,8 +80,10 @@ data: $(STAMP)
 # make report RUN=runs/my_experiment: notebooks 02 and 03 on a run recorded by gradkit.track.Tracker
 REPORT_ARGS = $(if $(DATA),--data "$(DATA)") $(if $(MATERIAL),--material $(MATERIAL)) \
 	$(if $(FREQ),--freq $(FREQ)) $(if $(RUN),--run "$(RUN)") $(foreach p,$(PARAMS),--param '$(p)')
+# Each notebook's kernel trains on one thread: the notebooks run side by side, one per core.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 report: $(if $(RUN),$(STAMP),data)  # a tracked run needs no synthetic set
-	$(PY) -m gradkit.report $(REPORT_ARGS)
+	$(PY) -m gradkit.report --jobs $(JOBS) $(REPORT_ARGS)
 
 # Two tiers. `make test` (CI): ruff, then pytest on both cores: every test not marked slow,
 # among them the five notebooks executed with the smoke parameter set (tests/notebooks/

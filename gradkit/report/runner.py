@@ -16,6 +16,8 @@ NAME=VALUE`` overrides any notebook parameter (:mod:`gradkit.report.parameters`:
 folder is preflighted first (:func:`gradkit.data.preflight`): nothing runs on bad data.
 ``--run FOLDER`` runs notebooks 02 and 03 on a run recorded by :class:`gradkit.track.Tracker`
 (:mod:`gradkit.report.runs`): checked first, read only, reported in ``reports/<run name>/``.
+``--jobs N`` (``make report``: the machine's cores) runs up to ``N`` notebooks at once, each in
+a process of its own (:mod:`gradkit.report.jobs`).
 
 Ctrl-C (SIGINT) or SIGTERM stops the run at once (:mod:`gradkit.report.interrupts`): the
 running notebook's kernel is killed, no further notebook starts, the command says which notebook
@@ -43,6 +45,7 @@ from gradkit.report.export import strip_widgets, to_html
 from gradkit.report.headlines import collect_headlines
 from gradkit.report.index import NotebookResult, describe_failure, index_lock, merge_index
 from gradkit.report.interrupts import Interrupted, StopOnSignal, execute_stoppably
+from gradkit.report.jobs import JOB_ENV, forwarded_arguments, run_jobs
 from gradkit.report.parameters import (
     Condition,
     active,
@@ -171,6 +174,16 @@ def build_reports(only: list[str] | None = None, *, condition: Condition | None 
                       (folder, name))
 
 
+def _job_names(args, condition: Condition | None) -> list[str]:
+    """The notebooks to run as separate jobs (``--jobs`` above 1, not inside a job): those
+    :func:`_build` would run; [] to run them here."""
+    if args.jobs < 2 or os.environ.get(JOB_ENV):
+        return []
+    paths = [p for p in notebook_paths() if not args.only or any(o in p.stem for o in args.only)]
+    paths = _run_notebooks(paths) if args.run else select_notebooks(paths, condition)
+    return [p.stem for p in paths]
+
+
 def _run_notebooks(paths: list[Path]) -> list[Path]:
     keep = [p for p in paths if "RUN" in declared_parameters(nbformat.read(p, as_version=4))]
     if not keep:
@@ -253,10 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("only", nargs="*", help="run only notebooks whose name contains this")
     add_arguments(parser)
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks run at once, "
+                        "each in its own process (make report: the machine's cores)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        print(f"[report] refused: --jobs must be at least 1, got {args.jobs}", flush=True)
+        return 2
     try:
         with StopOnSignal():
             condition, parameters = from_arguments(args)  # bad arguments or folder: ValueError
+            names = _job_names(args, condition)
+            if len(names) > 1:
+                return run_jobs(names, forwarded_arguments(args), args.jobs)
             results = build_reports(args.only or None, condition=condition,
                                     parameters=parameters, smoke=args.smoke, run=args.run,
                                     name=args.name)
