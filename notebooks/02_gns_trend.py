@@ -335,7 +335,7 @@ if RUN is not None:
         f"{analysis.runs.MIN_SAMPLES} samples); the per-sample columns cover "
         f"{scalars.covered.min():.0%} of the trainable parameters. Figures go to "
         f"`{figures_dir()}`.\n\n**Did the run learn?** {learned.sentence}: **{learned.verdict}**."
-        + ("" if learned.learned else " The noise scales below describe an untrained model.")))
+        + learned.caveat))
 
 # %% tags=["run"]
 if RUN is not None:
@@ -347,7 +347,7 @@ if RUN is not None:
     display(run_grams.set_index("step"))
     fig = viz.noise.plot_run_noise(scalars, run_grams, run_epochs, B_RUN,
                                    title=f"{RUN_NAME}: the simple noise scale over training"
-                                   + ("" if learned.learned else " (an untrained model)"))
+                                   + (" (an untrained model)" if learned.untrained else ""))
     publish(fig, "run_b_simple.png")
 
 # %% [markdown] tags=["run"]
@@ -359,7 +359,8 @@ if RUN is not None:
 if RUN is not None:
     unit = "epoch" if len(run_epochs) else "step"  # no epoch recorded: the logged batches
     basis = (run_epochs if len(run_epochs) else run_grams).rename(columns={unit: "when"})
-    end = basis.iloc[-1]
+    end = basis[basis.b_simple_hi.notna()].iloc[-1] if basis.b_simple_hi.notna().any() \
+        else basis.iloc[-1]  # the last epoch with an interval (one step has none)
     run_word = analysis.advice.batch_advice(run_status, end.b_simple, end.b_simple_lo,
                                             end.b_simple_hi, B_RUN)
     lines = [f"- **Loss**: {run_status.sentence}.",

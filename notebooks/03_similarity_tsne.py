@@ -393,9 +393,7 @@ if RUN is not None:
         f"**{RUN_NAME}** (`{RUN}`): {len(run_steps)} logged batches of at least "
         f"{analysis.runs.MIN_SAMPLES} samples (steps "
         f"{', '.join(map(str, run_steps))}).\n\n**Did the run learn?** {learned.sentence}: "
-        f"**{learned.verdict}**." + ("" if learned.learned else
-                                     " The similarities, maps and silhouettes below describe "
-                                     "an untrained model.")))
+        f"**{learned.verdict}**." + learned.caveat))
     display(run_stats)
 
 # %% [markdown] tags=["run"]
@@ -416,7 +414,7 @@ if RUN is not None:
         labels = r["labels"].numpy() if r["labels"] is not None else np.zeros(r["gram"].n, int)
         viz.similarity.plot_tsne(ax_t, r["sample_map"], labels,
                                  title=f"t-SNE of the gradient directions, step {step}"
-                                       f"{'' if learned.learned else ' (untrained model)'}")
+                                       f"{' (untrained model)' if learned.untrained else ''}")
 
     fig = plt.figure(figsize=(13, 5.5), layout="constrained")
     draw_run_step(fig, run_steps[-1])

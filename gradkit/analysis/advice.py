@@ -67,7 +67,9 @@ def batch_advice(status: RunStatus, b_simple: float, lo: float, hi: float,
         return "failed run"
     if status.trend != "plateaued":
         return status.trend
-    if not math.isfinite(hi):
+    if math.isnan(lo) or math.isnan(hi):  # no interval (a single step): nothing to read
+        return "too short to test"
+    if math.isinf(hi):
         return "mean gradient ~ 0"
     if lo > batch_size:
         return "larger batch"

@@ -183,7 +183,11 @@ def excess_table(observed: dict[int, dict[str, float]],
             raise ValueError(f"controls {missing} lack epoch {epoch}")
         for name, value in values.items():
             draws = [c[epoch][name] for c in control]
-            result = compare_to_control(value, draws, alpha, label=CONTROL, what="permutations")
+            try:
+                result = compare_to_control(value, draws, alpha, label=CONTROL,
+                                            what="permutations")
+            except ValueError as err:
+                raise ValueError(f"{name} at epoch {epoch}: {err}") from err
             text = STATISTICS.get(name, name)
             rows.append({"epoch": int(epoch), "statistic": name, "observed": value,
                          "control_mean": result.control_mean, "control_sd": result.control_sd,

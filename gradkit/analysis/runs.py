@@ -21,6 +21,7 @@ noise scale over steps and epochs with intervals, and its logged Gram matrices' 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,18 @@ class LossVerdict:
     end: float
     sentence: str
 
+    @property
+    def untrained(self) -> bool:
+        """The loss was tested and did not fall: the statistics describe an untrained model
+        (not said of a run too short to test)."""
+        return self.verdict in ("loss rose", "no detectable change")
+
+    @property
+    def caveat(self) -> str:
+        """What the run's statistics describe, for the notebooks' sentences ("" if it learned)."""
+        return ("" if self.learned else " They describe an untrained model." if self.untrained
+                else " Whether the run learned could not be tested.")
+
 
 def _first_and_last(scalars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str, str]:
     frame = scalars[np.isfinite(scalars["loss"].to_numpy(dtype=float))]
@@ -133,7 +146,7 @@ def loss_status(scalars: pd.DataFrame, last: int = 10, alpha: float = 0.05) -> R
         trend, text = plateau.verdict, "epoch-mean loss " + plateau.sentence(digits=3)
     else:
         trend, text = "too short to test", f"{len(per_epoch)} epoch(s): no trend test"
-    return RunStatus(failed=not learned.learned, trend=trend, accuracy=math.nan,
+    return RunStatus(failed=learned.untrained, trend=trend, accuracy=math.nan,
                      chance=math.nan, sentence=f"{learned.sentence}; {text}")
 
 
@@ -204,6 +217,22 @@ def epoch_noise_scales(scalars: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
     return pd.DataFrame(rows)
 
 
+def class_labels(labels, n: int, where: str):
+    """``labels`` as class indices ``[n]`` when they are class labels (integers ``>= 0``, one
+    per sample); None with a warning naming ``where`` otherwise (regression targets, one-hot
+    rows): the statistics then treat the batch as one group rather than invent classes."""
+    if labels is None:
+        return None
+    y = torch.as_tensor(labels)
+    if y.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8) \
+            and y.shape == (n,) and bool((y >= 0).all()):
+        return y.long()
+    warnings.warn(f"{where}: the recorded labels ({y.dtype}, shape {tuple(y.shape)}) are not "
+                  f"{n} class indices; the batch is read as one group", RuntimeWarning,
+                  stacklevel=3)
+    return None
+
+
 def step_similarity(run, seed: int = 0) -> dict[int, dict]:
     """``{step: {...}}`` for every logged Gram matrix (:func:`logged_steps`): ``"gram"``,
     ``"labels"`` (a tensor or None), ``"epoch"``, ``"sample_matrix"``
@@ -216,7 +245,7 @@ def step_similarity(run, seed: int = 0) -> dict[int, dict]:
     out = {}
     for step in logged_steps(run):
         G, labels = Gram(run.grams[step]), run.labels.get(step)
-        y = None if labels is None else torch.as_tensor(labels).long()
+        y = class_labels(labels, G.n, f"{run.path}, step {step}")
         one_group = torch.zeros(G.n, dtype=torch.long)  # without labels: a single group
         conflict = conflicts.conflict_cosines(G, one_group if y is None else y,
                                               np.ones(G.n, bool))

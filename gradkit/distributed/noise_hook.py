@@ -160,6 +160,11 @@ class DDPNoiseScale:
         self._finish()
         return self._rows[-1] if self._rows else None
 
+    def __len__(self) -> int:
+        """The steps measured so far."""
+        self._finish()
+        return len(self._rows)
+
     @property
     def history(self) -> pd.DataFrame:
         """Every step so far, one row each (the :class:`NoiseStep` fields as columns)."""

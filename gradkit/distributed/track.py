@@ -45,7 +45,7 @@ from pathlib import Path
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gradkit.distributed.noise_hook import DDPNoiseScale
+from gradkit.distributed.noise_hook import DDPNoiseScale, NoiseStep
 from gradkit.track import Tracker
 
 __all__ = ["DDPTracker"]
@@ -93,10 +93,13 @@ class DDPTracker:
         if self.tracker is None:
             yield None
             return
+        before = len(self.noise) if self.noise is not None else 0
         with self.tracker.step(labels, epoch, inputs, grad_scale) as s:
             yield s
         if self.noise is not None:
-            hook = asdict(self.noise.last)
+            fresh = len(self.noise) > before  # a step without backward measured nothing
+            hook = asdict(self.noise.last) if fresh else dict.fromkeys(
+                NoiseStep.__dataclass_fields__, math.nan)
             hook.pop("step")  # the hook's own count; the row's step is the tracker's
             step = self.tracker.step_index - 1
             self._rows.append({"step": step, **hook})

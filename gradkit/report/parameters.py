@@ -209,6 +209,11 @@ def resolve_condition(data: str | None = None, material: str | None = None,
         return None
     cond = Condition(None if root is None else str(root), material, int(freq_hz),
                      check_condition_name(name or f"{material}_{int(freq_hz)}hz"))
+    from gradkit.report.runs import RUN_FILE
+
+    if (output_root() / "reports" / cond.name / RUN_FILE).is_file():
+        raise ValueError(f"reports/{cond.name}/ holds the reports of a tracked run: pass --name "
+                         f"to give this condition another folder (e.g. --name {cond.name}_data)")
     record = output_root() / "reports" / cond.name / CONDITION_FILE
     if record.is_file():
         before = json.loads(record.read_text(encoding="utf-8")).get("data_root")
@@ -314,6 +319,9 @@ def add_arguments(parser) -> None:
 def from_arguments(args) -> tuple[Condition | None, dict[str, Any]]:
     """The condition and parameter overrides of parsed :func:`add_arguments` arguments."""
     parameters = dict(parse_param(p) for p in args.param)
+    if "RUN" in parameters:
+        raise ValueError("--param RUN=...: give the run folder as --run FOLDER (it is checked "
+                         "first and reported in reports/<run name>/, not over the study's)")
     return resolve_condition(args.data, args.material, args.freq, args.name), parameters
 
 

@@ -24,9 +24,9 @@ Degenerate inputs, decided before the formulas: ``R < 2`` gives no spread (``p``
 ``"not testable"``). Controls all equal (``s = 0``, a discrete statistic such as a share of
 pairs often is) give no spread for the t-test to stand on; the exact rank test of the
 observation among the ``R + 1`` exchangeable values is used instead: ``p = 1`` and
-``ci = (0, 0)`` when ``o`` equals them, else ``p = 1 / (R + 1)`` (the observation the most
-extreme of all) and ``ci`` NaN. Below ``R = 20`` that never falls under ``α = 0.05``: a control
-without spread cannot show an excess.
+``ci = (0, 0)`` when ``o`` equals them, else ``p = 2 / (R + 1)`` (two-sided, as the t-test:
+the observation the most extreme of all, on either side) and ``ci`` NaN. Below ``R = 40`` that
+never falls under ``α = 0.05``: a control without spread cannot show an excess.
 
 >>> r = compare_to_control(0.9, [0.30, 0.35, 0.28, 0.33], label="label-permuted control",
 ...                        what="permutations")
@@ -125,7 +125,7 @@ def compare_to_control(observed: float, control, alpha: float = 0.05, label: str
                                  "not testable", **keep)
     sd = float(c.std(ddof=1))
     if np.all(c == c[0]):
-        sd, p = 0.0, (1.0 if excess == 0 else 1 / (r + 1))
+        sd, p = 0.0, (1.0 if excess == 0 else min(1.0, 2 / (r + 1)))
         ci = (0.0, 0.0) if excess == 0 else (math.nan, math.nan)
     else:
         se = sd * math.sqrt(1 + 1 / r)

@@ -174,7 +174,8 @@ def _read_scalars(path: Path, meta: dict, table: str | None = None) -> pd.DataFr
             frame = pd.read_csv(part)
         except (OSError, ValueError, pd.errors.ParserError) as err:
             raise ValueError(f"{part}: not a readable scalars file ({err})") from err
-        frame = frame.assign(**{c: v for c, v in _LATER.items() if c not in frame.columns})
+        if table is None:
+            frame = frame.assign(**{c: v for c, v in _LATER.items() if c not in frame.columns})
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ValueError(f"{part}: columns {missing} are missing")

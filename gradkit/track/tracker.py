@@ -108,6 +108,7 @@ class Tracker:
         self._replay_ema(self.folder.scalars())
         self.session = len(self.folder.meta.get("sessions", []))
         self.interacting: list[str] = []  # modules through which the samples interact
+        self._fell_back: dict[int, Tensor] = {}  # the parameters the last step's fallback took
         self._write_meta(start=True, budget=budget, ema=ema)
         if self.capture.untracked:
             warnings.warn(coverage_message(self.capture.untracked, self.capture.missing(),
@@ -117,7 +118,6 @@ class Tracker:
         self._pending: dict | None = None  # the last row, waiting for its update size
         self._theta: list[Tensor] | None = None
         self._checked, self._closed, self._said_no_inputs = False, False, False
-        self._fell_back: dict[int, Tensor] = {}  # the parameters the last step's fallback took
         self.board = Board(tensorboard, writer, self.folder.path, self.step_index)
         self.writer = self.board.writer
 
@@ -139,8 +139,8 @@ class Tracker:
             "untracked_modules": dict(self.capture.untracked),
             "disabled_modules": dict(self.capture.disabled),
             "interacting_modules": list(self.interacting),
-            "missing_parameters": [] if self.fallback is not None else self.capture.missing(),
-            "fallback_parameters": self.capture.missing() if self.fallback is not None else []})
+            "missing_parameters": [] if self._fell_back else self.capture.missing(),
+            "fallback_parameters": self.capture.names_of(self._fell_back)})
         meta.update(format=FORMAT, model=model)
         if start:
             meta["tracker"] = {"gram_every": self.gram_every, "reduction": self.reduction,
@@ -188,7 +188,7 @@ class Tracker:
         want = None
         self._warn_interacting()  # the samples interact: no sample alone to compare with
         if check and self.loss_fn is not None and s.inputs is not None and labels is not None \
-                and not self.interacting:
+                and not self.interacting and self.capture.covered():
             want = sample_alone(self.model, self.loss_fn, s.inputs, labels,
                                 self.capture.covered())
         s.probed = want is not None
@@ -232,7 +232,7 @@ class Tracker:
         elif any(k not in self.folder.meta["model"]["disabled_modules"]
                  for k in self.capture.disabled):
             self._write_meta()
-        self._checked = self._checked or self.capture.checked
+        self._checked = self._checked or self.capture.checked or not self.capture.modules
         n = self.capture.n
         factor = (1.0 if self.reduction == "mean" else 1.0 / max(n or 1, 1)) / s.grad_scale
         covered = {**self.capture.covered(), **self._fell_back}

@@ -82,7 +82,8 @@ def test_compare_to_control_counts_the_observations_own_spread():
     assert 0.03 < calls < 0.07, calls
     # a control without spread cannot show an excess below 20 draws (rank test)
     assert compare_to_control(0.7, [0.46] * 4).verdict == "at its control level"
-    assert compare_to_control(0.7, [0.46] * 20).verdict == "exceeds its control"
+    assert compare_to_control(0.7, [0.46] * 20).verdict == "at its control level"  # p = 2/21
+    assert compare_to_control(0.7, [0.46] * 40).verdict == "exceeds its control"
     assert compare_to_control(0.5, [0.4]).verdict == "not testable"
     with pytest.raises(ValueError, match=r"control\[1\]"):
         compare_to_control(0.5, [0.4, np.nan])
@@ -152,3 +153,14 @@ def test_the_sentence_helpers_read_one_row_and_compare_two_intervals():
     assert excess_change(table, "share_negative", 5, 60).endswith("(no detectable change)")
     with pytest.raises(KeyError, match="epoch 7"):
         excess_sentence(table, 7, "silhouette")
+
+
+def test_a_control_without_spread_is_tested_two_sided():
+    """All control draws equal: the rank test's p is two-sided like the t-test's, so 20 draws
+    cannot show an excess (p = 2/21) and 40 can (p = 2/41)."""
+    from gradkit.stats import compare_to_control
+
+    assert compare_to_control(1.0, [0.0] * 20).p_value > 0.05
+    assert compare_to_control(1.0, [0.0] * 20).verdict == compare_to_control(
+        0.0, [0.0] * 20).verdict
+    assert compare_to_control(1.0, [0.0] * 40).p_value < 0.05

@@ -154,3 +154,31 @@ def test_the_advice_of_a_run_speaks_of_its_loss():
         "larger batch", 50.0, 40.0, 60.0, 8)
     with pytest.raises(ValueError, match="unknown advice"):
         runs.run_advice_sentence("bigger", 50.0, 40.0, 60.0, 8)
+
+
+def test_a_run_too_short_to_test_is_not_called_failed_or_untrained():
+
+    short = frame([2.0, 1.0, 0.5, 0.25], [0, 0, 1, 1])
+    verdict = runs.loss_learned(short)
+    assert not verdict.untrained and "could not be tested" in verdict.caveat
+    st = runs.loss_status(short)
+    assert not st.failed and st.trend == "too short to test"
+    flat = runs.loss_learned(frame(np.full(24, 1.0) + np.tile([0.01, -0.01], 12),
+                                   np.repeat([0, 1, 2], 8)))
+    assert flat.untrained and "untrained model" in flat.caveat
+
+
+def test_an_epoch_of_one_step_gives_no_interval_and_no_zero_gradient_call():
+    from gradkit.analysis.advice import RunStatus, batch_advice
+
+    ok = RunStatus(False, "plateaued", math.nan, math.nan, "")
+    assert batch_advice(ok, 2.1, math.nan, math.nan, 64) == "too short to test"
+    assert batch_advice(ok, 2.1, 1.0, math.inf, 64) == "mean gradient ~ 0"
+
+
+def test_labels_that_are_not_class_indices_are_read_as_one_group(tmp_path):
+    with pytest.warns(RuntimeWarning, match="step 3: the recorded labels .*float32"):
+        assert runs.class_labels(torch.tensor([[0.5], [1.5]]), 2, "run, step 3") is None
+    with pytest.warns(RuntimeWarning, match="not 2 class indices"):
+        assert runs.class_labels(torch.tensor([-4, 1]), 2, "run, step 0") is None
+    assert runs.class_labels(torch.tensor([2, 0]), 2, "run").tolist() == [2, 0]

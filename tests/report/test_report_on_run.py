@@ -251,3 +251,21 @@ def test_a_name_already_used_by_another_run_or_condition_is_refused(trained, tmp
     (tmp_path / "out" / "reports" / "wood_1000hz" / "condition.json").write_text("{}")
     with pytest.raises(ValueError, match="data condition"):
         check_run_target(folder, "wood_1000hz")
+
+
+def test_a_condition_never_takes_a_runs_folder_and_run_is_no_param(tmp_path, monkeypatch,
+                                                                    capsys):
+    """The reverse of the test above: a data condition named like a reported run is refused
+    (it would overwrite the run's reports), and ``--param RUN=...`` (which would put run-only
+    reports over the study's) is refused for --run."""
+    from gradkit.report import runner
+    from gradkit.report.parameters import resolve_condition
+
+    monkeypatch.setenv(OUTPUT_ENV, str(tmp_path / "out"))
+    used = tmp_path / "out" / "reports" / "myrun"
+    used.mkdir(parents=True)
+    (used / "run.json").write_text(json.dumps({"run": "/runs/myrun"}))
+    with pytest.raises(ValueError, match="reports/myrun/ holds the reports of a tracked run"):
+        resolve_condition(None, "wood", 1000, "myrun")
+    assert runner.main(["--param", "RUN='/tmp/x'", "02"]) == 2
+    assert "give the run folder as --run FOLDER" in capsys.readouterr().out

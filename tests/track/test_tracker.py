@@ -537,3 +537,29 @@ def test_a_weight_shared_by_two_layers_or_frozen_is_exact(tmp_path, frozen):
         _train_one(tracker, model, x, y, F.cross_entropy, inputs=x)
     tracker.close()
     _close(load_run(tmp_path / "run").grams[0], G @ G.T)
+
+
+def test_a_model_the_hooks_cannot_read_at_all_runs_on_the_fallback(tmp_path):
+    """Only a GRU and a head the user froze: nothing tracked, no first-step probe (nothing to
+    compare), the fallback covers every trainable parameter at every step."""
+    torch.manual_seed(0)
+    gru, head = nn.GRU(3, 4, batch_first=True).double(), nn.Linear(4, 2).double()
+    head.requires_grad_(False)
+    model = nn.Sequential(gru, _Last(), head)
+    tracker = Tracker(model, tmp_path / "run", gram_every=1, loss_fn=F.cross_entropy)
+    for _ in range(2):
+        x, y = torch.randn(5, 6, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
+        G = _loop_grads(model, x, y, list(gru.parameters()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tracker.step(labels=y, inputs=x):
+                F.cross_entropy(model(x), y).backward()
+    tracker.close()
+    run = load_run(tmp_path / "run")
+    _close(run.grams[1], G @ G.T)
+    assert (run.scalars["covered"] == 1.0).all()
+
+
+class _Last(nn.Module):
+    def forward(self, out):
+        return out[0][:, -1]
