@@ -161,7 +161,7 @@ class DDPNoiseScale:
         return self._rows[-1] if self._rows else None
 
     def __len__(self) -> int:
-        """The steps measured so far."""
+        """The steps recorded so far."""
         self._finish()
         return len(self._rows)
 

@@ -97,7 +97,7 @@ class DDPTracker:
         with self.tracker.step(labels, epoch, inputs, grad_scale) as s:
             yield s
         if self.noise is not None:
-            fresh = len(self.noise) > before  # a step without backward measured nothing
+            fresh = len(self.noise) > before  # a step without backward added no row
             hook = asdict(self.noise.last) if fresh else dict.fromkeys(
                 NoiseStep.__dataclass_fields__, math.nan)
             hook.pop("step")  # the hook's own count; the row's step is the tracker's
